@@ -1,0 +1,61 @@
+"""
+twisted_tcp: the API of Jane Street Async's C{Tcp} module on Twisted.
+
+Where to connect (L{to_host_and_port}, L{to_file}) and where to listen
+(L{on_port}, L{on_port_chosen_by_os}, L{on_file}); L{connect_sock},
+L{connect} and L{with_connection}, each with one deadline for the whole
+attempt and an C{interrupt}; a pull-style L{Reader} and a L{Writer} over a
+connection; and a L{Server} that runs a handler per connection behind a
+connection limit.  Every function that waits returns a Deferred, and the
+reactor is only imported when a function is called without one.
+"""
+
+from ._connect import connect, connect_sock, with_connection
+from ._connection import Socket
+from ._errors import (
+    BufferAgeLimitError,
+    ConnectInterruptedError,
+    ConnectTimeoutError,
+    IncompleteReadError,
+    LineTooLongError,
+    ReadInProgressError,
+    WriterClosedError,
+)
+from ._reader import Reader
+from ._server import Server
+from ._where import (
+    WhereToConnect,
+    WhereToListen,
+    on_file,
+    on_port,
+    on_port_chosen_by_os,
+    to_file,
+    to_host_and_port,
+)
+from ._writer import Writer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BufferAgeLimitError",
+    "ConnectInterruptedError",
+    "ConnectTimeoutError",
+    "IncompleteReadError",
+    "LineTooLongError",
+    "ReadInProgressError",
+    "Reader",
+    "Server",
+    "Socket",
+    "WhereToConnect",
+    "WhereToListen",
+    "Writer",
+    "WriterClosedError",
+    "connect",
+    "connect_sock",
+    "on_file",
+    "on_port",
+    "on_port_chosen_by_os",
+    "to_file",
+    "to_host_and_port",
+    "with_connection",
+]

@@ -1,0 +1,245 @@
+"""
+Connecting: C{connect_sock}, C{connect} and C{with_connection}.
+
+One deadline covers the whole attempt, DNS included, and so does
+C{interrupt}: both work by cancelling the endpoint's Deferred, which closes
+any socket the attempt had opened.  What comes back is then replaced by an
+error of our own that names the address.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from twisted.internet import error
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._connection import Connection, Socket, StreamOptions
+from ._errors import ConnectInterruptedError, ConnectTimeoutError
+from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
+from ._where import WhereToConnect
+from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 30.0
+_log = Logger()
+
+
+def default_reactor(reactor: Any) -> Any:
+    """C{reactor}, or the global reactor (imported only now) if it is None."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        return global_reactor
+    return reactor
+
+
+class _ConnectionFactory(Factory):
+    def __init__(self, clock: IReactorTime, options: StreamOptions | None) -> None:
+        self.clock = clock
+        self.options = options
+
+    def buildProtocol(self, addr: object) -> Connection:
+        return Connection(self.clock, self.options)
+
+
+def _name_address(reason: Failure, where: WhereToConnect) -> Failure:
+    """The same failure, with a message that says which address failed."""
+    exc = reason.value
+    text = f"connecting to {where}"
+    try:
+        if isinstance(exc, error.ConnectError):
+            detail = exc.args[0] if exc.args and exc.args[0] else ""
+            named = copy.copy(exc)
+            named.args = (f"{text}: {detail}" if detail else text,)
+        elif isinstance(exc, error.DNSLookupError):
+            named = error.DNSLookupError(f"{text}:", *exc.args)
+        else:
+            return reason
+    except Exception:  # pragma: no cover - an exotic exception class
+        return reason
+    return Failure(named)
+
+
+def _attempt(
+    where: WhereToConnect,
+    options: StreamOptions | None,
+    timeout: float | None,
+    interrupt: Deferred[Any] | None,
+    reactor: Any,
+) -> Deferred[Connection]:
+    if not isinstance(where, WhereToConnect):
+        raise TypeError(
+            "where must be made by to_host_and_port() or to_file(), "
+            f"not {type(where).__name__}: {where!r}"
+        )
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be positive or None, not {timeout}")
+    reactor = default_reactor(reactor)
+    # The endpoint's own per-attempt timeout is a backstop only: ours fires first.
+    endpoint = where.endpoint(reactor, DEFAULT_TIMEOUT if timeout is None else timeout + 1.0)
+    why: str | None = None
+
+    def stop(reason: str) -> None:
+        nonlocal why
+        if why is None and not result.called:
+            why = reason
+            attempt.cancel()
+
+    result: Deferred[Connection] = Deferred(lambda _: stop("cancel"))
+    attempt = endpoint.connect(_ConnectionFactory(reactor, options))
+    timer = reactor.callLater(timeout, stop, "timeout") if timeout is not None else None
+
+    def finish(outcome: Connection | Failure) -> None:
+        if timer is not None and timer.active():
+            timer.cancel()
+        if result.called:  # cancelled by the user after connecting; do not leak
+            if isinstance(outcome, Connection):
+                outcome.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        if isinstance(outcome, Failure):
+            if why == "timeout" or outcome.check(error.TimeoutError):
+                outcome = Failure(ConnectTimeoutError(where, timeout or DEFAULT_TIMEOUT))
+            elif why == "interrupt":
+                outcome = Failure(ConnectInterruptedError(where))
+            elif why == "cancel":
+                outcome = Failure(CancelledError(f"connecting to {where} was cancelled"))
+            else:
+                outcome = _name_address(outcome, where)
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    attempt.addBoth(finish)
+    if interrupt is not None and not result.called:
+
+        def interrupted(value: object) -> object:
+            stop("interrupt")
+            return value
+
+        interrupt.addBoth(interrupted)
+    return result
+
+
+def connect_sock(
+    where: WhereToConnect,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    interrupt: Deferred[Any] | None = None,
+    reactor: Any = None,
+) -> Deferred[Socket]:
+    """
+    Connect to C{where} and return the connected L{Socket}, which does not
+    read until a reader/writer pair (L{Socket.reader_writer}) or a protocol
+    (L{Socket.attach_protocol}) is attached to it.
+
+    @param timeout: seconds for the whole attempt, DNS and every address
+        included; C{None} for no deadline.  On expiry the attempt fails with
+        L{ConnectTimeoutError}.
+    @param interrupt: a Deferred; if it fires before the connection is made,
+        the attempt fails with L{ConnectInterruptedError}.
+    @param reactor: the reactor; the global one if C{None}.
+    @return: a Deferred that fires with the L{Socket}, or fails with an error
+        naming the address (refused, DNS failure, missing Unix path, ...).
+        Cancelling it abandons the attempt with C{CancelledError}.  No socket
+        is left open after a failure.
+    """
+    return _attempt(where, None, timeout, interrupt, reactor).addCallback(Socket)
+
+
+def connect(
+    where: WhereToConnect,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    interrupt: Deferred[Any] | None = None,
+    reader_buffer_size: int = DEFAULT_BUFFER_SIZE,
+    buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
+    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    reactor: Any = None,
+) -> Deferred[tuple[Socket, Reader, Writer]]:
+    """
+    Connect as L{connect_sock} does and return C{(socket, reader, writer)}.
+    The caller closes the connection: C{writer.close()} (which flushes) or
+    C{socket.close()}; L{with_connection} does it for you.
+
+    @param reader_buffer_size: unread bytes above which the reader stops
+        reading from the socket until the user reads.
+    @param buffer_age_limit: seconds written bytes may wait unflushed before
+        the connection is closed with L{BufferAgeLimitError} (the peer stopped
+        reading), or C{None} for no limit.
+    @param max_line_length: the longest line C{read_line} returns.
+    """
+    options = StreamOptions(reader_buffer_size, buffer_age_limit, max_line_length)
+
+    def triple(connection: Connection) -> tuple[Socket, Reader, Writer]:
+        assert connection.reader is not None and connection.writer is not None
+        return Socket(connection), connection.reader, connection.writer
+
+    return _attempt(where, options, timeout, interrupt, reactor).addCallback(triple)
+
+
+def with_connection(
+    where: WhereToConnect,
+    f: Callable[[Socket, Reader, Writer], Any],
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    interrupt: Deferred[Any] | None = None,
+    reader_buffer_size: int = DEFAULT_BUFFER_SIZE,
+    buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
+    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    reactor: Any = None,
+) -> Deferred[Any]:
+    """
+    Connect as L{connect} does, call C{f(socket, reader, writer)} (which may
+    return a value, a Deferred or a coroutine), then close: the writer is
+    flushed (for at most 30 s) and closed, then the socket.
+
+    @return: a Deferred that fires, once the connection is closed, with
+        C{f}'s result, or fails with C{f}'s exception, or with
+        L{BufferAgeLimitError} if the peer stopped reading first (C{f} then
+        goes on alone; a later error of it is logged).
+    """
+
+    def run(conn: tuple[Socket, Reader, Writer]) -> Deferred[Any]:
+        sock, reader, writer = conn
+        done: Deferred[Any] = Deferred()
+        outcome: list[Any] = []
+
+        def first(value: Any) -> None:
+            if outcome:
+                if isinstance(value, Failure):
+                    _log.failure("with_connection to {where}: f failed after the connection ended",
+                                 value, where=str(where))
+                return
+            outcome.append(value)
+            writer.close().addBoth(lambda _: done.callback(None))
+
+        def lost(_: object) -> None:
+            if writer.error is not None:
+                first(Failure(writer.error))
+
+        maybeDeferred(f, sock, reader, writer).addBoth(first)
+        sock._connection.lost.wait().addBoth(lost)
+        return done.addCallback(lambda _: outcome[0])
+
+    return connect(
+        where,
+        timeout=timeout,
+        interrupt=interrupt,
+        reader_buffer_size=reader_buffer_size,
+        buffer_age_limit=buffer_age_limit,
+        max_line_length=max_line_length,
+        reactor=reactor,
+    ).addCallback(run)
+
+
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "connect", "connect_sock", "default_reactor", "with_connection"]

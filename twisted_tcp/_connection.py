@@ -1,0 +1,295 @@
+"""
+One connection: the Twisted protocol under a Reader and a Writer, and the
+Socket object a user holds.
+
+A byte received goes from the transport straight to L{Reader.data_received}
+(the protocol's C{dataReceived} is the reader's method), and a byte written
+goes from L{Writer.write} straight to the transport.  The protocol itself only
+relays the connection's life: made, half-closed by the peer, lost.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IProtocol,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._oneshot import OneShot
+from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
+from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IAddress, IReactorTime
+
+
+@attrs.frozen
+class StreamOptions:
+    """How the Reader and Writer of a connection behave."""
+
+    reader_buffer_size: int = DEFAULT_BUFFER_SIZE
+    buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT
+    max_line_length: int = DEFAULT_MAX_LINE_LENGTH
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT
+
+    def __attrs_post_init__(self) -> None:
+        if self.reader_buffer_size < 1:
+            raise ValueError(f"reader_buffer_size must be at least 1, not {self.reader_buffer_size}")
+        if self.buffer_age_limit is not None and self.buffer_age_limit <= 0:
+            raise ValueError(f"buffer_age_limit must be positive or None, not {self.buffer_age_limit}")
+        if self.max_line_length < 1:
+            raise ValueError(f"max_line_length must be at least 1, not {self.max_line_length}")
+
+
+@implementer(IHalfCloseableProtocol)
+class Connection(Protocol):
+    """
+    The protocol of every twisted_tcp connection.
+
+    With C{options}, a Reader and a Writer are attached as soon as the
+    connection is made.  Without, the transport is paused until the user
+    attaches them (L{Socket.reader_writer}) or a protocol of their own
+    (L{Socket.attach_protocol}).
+    """
+
+    reader: Reader | None = None
+    writer: Writer | None = None
+
+    def __init__(self, clock: IReactorTime, options: StreamOptions | None) -> None:
+        self.clock = clock
+        self.options = options
+        self.lost: OneShot[Failure] = OneShot()
+        self._read_eof = False
+        self._holding = False  # the transport is paused until something is attached
+        self._held: list[bytes] = []
+        self._user: IProtocol | None = None
+
+    # -- IProtocol -----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
+        if self.options is None:
+            self.hold()
+        else:
+            self.start_stream(self.options)
+
+    def hold(self) -> None:
+        """Stop reading until a reader/writer or a protocol is attached."""
+        self._holding = True
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        # Only until a reader or a user protocol is attached: they replace
+        # this method on the instance.
+        self._held.append(data)
+
+    def readConnectionLost(self) -> None:
+        """The peer half-closed: the reader sees the end of the stream."""
+        self._read_eof = True
+        if self.reader is not None:
+            self.reader.eof_received()
+            if self.writer is not None and self.writer.is_closed:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+        elif self._user is not None:
+            halfclose = IHalfCloseableProtocol(self._user, None)
+            if halfclose is not None:
+                halfclose.readConnectionLost()
+            else:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        """Our end of the stream was sent (after L{Writer.write_eof})."""
+        if self.writer is not None:
+            self.writer.eof_sent()
+            if self._read_eof:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+        elif self._user is not None:
+            halfclose = IHalfCloseableProtocol(self._user, None)
+            if halfclose is not None:
+                halfclose.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.lost.fire(reason)
+        if self.reader is not None:
+            self.reader.eof_received()
+        if self.writer is not None:
+            self.writer.connection_lost(reason)
+        if self._user is not None:
+            self._user.connectionLost(reason)
+
+    # -- attaching what reads and writes -------------------------------------
+
+    def _check_unattached(self) -> None:
+        if self.reader is not None or self._user is not None:
+            raise RuntimeError("this connection already has a reader/writer or a protocol")
+
+    def start_stream(self, options: StreamOptions) -> tuple[Reader, Writer]:
+        """Attach a Reader and a Writer, and start reading."""
+        self._check_unattached()
+        transport = self.transport
+        assert transport is not None
+        reader = Reader(transport, options.reader_buffer_size, options.max_line_length)  # type: ignore[arg-type]
+        writer = Writer(
+            transport,
+            self.clock,
+            options.buffer_age_limit,
+            options.close_timeout,
+            peer=_show_address(transport.getPeer()),
+        )
+        self.reader = reader
+        self.writer = writer
+        self.dataReceived = reader.data_received  # type: ignore[method-assign]
+        transport.registerProducer(writer, False)  # type: ignore[attr-defined]
+        held, self._held = self._held, []
+        for data in held:
+            reader.data_received(data)
+        if self._read_eof or self.lost.fired:
+            reader.eof_received()
+        if self.lost.fired:
+            writer.connection_lost(Failure(RuntimeError("connection already lost")))
+        elif self._holding:
+            self._holding = False
+            reader._paused = True  # hold() paused the transport: let the reader resume it
+            reader._update_flow()
+        return reader, writer
+
+    def attach_protocol(self, protocol: IProtocol) -> None:
+        """Hand the connection to C{protocol}, with the bytes received so far."""
+        self._check_unattached()
+        self._user = protocol
+        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        protocol.makeConnection(self.transport)
+        held, self._held = self._held, []
+        for data in held:
+            protocol.dataReceived(data)
+        if not self.lost.fired:
+            if self._read_eof:
+                self.readConnectionLost()
+            if self._holding:
+                self._holding = False
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+
+
+def _show_address(address: IAddress | None) -> str:
+    """A short text for an address: C{host:port}, C{[v6]:port} or C{unix:path}."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if name is not None or type(address).__name__ == "UNIXAddress":
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "backslashreplace")
+        return f"unix:{name or '(unnamed)'}"
+    return str(address)
+
+
+class Socket:
+    """
+    A connected stream socket: its addresses and options, its reader and
+    writer if it has them, and its lifetime.
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @property
+    def transport(self) -> Any:
+        """The Twisted transport of the connection."""
+        return self._connection.transport
+
+    @property
+    def peer_address(self) -> IAddress:
+        """The peer's address (an C{IPv4Address}, C{IPv6Address} or C{UNIXAddress})."""
+        return self.transport.getPeer()  # type: ignore[no-any-return]
+
+    @property
+    def local_address(self) -> IAddress:
+        """This end's address."""
+        return self.transport.getHost()  # type: ignore[no-any-return]
+
+    def fileno(self) -> int:
+        """The socket's file descriptor (-1 once closed)."""
+        return self.transport.fileno()  # type: ignore[no-any-return]
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        """Set a socket option, as L{socket.socket.setsockopt}."""
+        self.transport.getHandle().setsockopt(level, option, value)
+
+    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
+        """Read a socket option, as L{socket.socket.getsockopt}."""
+        handle = self.transport.getHandle()
+        if buflen is None:
+            return handle.getsockopt(level, option)  # type: ignore[no-any-return]
+        return handle.getsockopt(level, option, buflen)  # type: ignore[no-any-return]
+
+    def reader_writer(
+        self,
+        *,
+        reader_buffer_size: int = DEFAULT_BUFFER_SIZE,
+        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    ) -> tuple[Reader, Writer]:
+        """
+        Make the Reader and Writer of this socket (once), and start reading.
+
+        @raise RuntimeError: if it already has them or a protocol.
+        """
+        connection = self._connection
+        if connection.reader is not None and connection.writer is not None:
+            raise RuntimeError("this socket already has a reader and a writer")
+        return connection.start_stream(
+            StreamOptions(reader_buffer_size, buffer_age_limit, max_line_length)
+        )
+
+    def attach_protocol(self, protocol: IProtocol) -> None:
+        """
+        Speak a Twisted protocol (AMP, HTTP, ...) on this socket: C{protocol}
+        gets C{makeConnection} with the transport, then every byte received.
+
+        @raise RuntimeError: if the socket already has a reader/writer or a
+            protocol.
+        """
+        self._connection.attach_protocol(protocol)
+
+    def close(self) -> Deferred[None]:
+        """
+        Close the connection, after flushing what the writer holds; fires
+        when it is closed.  Idempotent.
+        """
+        connection = self._connection
+        if connection.writer is not None:
+            return connection.writer.close()
+        if not connection.lost.fired:
+            self.transport.loseConnection()
+        return self.close_finished()
+
+    def abort(self) -> None:
+        """Close the connection at once, dropping unwritten bytes."""
+        if not self._connection.lost.fired:
+            self.transport.abortConnection()
+
+    def close_finished(self) -> Deferred[None]:
+        """A Deferred that fires (with None) when the connection is closed."""
+        return self._connection.lost.wait().addBoth(lambda _: None)
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection is closed."""
+        return self._connection.lost.fired
+
+    def __repr__(self) -> str:
+        state = "closed" if self.is_closed else "open"
+        return f"<Socket {_show_address(self.peer_address)} {state}>"

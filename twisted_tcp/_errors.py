@@ -1,0 +1,108 @@
+"""
+Exceptions raised by twisted_tcp.
+
+Each one names what went wrong and, where there is one, the address involved.
+Where Twisted already has a class for the same failure, ours subclasses it, so
+that existing ``except`` clauses and ``Failure.trap`` calls keep working.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from twisted.internet import error
+
+
+class ConnectTimeoutError(error.TimeoutError, builtins.TimeoutError):
+    """
+    A connection attempt did not complete within its deadline.
+
+    The deadline covers the whole attempt: DNS resolution and every address
+    tried.  Also an instance of Twisted's L{twisted.internet.error.TimeoutError}
+    and of the builtin L{TimeoutError}.
+    """
+
+    def __init__(self, where: object, timeout: float) -> None:
+        error.TimeoutError.__init__(self)
+        self.where = where
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"connecting to {self.where} did not complete within {self.timeout:g} s"
+
+
+class ConnectInterruptedError(error.ConnectingCancelledError):
+    """
+    A connection attempt was abandoned because its ``interrupt`` fired first.
+
+    Also an instance of Twisted's
+    L{twisted.internet.error.ConnectingCancelledError}.
+    """
+
+    def __init__(self, where: object) -> None:
+        super().__init__(where)
+        self.where = where
+
+    def __str__(self) -> str:
+        return f"connecting to {self.where} was interrupted"
+
+
+class LineTooLongError(ValueError):
+    """
+    A line (or a record read with ``read_until``) exceeded the reader's
+    ``max_line_length``.  Its bytes were discarded, up to and including the
+    delimiter that ends it.
+    """
+
+    def __init__(self, max_line_length: int) -> None:
+        super().__init__(
+            f"line longer than max_line_length={max_line_length} bytes; "
+            "its bytes were discarded"
+        )
+        self.max_line_length = max_line_length
+
+
+class IncompleteReadError(EOFError):
+    """
+    The stream ended before a read could be satisfied.
+
+    @ivar partial: the bytes that were read before the end of the stream.
+    @ivar expected: the number of bytes asked for (``really_read``) or the
+        delimiter looked for (``read_until``).
+    """
+
+    def __init__(self, partial: bytes, expected: int | bytes) -> None:
+        what = f"{expected} bytes" if isinstance(expected, int) else f"delimiter {expected!r}"
+        super().__init__(f"end of stream after {len(partial)} bytes, before {what}")
+        self.partial = partial
+        self.expected = expected
+
+
+class ReadInProgressError(RuntimeError):
+    """
+    A read was started while another read on the same reader was pending.
+    A Reader serves one read at a time.
+    """
+
+
+class WriterClosedError(RuntimeError):
+    """The writer was used after ``close()`` or ``write_eof()``."""
+
+
+class BufferAgeLimitError(error.ConnectionLost):
+    """
+    Bytes written to a writer stayed unflushed for longer than its
+    ``buffer_age_limit``: the peer stopped reading.  The connection was closed.
+    """
+
+    def __init__(self, peer: object, limit: float, pending: int) -> None:
+        super().__init__(
+            f"peer {peer} stopped reading: bytes written more than {limit:g} s ago "
+            f"were still not flushed ({pending} bytes pending; buffer_age_limit)"
+        )
+        self.peer = peer
+        self.limit = limit
+        self.pending = pending
+
+    def __str__(self) -> str:
+        return str(self.args[0])

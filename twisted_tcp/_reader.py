@@ -1,0 +1,453 @@
+"""
+The Reader: a pull-style reader over the bytes a connection receives.
+
+Bytes arrive pushed, as chunks, through L{Reader.data_received}; the user pulls
+them with one read at a time, each returning a Deferred.  Received chunks are
+kept as they are and sliced only when a read needs part of one, so a read that
+takes a whole chunk copies nothing.  Memory stays bounded: above
+C{buffer_size} unread bytes the transport stops reading (the peer's TCP window
+fills up), and C{read_line}/C{read_until} fail on a record longer than
+C{max_line_length} instead of buffering it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+
+from ._errors import IncompleteReadError, LineTooLongError, ReadInProgressError
+
+_NEED = object()  # returned by a read attempt that needs more bytes than are buffered
+
+DEFAULT_BUFFER_SIZE = 128 * 1024
+DEFAULT_MAX_LINE_LENGTH = 64 * 1024
+DEFAULT_READ_SIZE = 64 * 1024
+
+
+class Reader:
+    """
+    Reads from one connection.  Every method returns a cancellable Deferred;
+    cancelling a pending read loses no byte, and the next read sees them all.
+
+    At most one read is pending at a time: starting a second one fails at
+    once with L{ReadInProgressError}.  The end of the stream, whether the
+    peer closed or the connection was lost, is seen only after every byte
+    received before it has been read.
+
+    @ivar buffer_size: above this many unread bytes the transport stops
+        reading until the user reads (unless a pending read needs more).
+    @ivar max_line_length: the longest line (or C{read_until} record),
+        delimiter excluded, that C{read_line} and C{read_until} return.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_chunks",
+        "_discard",
+        "_discard_tail",
+        "_eof",
+        "_op",
+        "_op_arg",
+        "_paused",
+        "_pos",
+        "_producer",
+        "_scan_idx",
+        "_scan_off",
+        "_size",
+        "_waiter",
+        "buffer_size",
+        "max_line_length",
+    )
+
+    def __init__(
+        self,
+        producer: IPushProducer | None,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    ) -> None:
+        if buffer_size < 1:
+            raise ValueError(f"reader_buffer_size must be at least 1, not {buffer_size}")
+        if max_line_length < 0:
+            raise ValueError(f"max_line_length must not be negative, not {max_line_length}")
+        self._producer = producer
+        self.buffer_size = buffer_size
+        self.max_line_length = max_line_length
+        self._chunks: deque[bytes] = deque()
+        self._pos = 0  # bytes of _chunks[0] already consumed
+        self._size = 0  # unread bytes in _chunks
+        self._scan_idx = 0  # chunks already searched for "\n" ...
+        self._scan_off = 0  # ... and how many unread bytes they hold
+        self._eof = False
+        self._paused = False
+        self._discard: bytes | None = None  # dropping an overlong record up to this
+        self._discard_tail = b""  # ... with these last bytes maybe starting it
+        self._waiter: Deferred[Any] | None = None
+        self._op: Callable[[Any], Any] | None = None
+        self._op_arg: Any = None
+
+    # -- what the user calls -------------------------------------------------
+
+    @property
+    def bytes_buffered(self) -> int:
+        """The number of received bytes not yet read."""
+        return self._size
+
+    @property
+    def at_eof(self) -> bool:
+        """Whether the stream has ended and every byte of it has been read."""
+        return self._eof and not self._size
+
+    def read(self, max_bytes: int = DEFAULT_READ_SIZE) -> Deferred[bytes]:
+        """
+        Read at least one and at most C{max_bytes} bytes, as soon as any are
+        there; C{b""} at the end of the stream.
+        """
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
+        return self._start(self._do_read, max_bytes)
+
+    def read_line(self) -> Deferred[bytes | None]:
+        """
+        Read a line and return it without its C{b"\\n"} or C{b"\\r\\n"};
+        C{None} at the end of the stream.  A last line without a newline is
+        returned as it is.  A line longer than C{max_line_length} fails with
+        L{LineTooLongError}; its bytes are discarded, and the next read
+        starts after it.
+        """
+        return self._start(self._do_line, None)
+
+    def read_until(
+        self, delimiter: bytes, keep_delimiter: bool = False
+    ) -> Deferred[bytes | None]:
+        """
+        Read up to C{delimiter} and return those bytes, with the delimiter
+        only if C{keep_delimiter}; C{None} at the end of the stream.  Fails
+        with L{IncompleteReadError} (with the bytes read) if the stream ends
+        in the middle of a record, and with L{LineTooLongError} if the record
+        is longer than C{max_line_length}.
+        """
+        if not isinstance(delimiter, bytes) or not delimiter:
+            raise ValueError(f"delimiter must be non-empty bytes, not {delimiter!r}")
+        return self._start(self._do_until, (delimiter, keep_delimiter))
+
+    def really_read(self, n: int) -> Deferred[bytes]:
+        """
+        Read exactly C{n} bytes.  Fails with L{IncompleteReadError}, carrying
+        the bytes read, if the stream ends first.  The C{n} bytes are buffered
+        in memory whatever C{buffer_size} says.
+        """
+        if n < 0:
+            raise ValueError(f"n must not be negative, not {n}")
+        return self._start(self._do_exactly, n)
+
+    def contents(self) -> Deferred[bytes]:
+        """
+        Read until the end of the stream and return everything.  The whole
+        rest of the stream is held in memory: use it only with peers you trust
+        to send a bounded amount.
+        """
+        return self._start(self._do_contents, None)
+
+    def lines(self) -> AsyncIterator[bytes]:
+        """
+        Iterate, with C{async for}, over the lines of the stream, as
+        L{read_line} returns them, until the end of the stream.
+        """
+        return _Lines(self)
+
+    # -- what the connection calls -------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """Buffer C{data} and serve the pending read if it is now satisfied."""
+        if self._discard is not None:
+            data = self._drop_until_delimiter(data)
+            if not data:
+                return
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._waiter is not None:
+            self._serve()
+        elif self._size > self.buffer_size and not self._paused:
+            self._set_paused(True)
+
+    def eof_received(self) -> None:
+        """The stream has ended: serve the pending read with what is left."""
+        if self._eof:
+            return
+        self._eof = True
+        self._discard = None
+        self._discard_tail = b""
+        if self._waiter is not None:
+            self._serve()
+
+    # -- internals -----------------------------------------------------------
+
+    def _start(self, op: Callable[[Any], Any], arg: Any) -> Deferred[Any]:
+        if self._waiter is not None:
+            return fail(
+                ReadInProgressError(
+                    "another read is already pending on this Reader; "
+                    "a Reader serves one read at a time"
+                )
+            )
+        self._scan_idx = self._scan_off = 0
+        try:
+            result = op(arg)
+        except Exception:
+            self._update_flow()
+            return fail()
+        if result is _NEED:
+            d: Deferred[Any] = Deferred(self._cancel)
+            self._waiter = d
+            self._op = op
+            self._op_arg = arg
+            if self._paused:
+                self._set_paused(False)
+            return d
+        if self._paused and self._size <= self.buffer_size:
+            self._set_paused(False)
+        return succeed(result)
+
+    def _serve(self) -> None:
+        op = self._op
+        assert op is not None
+        try:
+            result = op(self._op_arg)
+        except Exception:
+            result = Failure()
+        else:
+            if result is _NEED:
+                return
+        waiter = self._waiter
+        assert waiter is not None
+        self._waiter = self._op = self._op_arg = None
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
+        self._update_flow()
+
+    def _cancel(self, d: Deferred[Any]) -> None:
+        if self._waiter is d:
+            self._waiter = self._op = self._op_arg = None
+            self._update_flow()
+
+    def _update_flow(self) -> None:
+        want_paused = self._size > self.buffer_size and self._waiter is None
+        if want_paused != self._paused:
+            self._set_paused(want_paused)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        producer = self._producer
+        if producer is None or self._eof:
+            return
+        if paused:
+            producer.pauseProducing()
+        else:
+            producer.resumeProducing()
+
+    def _clear(self) -> None:
+        self._chunks.clear()
+        self._pos = self._size = self._scan_idx = self._scan_off = 0
+
+    def _take(self, n: int) -> bytes:
+        """Remove and return the first C{n} unread bytes (C{n <= _size})."""
+        if not n:
+            return b""
+        chunks = self._chunks
+        pos = self._pos
+        first = chunks[0]
+        end = pos + n
+        self._size -= n
+        self._scan_idx = self._scan_off = 0
+        if end < len(first):
+            self._pos = end
+            return first[pos:end]
+        if end == len(first):
+            chunks.popleft()
+            self._pos = 0
+            return first[pos:] if pos else first
+        parts = [first[pos:] if pos else first]
+        chunks.popleft()
+        need = end - len(first)
+        self._pos = 0
+        while need:
+            chunk = chunks[0]
+            if len(chunk) <= need:
+                parts.append(chunks.popleft())
+                need -= len(chunk)
+            else:
+                parts.append(chunk[:need])
+                self._pos = need
+                break
+        return b"".join(parts)
+
+    def _take_record(self, n: int, skip: int) -> bytes:
+        """Remove C{n + skip} unread bytes and return the first C{n}."""
+        first = self._chunks[0]
+        pos = self._pos
+        end = pos + n + skip
+        if end < len(first):  # the common case: the record lies inside one chunk
+            self._pos = end
+            self._size -= n + skip
+            self._scan_idx = self._scan_off = 0
+            return first[pos : pos + n]
+        record = self._take(n)
+        self._take(skip)
+        return record
+
+    def _find(self, delimiter: bytes) -> int:
+        """
+        Return the offset of C{delimiter} from the read position, or -1.
+
+        What an earlier call of the same pending read searched is not searched
+        again, so a record that arrives in many chunks costs time linear in
+        its length.
+        """
+        chunks = self._chunks
+        if not chunks:
+            return -1
+        width = len(delimiter)
+        if width > 1:
+            # The delimiter may straddle chunks: search them joined.
+            if len(chunks) > 1:
+                first = chunks.popleft()
+                joined = b"".join([first[self._pos :], *chunks])
+                chunks.clear()
+                chunks.append(joined)
+                self._pos = 0
+            pos = self._pos
+            i = chunks[0].find(delimiter, pos + max(0, self._scan_off - width + 1))
+            if i < 0:
+                self._scan_off = self._size
+                return -1
+            return i - pos
+        k = self._scan_idx
+        offset = self._scan_off
+        count = len(chunks)
+        while k < count:
+            chunk = chunks[k]
+            if k == 0:
+                pos = self._pos
+                i = chunk.find(delimiter, pos)
+                if i >= 0:
+                    return i - pos
+                offset = len(chunk) - pos
+            else:
+                i = chunk.find(delimiter)
+                if i >= 0:
+                    return offset + i
+                offset += len(chunk)
+            k += 1
+        self._scan_idx = k
+        self._scan_off = offset
+        return -1
+
+    def _overlong(self, delimiter: bytes, found: int) -> LineTooLongError:
+        """Drop an overlong record and return the error to raise."""
+        if found >= 0:
+            self._take_record(found, len(delimiter))
+        else:
+            width = len(delimiter)
+            tail = b"".join(self._chunks)[-(width - 1) :] if width > 1 else b""
+            self._clear()
+            if not self._eof:
+                # Keep dropping what arrives until the record ends.
+                self._discard = delimiter
+                self._discard_tail = tail
+        return LineTooLongError(self.max_line_length)
+
+    def _drop_until_delimiter(self, data: bytes) -> bytes:
+        delimiter = self._discard
+        assert delimiter is not None
+        window = self._discard_tail + data if self._discard_tail else data
+        i = window.find(delimiter)
+        if i < 0:
+            width = len(delimiter)
+            self._discard_tail = window[-(width - 1) :] if width > 1 else b""
+            return b""
+        self._discard = None
+        self._discard_tail = b""
+        return window[i + len(delimiter) :]
+
+    def _do_read(self, max_bytes: int) -> Any:
+        size = self._size
+        if size:
+            available = len(self._chunks[0]) - self._pos
+            if available >= max_bytes or available == size:
+                return self._take(min(available, max_bytes))
+            return self._take(min(size, max_bytes))
+        if self._eof:
+            return b""
+        return _NEED
+
+    def _do_line(self, _: None) -> Any:
+        limit = self.max_line_length
+        i = self._find(b"\n")
+        if i >= 0:
+            if i > limit + 1:
+                raise self._overlong(b"\n", i)
+            line = self._take_record(i, 1)
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if len(line) > limit:
+                raise LineTooLongError(limit)
+            return line
+        if self._size > limit + 1 or (self._eof and self._size > limit):
+            raise self._overlong(b"\n", -1)
+        if self._eof:
+            return self._take(self._size) if self._size else None
+        return _NEED
+
+    def _do_until(self, arg: tuple[bytes, bool]) -> Any:
+        delimiter, keep = arg
+        i = self._find(delimiter)
+        if i >= 0:
+            if i > self.max_line_length:
+                raise self._overlong(delimiter, i)
+            if keep:
+                return self._take(i + len(delimiter))
+            return self._take_record(i, len(delimiter))
+        if self._size > self.max_line_length + len(delimiter) - 1:
+            raise self._overlong(delimiter, -1)
+        if self._eof:
+            if not self._size:
+                return None
+            raise IncompleteReadError(self._take(self._size), delimiter)
+        return _NEED
+
+    def _do_exactly(self, n: int) -> Any:
+        if self._size >= n:
+            return self._take(n)
+        if self._eof:
+            raise IncompleteReadError(self._take(self._size), n)
+        return _NEED
+
+    def _do_contents(self, _: None) -> Any:
+        if self._eof:
+            return self._take(self._size)
+        return _NEED
+
+
+class _Lines:
+    """The async iterator of L{Reader.lines}."""
+
+    __slots__ = ("_reader",)
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self._reader.read_line()
+        if line is None:
+            raise StopAsyncIteration
+        return line

@@ -1,0 +1,377 @@
+"""
+The Server: a handler per connection, behind a connection limit.
+
+A connection is admitted as soon as it is accepted if a slot is free; the
+slot it takes is freed when the connection closes.  At the limit the listening
+port is paused, so new clients wait in the kernel's backlog.  (Twisted accepts
+in batches; a connection accepted in the same batch as the one that reached
+the limit waits, unread and without a handler, until a slot frees.)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._connect import default_reactor
+from ._connection import Connection, StreamOptions, _show_address
+from ._oneshot import OneShot
+from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
+from ._where import OnFile, WhereToListen
+from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress, IListeningPort
+
+Handler = Callable[["IAddress", Reader, Writer], Any]
+HandlerErrorPolicy = (
+    Literal["log", "ignore", "raise"] | Callable[["IAddress", BaseException], object]
+)
+
+_log = Logger()
+
+
+class _ServerConnection(Connection):
+    server: Server
+    handler_running = False
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
+        self.server._admit(self)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        Connection.connectionLost(self, reason)
+        self.server._ended(self)
+
+
+class _ServerFactory(Factory):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def buildProtocol(self, addr: object) -> _ServerConnection:
+        connection = _ServerConnection(self.server._reactor, None)
+        connection.server = self.server
+        return connection
+
+
+def _clear_stale_socket(path: str) -> None:
+    """
+    Remove a Unix socket file nobody listens on any more, so that a server
+    that died without cleaning up does not block the next one.  A live
+    socket is left alone: binding then fails with a clear error.
+    """
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
+    except OSError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
+class Server:
+    """
+    A listening server that runs C{handler(address, reader, writer)} for
+    each connection.  Make one with L{Server.create}.
+    """
+
+    def __init__(
+        self,
+        where: WhereToListen,
+        handler: Handler,
+        *,
+        max_connections: int,
+        options: StreamOptions,
+        on_handler_error: HandlerErrorPolicy,
+        reactor: Any,
+    ) -> None:
+        self._where = where
+        self._handler = handler
+        self._max_connections = max_connections
+        self._options = options
+        self._on_handler_error = on_handler_error
+        self._reactor = reactor
+        self._port: IListeningPort | None = None
+        self._connections: set[_ServerConnection] = set()
+        self._parked: deque[_ServerConnection] = deque()
+        self._handlers_running = 0
+        self._accepting = True
+        self._closed = False
+        self._close_finished: OneShot[None] = OneShot()
+        self._drained: OneShot[None] = OneShot()
+
+    @classmethod
+    def create(
+        cls,
+        where_to_listen: WhereToListen,
+        handler: Handler,
+        *,
+        max_connections: int = 10000,
+        backlog: int = 64,
+        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
+        reader_buffer_size: int = DEFAULT_BUFFER_SIZE,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+        on_handler_error: HandlerErrorPolicy = "log",
+        reactor: Any = None,
+    ) -> Deferred[Server]:
+        """
+        Start listening on C{where_to_listen} and return a Deferred that fires
+        with the L{Server} once it listens, or fails (with Twisted's
+        C{CannotListenError}, naming the address) if it cannot: a port in
+        use, a path that cannot be bound or that a live server holds.
+
+        C{handler(address, reader, writer)} may return a value, a Deferred or
+        a coroutine.  The connection ends at the first of: the handler's
+        result, its exception, the writer's error (the peer stopped reading
+        for C{buffer_age_limit}), or the peer leaving.  The writer is then
+        flushed (for at most C{close_timeout} seconds) and the connection
+        closed.  A handler still running after its peer left reads the end of
+        the stream, and its writes are dropped.
+
+        @param max_connections: at most this many connections have a handler
+            at once; beyond, accepting pauses until one ends.
+        @param backlog: the listen queue length given to the kernel.
+        @param on_handler_error: what to do when a handler fails: C{"log"}
+            (log it with the peer's address and keep serving), C{"ignore"},
+            C{"raise"} (stop listening; L{close_finished} fails with the
+            error), or a callable C{(address, exception)}.
+        """
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError(f"max_connections must be an int, not {max_connections!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        if backlog < 1:
+            raise ValueError(f"backlog must be at least 1, not {backlog}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {handler!r}")
+        if not (callable(on_handler_error) or on_handler_error in ("log", "ignore", "raise")):
+            raise ValueError(
+                "on_handler_error must be 'log', 'ignore', 'raise' or a callable, "
+                f"not {on_handler_error!r}"
+            )
+        if not isinstance(where_to_listen, WhereToListen):
+            raise TypeError(
+                "where_to_listen must be made by on_port(), on_file() or "
+                f"on_port_chosen_by_os, not {where_to_listen!r}"
+            )
+        options = StreamOptions(reader_buffer_size, buffer_age_limit, max_line_length, close_timeout)
+        reactor = default_reactor(reactor)
+        server = cls(
+            where_to_listen,
+            handler,
+            max_connections=max_connections,
+            options=options,
+            on_handler_error=on_handler_error,
+            reactor=reactor,
+        )
+        if isinstance(where_to_listen, OnFile):
+            _clear_stale_socket(where_to_listen.path)
+        endpoint = where_to_listen.endpoint(reactor, backlog)
+        listening = endpoint.listen(_ServerFactory(server))
+
+        def listening_now(port: IListeningPort) -> Server:
+            server._port = port
+            return server
+
+        return listening.addCallback(listening_now)
+
+    # -- what the user reads -------------------------------------------------
+
+    @property
+    def listening_on(self) -> int | str:
+        """The port listened on (the real one, also for port 0), or the socket path."""
+        address = self.listening_on_address
+        port = getattr(address, "port", None)
+        if port is not None:
+            return int(port)
+        name = getattr(address, "name", b"")
+        return os.fsdecode(name) if isinstance(name, bytes) else str(name)
+
+    @property
+    def listening_on_address(self) -> IAddress:
+        """The address listened on, as Twisted reports it."""
+        assert self._port is not None
+        return self._port.getHost()
+
+    @property
+    def num_connections(self) -> int:
+        """The number of connections currently served (each holds a slot)."""
+        return len(self._connections)
+
+    @property
+    def max_connections(self) -> int:
+        """The most connections served at once."""
+        return self._max_connections
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether L{close} was called (or a handler error closed the server)."""
+        return self._closed
+
+    @property
+    def close_finished(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the server has stopped listening, after
+        L{close}; it fails with the handler's error under
+        C{on_handler_error="raise"}.
+        """
+        return self._close_finished.wait()
+
+    def drained(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the server is closed, every connection
+        has ended and every handler has returned.
+        """
+        return self._drained.wait()
+
+    def close(self, close_existing_connections: bool = False) -> Deferred[None]:
+        """
+        Stop listening; no handler starts after this.  With
+        C{close_existing_connections}, also close every connection at once
+        (handlers then read the end of the stream).  Idempotent.
+
+        @return: a Deferred that fires when the server has stopped listening
+            and, with C{close_existing_connections}, every connection is closed.
+        """
+        self._stop(None)
+        waits = [self._close_finished.wait().addErrback(lambda _: None)]
+        if close_existing_connections:
+            for connection in list(self._connections):
+                waits.append(connection.lost.wait().addBoth(lambda _: None))
+                connection.transport.abortConnection()  # type: ignore[union-attr]
+        return DeferredList(waits).addCallback(lambda _: None)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "listening"
+        return f"<Server {self._where!r} {state}, {self.num_connections} connections>"
+
+    # -- connections -----------------------------------------------------------
+
+    def _admit(self, connection: _ServerConnection) -> None:
+        if self._closed:
+            connection.transport.abortConnection()  # type: ignore[union-attr]
+        elif len(self._connections) < self._max_connections:
+            self._serve(connection)
+        else:
+            connection.hold()
+            self._parked.append(connection)
+
+    def _serve(self, connection: _ServerConnection) -> None:
+        self._connections.add(connection)
+        if len(self._connections) >= self._max_connections:
+            self._pause_accepting()
+        reader, writer = connection.start_stream(self._options)
+        address = connection.transport.getPeer()  # type: ignore[union-attr]
+        connection.handler_running = True
+        self._handlers_running += 1
+        maybeDeferred(self._handler, address, reader, writer).addBoth(
+            self._handler_done, connection
+        )
+
+    def _handler_done(self, result: object, connection: _ServerConnection) -> None:
+        connection.handler_running = False
+        self._handlers_running -= 1
+        writer = connection.writer
+        assert writer is not None
+        writer.close()
+        if isinstance(result, Failure):
+            self._report(connection, result)
+        self._maybe_drained()
+
+    def _ended(self, connection: _ServerConnection) -> None:
+        if connection not in self._connections:
+            try:
+                self._parked.remove(connection)
+            except ValueError:
+                pass
+            return
+        self._connections.discard(connection)
+        writer = connection.writer
+        if writer is not None and writer.error is not None:
+            self._report(connection, Failure(writer.error))
+        parked = self._parked
+        while parked and len(self._connections) < self._max_connections and not self._closed:
+            self._serve(parked.popleft())
+        if len(self._connections) < self._max_connections and not parked:
+            self._resume_accepting()
+        self._maybe_drained()
+
+    def _maybe_drained(self) -> None:
+        if self._closed and not self._connections and not self._handlers_running:
+            self._drained.fire(None)
+
+    def _pause_accepting(self) -> None:
+        if self._accepting and self._port is not None:
+            self._accepting = False
+            self._port.pauseProducing()  # type: ignore[attr-defined]
+
+    def _resume_accepting(self) -> None:
+        if not self._accepting and not self._closed and self._port is not None:
+            self._accepting = True
+            self._port.resumeProducing()  # type: ignore[attr-defined]
+
+    # -- errors and closing ----------------------------------------------------
+
+    def _report(self, connection: _ServerConnection, failure: Failure) -> None:
+        policy = self._on_handler_error
+        address = connection.transport.getPeer()  # type: ignore[union-attr]
+        if policy == "ignore":
+            return
+        if policy == "log":
+            _log.failure(
+                "handler for {peer} failed", failure, peer=_show_address(address)
+            )
+        elif policy == "raise":
+            _log.failure(
+                "handler for {peer} failed; the server stops listening (on_handler_error='raise')",
+                failure,
+                peer=_show_address(address),
+            )
+            self._stop(failure)
+        else:
+            try:
+                policy(address, failure.value)  # type: ignore[operator]
+            except Exception:
+                _log.failure(
+                    "on_handler_error callable failed for {peer}", peer=_show_address(address)
+                )
+
+    def _stop(self, failure: Failure | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        parked = list(self._parked)
+        self._parked.clear()
+        for connection in parked:
+            connection.transport.abortConnection()  # type: ignore[union-attr]
+        port = self._port
+        stopped = maybeDeferred(port.stopListening) if port is not None else succeed(None)
+
+        def finished(result: object) -> None:
+            self._close_finished.fire(failure if failure is not None else None)
+            self._maybe_drained()
+
+        stopped.addBoth(finished)
+
+
+__all__ = ["Handler", "HandlerErrorPolicy", "Server"]

@@ -1,0 +1,306 @@
+"""
+The Writer: writes that never block, and a way to learn when they reached the
+kernel.
+
+C{write} is a plain append to the transport, with no Deferred made, so Twisted
+still gathers many small writes into one system call.  The writer registers
+itself with the transport as a non-streaming producer: the transport then calls
+its C{resumeProducing} every time its buffer has drained into the kernel, which
+is exactly the event C{flushed()} waits for.  (A streaming producer would only
+be resumed after a pause, that is after 64 KiB were buffered, so a flush of a
+small write would never be reported.)
+
+The buffer-age check costs one timer per connection, and only while written
+bytes are waiting: it is armed when the transport's buffer goes from empty to
+non-empty and rearmed from there, never per write.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPullProducer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._errors import BufferAgeLimitError, WriterClosedError
+from ._oneshot import OneShot
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+
+DEFAULT_BUFFER_AGE_LIMIT = 120.0
+DEFAULT_CLOSE_TIMEOUT = 30.0
+
+
+@implementer(IPullProducer)
+class Writer:
+    """
+    Writes to one connection.
+
+    C{write} and C{write_line} never block and never fail because of the
+    peer: the bytes are buffered in memory, and once the peer is gone they are
+    dropped.  Use L{flushed} for back-pressure.
+
+    @ivar buffer_age_limit: seconds that written bytes may wait unflushed
+        before the connection is closed with L{BufferAgeLimitError}, or
+        C{None} for no limit.
+    @ivar close_timeout: seconds that L{close} waits for the buffer to drain
+        before dropping what is left.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_age_timer",
+        "_clean",
+        "_clock",
+        "_close_timer",
+        "_closed",
+        "_consumer_left",
+        "_dirty_since",
+        "_done",
+        "_eof_sent",
+        "_error",
+        "_flush_waiters",
+        "_flushed_count",
+        "_lost",
+        "_peer",
+        "_transport",
+        "_written",
+        "buffer_age_limit",
+        "close_timeout",
+    )
+
+    def __init__(
+        self,
+        transport: ITransport,
+        clock: IReactorTime,
+        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+        peer: object = None,
+    ) -> None:
+        if buffer_age_limit is not None and buffer_age_limit <= 0:
+            raise ValueError(
+                f"buffer_age_limit must be positive or None, not {buffer_age_limit}"
+            )
+        self._transport = transport
+        self._clock = clock
+        self._peer = peer
+        self.buffer_age_limit = buffer_age_limit
+        self.close_timeout = close_timeout
+        self._closed = False  # close(), write_eof() or abort() was called
+        self._lost = False  # the connection is gone
+        self._clean = True  # nothing written since the transport last drained
+        self._written = 0
+        self._flushed_count = 0
+        self._dirty_since = 0.0
+        self._age_timer: IDelayedCall | None = None
+        self._close_timer: IDelayedCall | None = None
+        self._error: BaseException | None = None
+        self._flush_waiters: list[Deferred[None]] = []
+        self._consumer_left: OneShot[None] = OneShot()
+        self._done: OneShot[None] = OneShot()
+        self._eof_sent: OneShot[None] = OneShot()
+
+    # -- what the user calls -------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """
+        Append C{data} to the connection's outgoing bytes.
+
+        @raise WriterClosedError: after L{close}, L{write_eof} or L{abort}.
+        @raise TypeError: if C{data} is not bytes.
+        """
+        if self._closed:
+            raise WriterClosedError(f"write to a closed writer (peer {self._peer})")
+        if self._lost:
+            return
+        self._transport.write(data)
+        if data:
+            self._written += len(data)
+            if self._clean:
+                self._became_dirty()
+
+    def write_line(self, line: bytes) -> None:
+        """Write C{line} followed by C{b"\\n"}."""
+        if len(line) < 16384:
+            self.write(line + b"\n")
+        else:
+            self.write(line)
+            self.write(b"\n")
+
+    def write_sequence(self, chunks: list[bytes]) -> None:
+        """Write several chunks, in order, as one call."""
+        if self._closed:
+            raise WriterClosedError(f"write to a closed writer (peer {self._peer})")
+        if self._lost:
+            return
+        self._transport.writeSequence(chunks)
+        self._written += sum(map(len, chunks))
+        if self._clean and self._written != self._flushed_count:
+            self._became_dirty()
+
+    def flushed(self) -> Deferred[None]:
+        """
+        Return a Deferred that fires once every byte written so far has been
+        handed to the kernel.  It fails if the connection is lost, or the
+        buffer-age limit is hit, before that.
+        """
+        if self._error is not None:
+            return fail(self._error)
+        if self._clean:
+            return succeed(None)
+        if self._lost:
+            return fail(ConnectionLost(f"connection to {self._peer} lost before flush"))
+        d: Deferred[None] = Deferred(self._flush_waiters.remove)
+        self._flush_waiters.append(d)
+        return d
+
+    @property
+    def bytes_to_write(self) -> int:
+        """The number of written bytes not yet known to be handed to the kernel."""
+        return 0 if self._clean or self._lost else self._written - self._flushed_count
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether L{close}, L{write_eof} or L{abort} was called, or the connection is gone."""
+        return self._closed or self._lost
+
+    def close(self) -> Deferred[None]:
+        """
+        Flush what was written, then close the connection (both directions).
+        If the buffer has not drained after C{close_timeout} seconds, what is
+        left is dropped.  Idempotent; the Deferred fires when the connection
+        is closed, and never fails.
+        """
+        if not self._closed:
+            self._closed = True
+            if not self._lost:
+                self._cancel_age_timer()
+                transport = self._transport
+                transport.unregisterProducer()  # type: ignore[attr-defined]
+                transport.loseConnection()
+                if self.close_timeout is not None:
+                    self._close_timer = self._clock.callLater(self.close_timeout, self.abort)
+        return self._done.wait()
+
+    def write_eof(self) -> Deferred[None]:
+        """
+        Flush what was written, then half-close: the peer reads the end of
+        the stream, while this side can still read its reply.  The Deferred
+        fires when the end of the stream has been sent.
+        """
+        if self._closed:
+            raise WriterClosedError(f"write_eof on a closed writer (peer {self._peer})")
+        self._closed = True
+        if self._lost:
+            return self.flushed()
+        self._cancel_age_timer()
+        transport = self._transport
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+        transport.loseWriteConnection()  # type: ignore[attr-defined]
+        return self._eof_sent.wait()
+
+    def abort(self) -> None:
+        """Close the connection at once, dropping unwritten bytes."""
+        self._closed = True
+        if not self._lost:
+            self._transport.abortConnection()  # type: ignore[attr-defined]
+
+    def consumer_left(self) -> Deferred[None]:
+        """
+        Return a Deferred that fires when the peer is gone: the connection was
+        lost without this writer closing it.  It fails with
+        L{BufferAgeLimitError} if the writer closed the connection because the
+        peer stopped reading.
+        """
+        return self._consumer_left.wait()
+
+    # -- IPullProducer: the transport calls this whenever its buffer drained --
+
+    def resumeProducing(self) -> None:
+        self._clean = True
+        self._flushed_count = self._written
+        waiters = self._flush_waiters
+        if waiters:
+            self._flush_waiters = []
+            for d in waiters:
+                d.callback(None)
+
+    def stopProducing(self) -> None:
+        pass
+
+    # -- what the connection calls -------------------------------------------
+
+    def eof_sent(self) -> None:
+        """Everything was flushed and the end of the stream sent (L{write_eof})."""
+        self.resumeProducing()
+        self._eof_sent.fire(None)
+
+    def connection_lost(self, reason: Failure) -> None:
+        """The connection is gone: fail pending flushes, report the peer leaving."""
+        if self._lost:
+            return
+        self._lost = True
+        self._cancel_age_timer()
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
+        error = self._error
+        if self._closed and error is None and reason.check(ConnectionDone):
+            # close() flushed everything before the connection closed cleanly.
+            self.resumeProducing()
+        waiters = self._flush_waiters
+        self._flush_waiters = []
+        for d in waiters:
+            d.errback(error or reason)
+        self._eof_sent.fire(Failure(error) if error is not None else reason)
+        if error is not None:
+            self._consumer_left.fire(Failure(error))
+        elif not self._closed:
+            self._consumer_left.fire(None)
+        self._done.fire(None)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that closed the connection (the buffer-age limit), if any."""
+        return self._error
+
+    # -- internals -----------------------------------------------------------
+
+    def _became_dirty(self) -> None:
+        self._clean = False
+        limit = self.buffer_age_limit
+        if limit is not None:
+            self._dirty_since = self._clock.seconds()
+            if self._age_timer is None:
+                self._age_timer = self._clock.callLater(limit, self._check_age)
+
+    def _check_age(self) -> None:
+        self._age_timer = None
+        limit = self.buffer_age_limit
+        if self._clean or self._lost or limit is None:
+            return
+        age = self._clock.seconds() - self._dirty_since
+        if age < limit:
+            self._age_timer = self._clock.callLater(limit - age, self._check_age)
+            return
+        self._error = BufferAgeLimitError(self._peer, limit, self.bytes_to_write)
+        waiters = self._flush_waiters
+        self._flush_waiters = []
+        for d in waiters:
+            d.errback(Failure(self._error))
+        self.abort()
+
+    def _cancel_age_timer(self) -> None:
+        timer = self._age_timer
+        if timer is not None:
+            self._age_timer = None
+            if timer.active():
+                timer.cancel()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.is_closed else "open"
+        return f"<Writer to {self._peer} {state}, {self.bytes_to_write} bytes to write>"

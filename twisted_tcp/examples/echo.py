@@ -1,0 +1,19 @@
+"""
+A line echo handler: every line a client sends comes back to it.
+
+    twistd -n tcpserver --port 9000 --handler twisted_tcp.examples.echo:handle
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IAddress
+
+from twisted_tcp import Reader, Writer
+
+
+async def handle(address: IAddress, reader: Reader, writer: Writer) -> None:
+    """Echo each line back until the client closes; a line too long ends it."""
+    async for line in reader.lines():
+        writer.write_line(line)
+        if writer.bytes_to_write > 1 << 20:
+            await writer.flushed()
