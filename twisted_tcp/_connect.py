@@ -56,6 +56,7 @@ def _name_address(reason: Failure, where: WhereToConnect) -> Failure:
     """The same failure, with a message that says which address failed."""
     exc = reason.value
     text = f"connecting to {where}"
+    named: BaseException
     try:
         if isinstance(exc, error.ConnectError):
             detail = exc.args[0] if exc.args and exc.args[0] else ""
@@ -99,7 +100,7 @@ def _attempt(
     attempt = endpoint.connect(_ConnectionFactory(reactor, options))
     timer = reactor.callLater(timeout, stop, "timeout") if timeout is not None else None
 
-    def finish(outcome: Connection | Failure) -> None:
+    def finish(outcome: Any) -> None:
         if timer is not None and timer.active():
             timer.cancel()
         if result.called:  # cancelled by the user after connecting; do not leak
@@ -242,4 +243,10 @@ def with_connection(
     ).addCallback(run)
 
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "connect", "connect_sock", "default_reactor", "with_connection"]
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "connect",
+    "connect_sock",
+    "default_reactor",
+    "with_connection",
+]

@@ -42,9 +42,13 @@ class StreamOptions:
 
     def __attrs_post_init__(self) -> None:
         if self.reader_buffer_size < 1:
-            raise ValueError(f"reader_buffer_size must be at least 1, not {self.reader_buffer_size}")
+            raise ValueError(
+                f"reader_buffer_size must be at least 1, not {self.reader_buffer_size}"
+            )
         if self.buffer_age_limit is not None and self.buffer_age_limit <= 0:
-            raise ValueError(f"buffer_age_limit must be positive or None, not {self.buffer_age_limit}")
+            raise ValueError(
+                f"buffer_age_limit must be positive or None, not {self.buffer_age_limit}"
+            )
         if self.max_line_length < 1:
             raise ValueError(f"max_line_length must be at least 1, not {self.max_line_length}")
 
@@ -168,7 +172,7 @@ class Connection(Protocol):
         self._check_unattached()
         self._user = protocol
         self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
-        protocol.makeConnection(self.transport)
+        protocol.makeConnection(self.transport)  # type: ignore[arg-type]
         held, self._held = self._held, []
         for data in held:
             protocol.dataReceived(data)

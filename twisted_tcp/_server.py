@@ -10,6 +10,7 @@ the limit waits, unread and without a handler, until a slot frees.)
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -20,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._connect import default_reactor
 from ._connection import Connection, StreamOptions, _show_address
@@ -31,7 +33,7 @@ from ._where import OnFile, WhereToListen
 from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress, IListeningPort
+    from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
 
 Handler = Callable[["IAddress", Reader, Writer], Any]
 HandlerErrorPolicy = (
@@ -115,6 +117,8 @@ class Server:
         self._parked: deque[_ServerConnection] = deque()
         self._handlers_running = 0
         self._accepting = True
+        self._retry_timer: IDelayedCall | None = None  # accept() failed: waiting to retry
+        self._accept_error_logged = False
         self._closed = False
         self._close_finished: OneShot[None] = OneShot()
         self._drained: OneShot[None] = OneShot()
@@ -174,7 +178,9 @@ class Server:
                 "where_to_listen must be made by on_port(), on_file() or "
                 f"on_port_chosen_by_os, not {where_to_listen!r}"
             )
-        options = StreamOptions(reader_buffer_size, buffer_age_limit, max_line_length, close_timeout)
+        options = StreamOptions(
+            reader_buffer_size, buffer_age_limit, max_line_length, close_timeout
+        )
         reactor = default_reactor(reactor)
         server = cls(
             where_to_listen,
@@ -191,6 +197,7 @@ class Server:
 
         def listening_now(port: IListeningPort) -> Server:
             server._port = port
+            _accept_errors.watch(server)
             return server
 
         return listening.addCallback(listening_now)
@@ -268,6 +275,7 @@ class Server:
     # -- connections -----------------------------------------------------------
 
     def _admit(self, connection: _ServerConnection) -> None:
+        self._accept_error_logged = False
         if self._closed:
             connection.transport.abortConnection()  # type: ignore[union-attr]
         elif len(self._connections) < self._max_connections:
@@ -326,9 +334,39 @@ class Server:
             self._port.pauseProducing()  # type: ignore[attr-defined]
 
     def _resume_accepting(self) -> None:
-        if not self._accepting and not self._closed and self._port is not None:
+        if (
+            not self._accepting
+            and not self._closed
+            and self._retry_timer is None
+            and self._port is not None
+        ):
             self._accepting = True
             self._port.resumeProducing()  # type: ignore[attr-defined]
+
+    def _accept_failed(self, error: str) -> None:
+        """
+        accept() failed for want of a resource (EMFILE: too many open files,
+        ...): pause accepting, and retry after L{ACCEPT_RETRY_DELAY} seconds
+        rather than spin.  Logged once until a connection is accepted again.
+        """
+        if self._closed or self._retry_timer is not None:
+            return
+        if not self._accept_error_logged:
+            self._accept_error_logged = True
+            _log.warn(
+                "server on {where} cannot accept connections ({error}); pausing accepting "
+                "and retrying every {delay:g} s",
+                where=str(self._where),
+                error=error,
+                delay=ACCEPT_RETRY_DELAY,
+            )
+        self._pause_accepting()
+        self._retry_timer = self._reactor.callLater(ACCEPT_RETRY_DELAY, self._retry_accept)
+
+    def _retry_accept(self) -> None:
+        self._retry_timer = None
+        if len(self._connections) < self._max_connections and not self._parked:
+            self._resume_accepting()
 
     # -- errors and closing ----------------------------------------------------
 
@@ -350,7 +388,7 @@ class Server:
             self._stop(failure)
         else:
             try:
-                policy(address, failure.value)  # type: ignore[operator]
+                policy(address, failure.value)  # type: ignore[operator, arg-type]
             except Exception:
                 _log.failure(
                     "on_handler_error callable failed for {peer}", peer=_show_address(address)
@@ -360,6 +398,10 @@ class Server:
         if self._closed:
             return
         self._closed = True
+        _accept_errors.unwatch(self)
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
         parked = list(self._parked)
         self._parked.clear()
         for connection in parked:
@@ -374,4 +416,45 @@ class Server:
         stopped.addBoth(finished)
 
 
-__all__ = ["Handler", "HandlerErrorPolicy", "Server"]
+ACCEPT_RETRY_DELAY = 1.0
+_RESOURCE_ERRORS = frozenset({"EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"})
+
+
+@implementer(ILogObserver)
+class _AcceptErrorWatch:
+    """
+    Twisted's listening ports report a failed accept() only as a log event
+    (after closing the backlog's clients when EMFILE strikes, to free a
+    descriptor), then try again at once.  While any Server listens, this
+    observer turns such an event into a short pause of every Server: running
+    out of descriptors is a condition of the whole process.
+    """
+
+    def __init__(self) -> None:
+        self._servers: set[Server] = set()
+
+    def watch(self, server: Server) -> None:
+        if not self._servers:
+            globalLogPublisher.addObserver(self)
+        self._servers.add(server)
+
+    def unwatch(self, server: Server) -> None:
+        if server in self._servers:
+            self._servers.discard(server)
+            if not self._servers:
+                globalLogPublisher.removeObserver(self)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not str(event.get("log_namespace", "")).startswith("twisted.internet.tcp"):
+            return
+        error = event.get("acceptError")
+        if error is None and str(event.get("log_format", "")).startswith("EMFILE encountered"):
+            error = "EMFILE"
+        if error in _RESOURCE_ERRORS:
+            for server in list(self._servers):
+                server._accept_failed(f"{error}: {os.strerror(getattr(errno, error))}")
+
+
+_accept_errors = _AcceptErrorWatch()
+
+__all__ = ["ACCEPT_RETRY_DELAY", "Handler", "HandlerErrorPolicy", "Server"]

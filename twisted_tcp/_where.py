@@ -93,7 +93,8 @@ class HostAndPort(WhereToConnect):
     via_local_interface: str | None = None
 
     def __repr__(self) -> str:
-        via = f", via_local_interface={self.via_local_interface!r}" if self.via_local_interface else ""
+        via = self.via_local_interface
+        via = f", via_local_interface={via!r}" if via else ""
         return f"to_host_and_port({self.host!r}, {self.port}{via})"
 
     def __str__(self) -> str:

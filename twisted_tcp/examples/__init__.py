@@ -1,1 +1,4 @@
-"""Example handlers, runnable with C{twistd -n tcpserver --handler twisted_tcp.examples.echo:handle}."""
+"""
+Example handlers, runnable with
+C{twistd -n tcpserver --port 9000 --handler twisted_tcp.examples.echo:handle}.
+"""
