@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from ._oneshot import OneShot
 from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
+from ._where import show_address
 from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
 
 if TYPE_CHECKING:
@@ -148,7 +149,6 @@ class Connection(Protocol):
             self.clock,
             options.buffer_age_limit,
             options.close_timeout,
-            peer=_show_address(transport.getPeer()),
         )
         self.reader = reader
         self.writer = writer
@@ -182,20 +182,6 @@ class Connection(Protocol):
             if self._holding:
                 self._holding = False
                 self.transport.resumeProducing()  # type: ignore[union-attr]
-
-
-def _show_address(address: IAddress | None) -> str:
-    """A short text for an address: C{host:port}, C{[v6]:port} or C{unix:path}."""
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is not None and port is not None:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(address, "name", None)
-    if name is not None or type(address).__name__ == "UNIXAddress":
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "backslashreplace")
-        return f"unix:{name or '(unnamed)'}"
-    return str(address)
 
 
 class Socket:
@@ -296,4 +282,4 @@ class Socket:
 
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else "open"
-        return f"<Socket {_show_address(self.peer_address)} {state}>"
+        return f"<Socket {show_address(self.peer_address)} {state}>"

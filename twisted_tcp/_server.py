@@ -26,10 +26,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._connect import default_reactor
-from ._connection import Connection, StreamOptions, _show_address
+from ._connection import Connection, StreamOptions
 from ._oneshot import OneShot
 from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
-from ._where import OnFile, WhereToListen
+from ._where import OnFile, WhereToListen, show_address
 from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
 
 if TYPE_CHECKING:
@@ -377,13 +377,13 @@ class Server:
             return
         if policy == "log":
             _log.failure(
-                "handler for {peer} failed", failure, peer=_show_address(address)
+                "handler for {peer} failed", failure, peer=show_address(address)
             )
         elif policy == "raise":
             _log.failure(
                 "handler for {peer} failed; the server stops listening (on_handler_error='raise')",
                 failure,
-                peer=_show_address(address),
+                peer=show_address(address),
             )
             self._stop(failure)
         else:
@@ -391,7 +391,7 @@ class Server:
                 policy(address, failure.value)  # type: ignore[operator, arg-type]
             except Exception:
                 _log.failure(
-                    "on_handler_error callable failed for {peer}", peer=_show_address(address)
+                    "on_handler_error callable failed for {peer}", peer=show_address(address)
                 )
 
     def _stop(self, failure: Failure | None) -> None:

@@ -56,6 +56,20 @@ def _show_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def show_address(address: object) -> str:
+    """A short text for an address: C{host:port}, C{[v6]:port} or C{unix:path}."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if name is not None or type(address).__name__ == "UNIXAddress":
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "backslashreplace")
+        return f"unix:{name or '(unnamed)'}"
+    return str(address)
+
+
 class WhereToConnect:
     """
     Where a client connects: made by L{to_host_and_port} or L{to_file}.

@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from ._errors import BufferAgeLimitError, WriterClosedError
 from ._oneshot import OneShot
+from ._where import show_address
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
@@ -114,7 +115,7 @@ class Writer:
         @raise TypeError: if C{data} is not bytes.
         """
         if self._closed:
-            raise WriterClosedError(f"write to a closed writer (peer {self._peer})")
+            raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if self._lost:
             return
         self._transport.write(data)
@@ -134,7 +135,7 @@ class Writer:
     def write_sequence(self, chunks: list[bytes]) -> None:
         """Write several chunks, in order, as one call."""
         if self._closed:
-            raise WriterClosedError(f"write to a closed writer (peer {self._peer})")
+            raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if self._lost:
             return
         self._transport.writeSequence(chunks)
@@ -153,7 +154,7 @@ class Writer:
         if self._clean:
             return succeed(None)
         if self._lost:
-            return fail(ConnectionLost(f"connection to {self._peer} lost before flush"))
+            return fail(ConnectionLost(f"connection to {self._peer_text()} lost before flush"))
         d: Deferred[None] = Deferred(self._flush_waiters.remove)
         self._flush_waiters.append(d)
         return d
@@ -193,7 +194,7 @@ class Writer:
         fires when the end of the stream has been sent.
         """
         if self._closed:
-            raise WriterClosedError(f"write_eof on a closed writer (peer {self._peer})")
+            raise WriterClosedError(f"write_eof on a closed writer (peer {self._peer_text()})")
         self._closed = True
         if self._lost:
             return self.flushed()
@@ -287,7 +288,7 @@ class Writer:
         if age < limit:
             self._age_timer = self._clock.callLater(limit - age, self._check_age)
             return
-        self._error = BufferAgeLimitError(self._peer, limit, self.bytes_to_write)
+        self._error = BufferAgeLimitError(self._peer_text(), limit, self.bytes_to_write)
         waiters = self._flush_waiters
         self._flush_waiters = []
         for d in waiters:
@@ -301,6 +302,11 @@ class Writer:
             if timer.active():
                 timer.cancel()
 
+    def _peer_text(self) -> str:
+        if self._peer is None:
+            self._peer = show_address(self._transport.getPeer())
+        return str(self._peer)
+
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else "open"
-        return f"<Writer to {self._peer} {state}, {self.bytes_to_write} bytes to write>"
+        return f"<Writer to {self._peer_text()} {state}, {self.bytes_to_write} bytes to write>"
