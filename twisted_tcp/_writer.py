@@ -293,7 +293,9 @@ class Writer:
         self._flush_waiters = []
         for d in waiters:
             d.errback(Failure(self._error))
-        self.abort()
+        # Not self.abort(): the writer is stopped, not closed, so a handler
+        # still writing has its bytes dropped instead of getting an exception.
+        self._transport.abortConnection()  # type: ignore[attr-defined]
 
     def _cancel_age_timer(self) -> None:
         timer = self._age_timer
