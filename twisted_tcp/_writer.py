@@ -96,7 +96,7 @@ class Writer:
         self._clean = True  # nothing written since the transport last drained
         self._written = 0
         self._flushed_count = 0
-        self._dirty_since = 0.0
+        self._dirty_since = 0.0  # when the last write found the transport drained
         self._age_timer: IDelayedCall | None = None
         self._close_timer: IDelayedCall | None = None
         self._error: BaseException | None = None
@@ -273,9 +273,9 @@ class Writer:
 
     def _became_dirty(self) -> None:
         self._clean = False
+        self._dirty_since = self._clock.seconds()
         limit = self.buffer_age_limit
         if limit is not None:
-            self._dirty_since = self._clock.seconds()
             if self._age_timer is None:
                 self._age_timer = self._clock.callLater(limit, self._check_age)
 
