@@ -119,6 +119,25 @@ class Reader:
         L{LineTooLongError}; its bytes are discarded, and the next read
         starts after it.
         """
+        chunks = self._chunks
+        if chunks and self._waiter is None:
+            # Fast path: a whole line of allowed length in the first chunk.
+            first = chunks[0]
+            pos = self._pos
+            end = first.find(b"\n", pos)
+            if 0 <= end - pos <= self.max_line_length:
+                after = end + 1
+                if after == len(first):
+                    chunks.popleft()
+                    self._pos = 0
+                else:
+                    self._pos = after
+                self._size -= after - pos
+                if end > pos and first[end - 1] == 13:  # b"\r"
+                    end -= 1
+                if self._paused and self._size <= self.buffer_size:
+                    self._set_paused(False)
+                return succeed(first[pos:end])
         return self._start(self._do_line, None)
 
     def read_until(
