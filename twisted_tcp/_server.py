@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
-import stat
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +27,7 @@ from ._connect import default_reactor
 from ._connection import Connection, StreamOptions
 from ._oneshot import OneShot
 from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
-from ._where import OnFile, WhereToListen, show_address
+from ._where import WhereToListen, show_address
 from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
 
 if TYPE_CHECKING:
@@ -46,6 +44,7 @@ _log = Logger()
 class _ServerConnection(Connection):
     server: Server
     handler_running = False
+    _idle_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         transport = self.transport
@@ -54,8 +53,48 @@ class _ServerConnection(Connection):
         self.server._admit(self)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        Connection.connectionLost(self, reason)
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        # The slot is freed first, so that whoever waits on self.lost (as
+        # close(close_existing_connections=True) does) sees it freed.
         self.server._ended(self)
+        Connection.connectionLost(self, reason)
+
+    def watch_idle(self, timeout: float) -> None:
+        """
+        Close the connection once nothing was received, nor written, for
+        C{timeout} seconds.  While written bytes wait to be flushed the
+        connection is not idle (the buffer-age limit watches that).
+        """
+        clock = self.clock
+        receive = self.dataReceived
+        writer = self.writer
+        assert writer is not None
+        self._last_received = clock.seconds()
+
+        def data_received(data: bytes) -> None:
+            self._last_received = clock.seconds()
+            receive(data)
+
+        def check() -> None:
+            now = clock.seconds()
+            last_active = now if not writer._clean else max(
+                self._last_received, writer._dirty_since
+            )
+            idle = now - last_active
+            if idle < timeout:
+                self._idle_timer = clock.callLater(timeout - idle, check)
+                return
+            self._idle_timer = None
+            _log.info(
+                "closing the connection from {peer}: idle for {timeout:g} s (idle_timeout)",
+                peer=show_address(self.transport.getPeer()),  # type: ignore[union-attr]
+                timeout=timeout,
+            )
+            self.transport.abortConnection()  # type: ignore[union-attr]
+
+        self.dataReceived = data_received  # type: ignore[method-assign]
+        self._idle_timer = clock.callLater(timeout, check)
 
 
 class _ServerFactory(Factory):
@@ -66,28 +105,6 @@ class _ServerFactory(Factory):
         connection = _ServerConnection(self.server._reactor, None)
         connection.server = self.server
         return connection
-
-
-def _clear_stale_socket(path: str) -> None:
-    """
-    Remove a Unix socket file nobody listens on any more, so that a server
-    that died without cleaning up does not block the next one.  A live
-    socket is left alone: binding then fails with a clear error.
-    """
-    try:
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            return
-    except OSError:
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)
-    except OSError:
-        pass
-    finally:
-        probe.close()
 
 
 class Server:
@@ -103,6 +120,7 @@ class Server:
         *,
         max_connections: int,
         options: StreamOptions,
+        idle_timeout: float | None,
         on_handler_error: HandlerErrorPolicy,
         reactor: Any,
     ) -> None:
@@ -110,6 +128,7 @@ class Server:
         self._handler = handler
         self._max_connections = max_connections
         self._options = options
+        self._idle_timeout = idle_timeout
         self._on_handler_error = on_handler_error
         self._reactor = reactor
         self._port: IListeningPort | None = None
@@ -135,6 +154,7 @@ class Server:
         reader_buffer_size: int = DEFAULT_BUFFER_SIZE,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+        idle_timeout: float | None = None,
         on_handler_error: HandlerErrorPolicy = "log",
         reactor: Any = None,
     ) -> Deferred[Server]:
@@ -155,6 +175,10 @@ class Server:
         @param max_connections: at most this many connections have a handler
             at once; beyond, accepting pauses until one ends.
         @param backlog: the listen queue length given to the kernel.
+        @param idle_timeout: seconds after which a connection that received
+            nothing and wrote nothing is closed (aborted), or C{None}.  It
+            frees the slot of a peer that vanished without a FIN or a RST,
+            and of a peer that holds a connection open without using it.
         @param on_handler_error: what to do when a handler fails: C{"log"}
             (log it with the peer's address and keep serving), C{"ignore"},
             C{"raise"} (stop listening; L{close_finished} fails with the
@@ -166,6 +190,8 @@ class Server:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
         if backlog < 1:
             raise ValueError(f"backlog must be at least 1, not {backlog}")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout}")
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {handler!r}")
         if not (callable(on_handler_error) or on_handler_error in ("log", "ignore", "raise")):
@@ -187,13 +213,11 @@ class Server:
             handler,
             max_connections=max_connections,
             options=options,
+            idle_timeout=idle_timeout,
             on_handler_error=on_handler_error,
             reactor=reactor,
         )
-        if isinstance(where_to_listen, OnFile):
-            _clear_stale_socket(where_to_listen.path)
-        endpoint = where_to_listen.endpoint(reactor, backlog)
-        listening = endpoint.listen(_ServerFactory(server))
+        listening = where_to_listen.listen(reactor, backlog, _ServerFactory(server))
 
         def listening_now(port: IListeningPort) -> Server:
             server._port = port
@@ -289,6 +313,8 @@ class Server:
         if len(self._connections) >= self._max_connections:
             self._pause_accepting()
         reader, writer = connection.start_stream(self._options)
+        if self._idle_timeout is not None:
+            connection.watch_idle(self._idle_timeout)
         address = connection.transport.getPeer()  # type: ignore[union-attr]
         connection.handler_running = True
         self._handlers_running += 1
@@ -302,7 +328,10 @@ class Server:
         writer = connection.writer
         assert writer is not None
         writer.close()
-        if isinstance(result, Failure):
+        # A handler that fails with the writer's own error (say, from an
+        # awaited flushed()) is not reported here: _ended reports that error
+        # once, when the connection it closed is lost.
+        if isinstance(result, Failure) and result.value is not writer.error:
             self._report(connection, result)
         self._maybe_drained()
 

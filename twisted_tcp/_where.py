@@ -10,14 +10,20 @@ endpoint methods take it as an argument.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Final
+import socket
+import stat
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 from twisted.internet import endpoints
 from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import CannotListenError
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import (
+        IListeningPort,
+        IProtocolFactory,
         IStreamClientEndpoint,
         IStreamServerEndpoint,
     )
@@ -96,6 +102,12 @@ class WhereToListen:
     def endpoint(self, reactor: object, backlog: int) -> IStreamServerEndpoint:
         """Return a Twisted server endpoint for this address."""
         raise NotImplementedError
+
+    def listen(
+        self, reactor: Any, backlog: int, factory: IProtocolFactory
+    ) -> Deferred[IListeningPort]:
+        """Listen with C{factory}; fires with the listening port."""
+        return self.endpoint(reactor, backlog).listen(factory)
 
 
 @attrs.frozen(repr=False)
@@ -176,9 +188,83 @@ class OnFile(WhereToListen):
         return f"unix:{self.path}"
 
     def endpoint(self, reactor: object, backlog: int) -> IStreamServerEndpoint:
-        # wantPID: a live server's lock file refuses a second server on the
-        # path, while a stale socket file left by a dead process is replaced.
-        return endpoints.UNIXServerEndpoint(reactor, self.path, backlog, wantPID=True)
+        return endpoints.UNIXServerEndpoint(reactor, self.path, backlog)
+
+    def listen(
+        self, reactor: Any, backlog: int, factory: IProtocolFactory
+    ) -> Deferred[IListeningPort]:
+        """
+        Bind the socket here, then hand it to the reactor: a stale socket
+        file (its server died without removing it) is replaced, a live
+        server's path is refused, and a failed bind leaks no descriptor.
+        Twisted removes the file when the port stops listening.
+        """
+        try:
+            _claim_socket_path(self.path)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                try:
+                    listener.bind(self.path)
+                except OSError as e:
+                    raise CannotListenError(None, self.path, e) from None
+                try:
+                    listener.listen(backlog)
+                    listener.setblocking(False)
+                    port = reactor.adoptStreamPort(listener.fileno(), socket.AF_UNIX, factory)
+                except BaseException:
+                    os.unlink(self.path)
+                    raise
+            finally:
+                listener.close()  # the reactor's port holds its own duplicate
+        except Exception:
+            return fail()
+        return succeed(port)
+
+
+def _claim_socket_path(path: str) -> None:
+    """
+    Make way for a Unix socket at C{path}: a socket file nobody listens on
+    any more is removed; a live one is refused.
+
+    @raise CannotListenError: if a server is listening on C{path}.
+    """
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return  # not a socket, or missing: bind() reports what is wrong
+    except OSError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+        return
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise CannotListenError(None, path, "another server is listening on this path")
+
+
+class OnEndpointDescription(WhereToListen):
+    """
+    Listen where a Twisted server endpoint description says, such as
+    C{"tcp:9000:interface=127.0.0.1"}, C{"tcp6:9000"} or C{"unix:/run/s.sock"}
+    (see L{twisted.internet.endpoints.serverFromString}).  The backlog is the
+    description's own C{backlog=} option, not the server's C{backlog}.
+    """
+
+    description: str
+
+    def __repr__(self) -> str:
+        return f"on_endpoint_description({self.description!r})"
+
+    def __str__(self) -> str:
+        return self.description
+
+    def endpoint(self, reactor: object, backlog: int) -> IStreamServerEndpoint:
+        endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, self.description)
+        return endpoint
 
 
 def to_host_and_port(
@@ -242,3 +328,25 @@ def on_file(path: str | os.PathLike[str]) -> OnFile:
     @raise ValueError: if C{path} is empty or holds a NUL byte.
     """
     return OnFile(_check_path(path))
+
+
+def on_endpoint_description(description: str) -> OnEndpointDescription:
+    """
+    Listen where the Twisted server endpoint description C{description} says,
+    e.g. C{"tcp:9000:interface=127.0.0.1"}: the description is parsed here,
+    so a wrong one fails now, and the endpoint is made when the server starts.
+
+    @raise TypeError: if C{description} is not a str.
+    @raise ValueError: if Twisted cannot parse C{description} (an unknown
+        endpoint type, a bare port number, a bad or unknown option).
+    """
+    if not isinstance(description, str):
+        raise TypeError(
+            f"description must be a str, not {type(description).__name__}: {description!r}"
+        )
+    try:
+        # Parsing needs no reactor: the parsers only store it in the endpoint.
+        endpoints.serverFromString(None, description)
+    except Exception as e:
+        raise ValueError(f"not a valid server endpoint description: {description!r}: {e}") from e
+    return OnEndpointDescription(description)
