@@ -224,12 +224,15 @@ def with_connection(
             outcome.append(value)
             writer.close().addBoth(lambda _: done.callback(None))
 
-        def lost(_: object) -> None:
-            if writer.error is not None:
-                first(Failure(writer.error))
+        def writer_failed(failure: Failure) -> None:
+            # The writer hears of the end before the reader: f's next read
+            # cannot beat its error.  Not when f already ended (maybe with
+            # this very error): that is not an error of f's to log.
+            if not outcome:
+                first(failure)
 
         maybeDeferred(f, sock, reader, writer).addBoth(first)
-        sock._connection.lost.wait().addBoth(lost)
+        writer.consumer_left().addErrback(writer_failed)
         return done.addCallback(lambda _: outcome[0])
 
     return connect(

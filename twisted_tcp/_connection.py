@@ -67,6 +67,7 @@ class Connection(Protocol):
 
     reader: Reader | None = None
     writer: Writer | None = None
+    closed = False
 
     def __init__(self, clock: IReactorTime, options: StreamOptions | None) -> None:
         self.clock = clock
@@ -124,13 +125,17 @@ class Connection(Protocol):
                 halfclose.writeConnectionLost()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self.lost.fire(reason)
-        if self.reader is not None:
-            self.reader.eof_received()
+        # Everyone learns in this order, each seeing the ones before already
+        # told: the socket is closed, then the writer (whose error, if any,
+        # is the connection's), then the reader, then whoever waits on lost.
+        self.closed = True
         if self.writer is not None:
             self.writer.connection_lost(reason)
+        if self.reader is not None:
+            self.reader.eof_received()
         if self._user is not None:
             self._user.connectionLost(reason)
+        self.lost.fire(reason)
 
     # -- attaching what reads and writes -------------------------------------
 
@@ -157,9 +162,9 @@ class Connection(Protocol):
         held, self._held = self._held, []
         for data in held:
             reader.data_received(data)
-        if self._read_eof or self.lost.fired:
+        if self._read_eof or self.closed:
             reader.eof_received()
-        if self.lost.fired:
+        if self.closed:
             writer.connection_lost(Failure(RuntimeError("connection already lost")))
         elif self._holding:
             self._holding = False
@@ -176,7 +181,7 @@ class Connection(Protocol):
         held, self._held = self._held, []
         for data in held:
             protocol.dataReceived(data)
-        if not self.lost.fired:
+        if not self.closed:
             if self._read_eof:
                 self.readConnectionLost()
             if self._holding:
@@ -262,13 +267,13 @@ class Socket:
         connection = self._connection
         if connection.writer is not None:
             return connection.writer.close()
-        if not connection.lost.fired:
+        if not connection.closed:
             self.transport.loseConnection()
         return self.close_finished()
 
     def abort(self) -> None:
         """Close the connection at once, dropping unwritten bytes."""
-        if not self._connection.lost.fired:
+        if not self._connection.closed:
             self.transport.abortConnection()
 
     def close_finished(self) -> Deferred[None]:
@@ -278,7 +283,7 @@ class Socket:
     @property
     def is_closed(self) -> bool:
         """Whether the connection is closed."""
-        return self._connection.lost.fired
+        return self._connection.closed
 
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else "open"

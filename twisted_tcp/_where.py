@@ -58,6 +58,17 @@ def _check_host(host: object, what: str) -> str:
     return host
 
 
+def _check_host_name(host: str) -> None:
+    """Refuse what can be neither a host name nor an IP literal, such as C{host:port}."""
+    if ":" in host and not isIPv6Address(host):
+        raise ValueError(
+            f"host {host!r} is neither a host name nor an IP address "
+            "(give the port as its own argument)"
+        )
+    if any(c.isspace() or c in "[]/" or ord(c) < 32 for c in host):
+        raise ValueError(f"host must be a host name or an IP address, not {host!r}")
+
+
 def _show_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -281,6 +292,7 @@ def to_host_and_port(
     host = _check_host(host, "host")
     if not host:
         raise ValueError("host must not be empty")
+    _check_host_name(host)
     if via_local_interface is not None:
         via_local_interface = _check_host(via_local_interface, "via_local_interface")
         if not (isIPAddress(via_local_interface) or isIPv6Address(via_local_interface)):

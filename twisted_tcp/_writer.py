@@ -66,6 +66,7 @@ class Writer:
         "_error",
         "_flush_waiters",
         "_flushed_count",
+        "_half_closed",
         "_lost",
         "_peer",
         "_transport",
@@ -92,6 +93,7 @@ class Writer:
         self.buffer_age_limit = buffer_age_limit
         self.close_timeout = close_timeout
         self._closed = False  # close(), write_eof() or abort() was called
+        self._half_closed = False  # write_eof() was called, and close() not yet
         self._lost = False  # the connection is gone
         self._clean = True  # nothing written since the transport last drained
         self._written = 0
@@ -185,6 +187,16 @@ class Writer:
                 transport.loseConnection()
                 if self.close_timeout is not None:
                     self._close_timer = self._clock.callLater(self.close_timeout, self.abort)
+        elif self._half_closed:
+            # After write_eof() only our side was closed: close the rest now,
+            # rather than wait for the peer to close its side.
+            self._half_closed = False
+            if not self._lost:
+                # The timer first: with the write side already shut down,
+                # loseConnection() may report the connection lost at once.
+                if self.close_timeout is not None:
+                    self._close_timer = self._clock.callLater(self.close_timeout, self.abort)
+                self._transport.loseConnection()
         return self._done.wait()
 
     def write_eof(self) -> Deferred[None]:
@@ -196,6 +208,7 @@ class Writer:
         if self._closed:
             raise WriterClosedError(f"write_eof on a closed writer (peer {self._peer_text()})")
         self._closed = True
+        self._half_closed = True
         if self._lost:
             return self.flushed()
         self._cancel_age_timer()

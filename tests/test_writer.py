@@ -1,0 +1,492 @@
+"""
+The Writer over a StringTransport, with a Clock for its timers.
+
+A real transport calls the writer's C{resumeProducing} each time its buffer
+has drained into the kernel (the writer is registered as a non-streaming
+producer); here the test does it, with L{FakeTransport.drain}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPullProducer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
+
+from twisted_tcp import BufferAgeLimitError, Writer, WriterClosedError
+
+_PENDING = object()
+
+
+class FakeTransport(StringTransport):
+    """A StringTransport that can half-close and that counts what was asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose_calls = 0
+        self.abort_calls = 0
+        self.write_eof_calls = 0
+
+    def loseConnection(self) -> None:
+        self.lose_calls += 1
+        super().loseConnection()
+
+    def abortConnection(self) -> None:
+        self.abort_calls += 1
+        self.disconnecting = self.disconnected = True
+
+    def loseWriteConnection(self) -> None:
+        self.write_eof_calls += 1
+
+    def drain(self) -> None:
+        """The buffer went to the kernel: tell the registered producer."""
+        if self.producer is not None:
+            self.producer.resumeProducing()
+
+
+def make(
+    buffer_age_limit: float | None = None, close_timeout: float | None = 30.0
+) -> tuple[Writer, FakeTransport, Clock]:
+    transport = FakeTransport()
+    clock = Clock()
+    writer = Writer(transport, clock, buffer_age_limit, close_timeout, peer="198.51.100.7:99")
+    transport.registerProducer(writer, False)
+    assert transport.streaming is False
+    return writer, transport, clock
+
+
+def outcome(d: Deferred[Any]) -> Any:
+    box: list[Any] = []
+
+    def grab(result: Any) -> Any:
+        box.append(result)
+        return result
+
+    d.addBoth(grab)
+    if not box:
+        return _PENDING
+    if isinstance(box[0], Failure):
+        d.addErrback(lambda _: None)
+    return box[0]
+
+
+def fired(d: Deferred[Any]) -> Any:
+    result = outcome(d)
+    assert result is not _PENDING, "the Deferred has not fired"
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
+def failed(d: Deferred[Any], kind: type[BaseException]) -> BaseException:
+    result = outcome(d)
+    assert result is not _PENDING, "the Deferred has not fired"
+    assert isinstance(result, Failure) and result.check(kind), result
+    return result.value
+
+
+def pending(d: Deferred[Any]) -> bool:
+    return outcome(d) is _PENDING
+
+
+# -- writing and flushing ----------------------------------------------------------
+
+
+def test_is_a_pull_producer() -> None:
+    writer, _, _ = make()
+    verifyObject(IPullProducer, writer)
+
+
+def test_flushed_with_nothing_written_fires_at_once() -> None:
+    writer, _, _ = make()
+    assert fired(writer.flushed()) is None
+    assert writer.bytes_to_write == 0
+
+
+def test_flushed_fires_only_when_the_transport_drains() -> None:
+    writer, transport, _ = make()
+    writer.write(b"hello ")
+    writer.write(b"world")
+    assert transport.value() == b"hello world"
+    assert writer.bytes_to_write == 11
+    d1 = writer.flushed()
+    d2 = writer.flushed()
+    assert pending(d1) and pending(d2)
+    transport.drain()
+    assert fired(d1) is None and fired(d2) is None
+    assert writer.bytes_to_write == 0
+    assert fired(writer.flushed()) is None
+
+
+def test_flushed_covers_only_what_was_written_before_the_drain() -> None:
+    writer, transport, _ = make()
+    writer.write(b"a")
+    transport.drain()
+    writer.write(b"bc")
+    assert writer.bytes_to_write == 2
+    d = writer.flushed()
+    assert pending(d)
+    transport.drain()
+    assert fired(d) is None
+    assert writer.bytes_to_write == 0
+
+
+def test_cancelled_flushed_is_forgotten() -> None:
+    writer, transport, _ = make()
+    writer.write(b"x")
+    d = writer.flushed()
+    d.cancel()
+    assert pending(d) is False
+    other = writer.flushed()
+    transport.drain()
+    assert fired(other) is None
+
+
+def test_empty_write_is_not_dirty() -> None:
+    writer, _, clock = make(buffer_age_limit=1.0)
+    writer.write(b"")
+    assert writer.bytes_to_write == 0
+    assert fired(writer.flushed()) is None
+    assert not clock.getDelayedCalls()
+
+
+def test_write_line_and_write_sequence() -> None:
+    writer, transport, _ = make()
+    writer.write_line(b"one")
+    writer.write_line(b"x" * 20000)
+    writer.write_sequence([b"a", b"", b"bc"])
+    assert transport.value() == b"one\n" + b"x" * 20000 + b"\nabc"
+    assert writer.bytes_to_write == 4 + 20001 + 3
+    d = writer.flushed()
+    transport.drain()
+    assert fired(d) is None
+
+
+def test_write_sequence_of_empty_chunks_is_not_dirty() -> None:
+    writer, _, _ = make()
+    writer.write_sequence([b"", b""])
+    assert writer.bytes_to_write == 0
+    assert fired(writer.flushed()) is None
+
+
+def test_write_rejects_str() -> None:
+    writer, transport, _ = make()
+    with pytest.raises(TypeError):
+        writer.write("text")  # type: ignore[arg-type]
+    assert transport.value() == b""
+    assert writer.bytes_to_write == 0
+
+
+# -- after close / after the connection is lost ---------------------------------------
+
+
+@pytest.mark.parametrize("how", ["close", "write_eof", "abort"])
+def test_write_after_close_raises(how: str) -> None:
+    writer, transport, _ = make()
+    writer.write(b"before")
+    getattr(writer, how)()
+    assert writer.is_closed
+    for write in (
+        lambda: writer.write(b"after"),
+        lambda: writer.write_line(b"after"),
+        lambda: writer.write_sequence([b"after"]),
+    ):
+        with pytest.raises(WriterClosedError, match=r"198\.51\.100\.7:99"):
+            write()
+    assert transport.value() == b"before"
+
+
+def test_writes_after_connection_lost_are_dropped() -> None:
+    writer, transport, _ = make()
+    writer.write(b"kept")
+    writer.connection_lost(Failure(ConnectionLost("peer went away")))
+    assert writer.is_closed
+    writer.write(b"dropped")
+    writer.write_line(b"dropped")
+    writer.write_sequence([b"dropped"])
+    assert transport.value() == b"kept"
+    assert writer.bytes_to_write == 0
+
+
+def test_pending_flush_fails_when_the_connection_is_lost() -> None:
+    writer, _, _ = make()
+    writer.write(b"x")
+    d = writer.flushed()
+    writer.connection_lost(Failure(ConnectionLost("gone")))
+    assert "gone" in str(failed(d, ConnectionLost))
+    # A new flushed() of unflushed bytes fails too, naming the peer.
+    assert "198.51.100.7:99" in str(failed(writer.flushed(), ConnectionLost))
+
+
+def test_consumer_left_fires_when_the_peer_leaves() -> None:
+    writer, _, _ = make()
+    d = writer.consumer_left()
+    assert pending(d)
+    writer.connection_lost(Failure(ConnectionDone()))
+    assert fired(d) is None
+    assert fired(writer.consumer_left()) is None
+    writer.connection_lost(Failure(ConnectionLost()))  # a second report changes nothing
+    assert fired(writer.consumer_left()) is None
+
+
+def test_consumer_left_does_not_fire_when_we_closed() -> None:
+    writer, _, _ = make()
+    d = writer.consumer_left()
+    closed = writer.close()
+    writer.connection_lost(Failure(ConnectionDone()))
+    assert fired(closed) is None
+    assert pending(d)
+    d.cancel()
+    outcome(d)
+
+
+# -- buffer_age_limit ------------------------------------------------------------------
+
+
+def test_buffer_age_limit_aborts_and_fails_with_a_clear_error() -> None:
+    writer, transport, clock = make(buffer_age_limit=5.0)
+    writer.write(b"x" * 100)
+    flushed = writer.flushed()
+    left = writer.consumer_left()
+    clock.advance(3)
+    writer.write(b"y" * 23)  # a later write does not restart the age
+    clock.advance(1.9)
+    assert pending(flushed)
+    assert transport.abort_calls == 0
+    clock.advance(0.1)
+    assert transport.abort_calls == 1
+    err = failed(flushed, BufferAgeLimitError)
+    assert isinstance(err, ConnectionLost)
+    message = str(err)
+    assert "stopped reading" in message
+    assert "198.51.100.7:99" in message
+    assert "123 bytes" in message
+    assert err.limit == 5.0  # type: ignore[attr-defined]
+    assert err.pending == 123  # type: ignore[attr-defined]
+    assert writer.error is err
+    # The writer is stopped, not closed: a handler still writing is not
+    # interrupted by an exception (its bytes go nowhere).
+    writer.write(b"ignored")
+    assert failed(writer.flushed(), BufferAgeLimitError) is err
+    # The transport reports the abort; flushed() and consumer_left() fail.
+    writer.connection_lost(Failure(ConnectionAborted()))
+    assert writer.is_closed
+    before = transport.value()
+    writer.write(b"dropped")
+    assert transport.value() == before
+    assert failed(left, BufferAgeLimitError) is err
+    assert failed(writer.consumer_left(), BufferAgeLimitError) is err
+    assert failed(writer.flushed(), BufferAgeLimitError) is err
+    assert fired(writer.close()) is None
+    assert not clock.getDelayedCalls()
+
+
+def test_buffer_age_limit_not_hit_when_the_buffer_drains_in_time() -> None:
+    writer, transport, clock = make(buffer_age_limit=5.0)
+    for _ in range(20):
+        writer.write(b"data")
+        clock.advance(4.9)
+        transport.drain()
+        clock.advance(0.05)
+    assert transport.abort_calls == 0
+    assert writer.error is None
+    # Dirty again: the age counts from this write, not from the first one.
+    writer.write(b"late")
+    clock.advance(4.9)
+    assert transport.abort_calls == 0
+    transport.drain()
+    clock.advance(100)
+    assert transport.abort_calls == 0
+    assert fired(writer.flushed()) is None
+    assert not clock.getDelayedCalls()  # no timer while nothing waits
+
+
+def test_buffer_age_timer_only_while_dirty() -> None:
+    writer, transport, clock = make(buffer_age_limit=5.0)
+    assert not clock.getDelayedCalls()
+    writer.write(b"a")
+    writer.write(b"b")
+    assert len(clock.getDelayedCalls()) == 1  # one timer, not one per write
+    transport.drain()
+    clock.advance(5)
+    assert not clock.getDelayedCalls()
+
+
+def test_no_buffer_age_limit() -> None:
+    writer, transport, clock = make(buffer_age_limit=None)
+    writer.write(b"stuck")
+    d = writer.flushed()
+    assert not clock.getDelayedCalls()
+    clock.advance(10**6)
+    assert transport.abort_calls == 0
+    assert pending(d)
+    transport.drain()
+    assert fired(d) is None
+
+
+@pytest.mark.parametrize("limit", [0, -1.0])
+def test_bad_buffer_age_limit(limit: float) -> None:
+    with pytest.raises(ValueError, match="buffer_age_limit"):
+        Writer(FakeTransport(), Clock(), limit)
+
+
+def test_close_stops_the_buffer_age_check() -> None:
+    writer, transport, clock = make(buffer_age_limit=1.0, close_timeout=10.0)
+    writer.write(b"x")
+    writer.close()
+    clock.advance(5)
+    assert transport.abort_calls == 0  # close_timeout governs from here
+    assert writer.error is None
+    clock.advance(5)
+    assert transport.abort_calls == 1
+    writer.connection_lost(Failure(ConnectionAborted()))
+    assert not clock.getDelayedCalls()
+
+
+# -- close -----------------------------------------------------------------------------
+
+
+def test_close_flushes_then_closes_and_fires_when_lost() -> None:
+    writer, transport, clock = make(close_timeout=30.0)
+    writer.write(b"last words")
+    flushed = writer.flushed()
+    d = writer.close()
+    assert writer.is_closed
+    assert transport.producer is None  # unregistered, so loseConnection can finish
+    assert transport.lose_calls == 1
+    assert pending(d)
+    assert len(clock.getDelayedCalls()) == 1  # the close_timeout
+    writer.connection_lost(Failure(ConnectionDone()))
+    assert fired(d) is None
+    assert fired(flushed) is None  # a clean close flushed everything
+    assert writer.bytes_to_write == 0
+    assert not clock.getDelayedCalls()
+
+
+def test_close_is_idempotent() -> None:
+    writer, transport, _ = make()
+    d1 = writer.close()
+    d2 = writer.close()
+    assert transport.lose_calls == 1
+    assert pending(d1) and pending(d2)
+    writer.connection_lost(Failure(ConnectionDone()))
+    assert fired(d1) is None and fired(d2) is None
+    assert fired(writer.close()) is None
+    assert transport.lose_calls == 1
+
+
+def test_close_after_connection_lost_fires_at_once() -> None:
+    writer, transport, clock = make()
+    writer.connection_lost(Failure(ConnectionLost()))
+    assert fired(writer.close()) is None
+    assert transport.lose_calls == 0
+    assert not clock.getDelayedCalls()
+
+
+def test_close_force_aborts_after_close_timeout() -> None:
+    writer, transport, clock = make(close_timeout=2.0)
+    writer.write(b"never drains")
+    flushed = writer.flushed()
+    d = writer.close()
+    clock.advance(1.9)
+    assert transport.abort_calls == 0
+    clock.advance(0.1)
+    assert transport.abort_calls == 1
+    assert pending(d)
+    writer.connection_lost(Failure(ConnectionAborted()))
+    assert fired(d) is None  # close() never fails
+    failed(flushed, ConnectionAborted)  # but the bytes were not flushed
+
+
+def test_close_without_close_timeout_waits() -> None:
+    writer, transport, clock = make(close_timeout=None)
+    writer.write(b"x")
+    d = writer.close()
+    assert not clock.getDelayedCalls()
+    clock.advance(1000)
+    assert transport.abort_calls == 0
+    writer.connection_lost(Failure(ConnectionDone()))
+    assert fired(d) is None
+
+
+def test_abort() -> None:
+    writer, transport, _ = make()
+    writer.write(b"dropped")
+    writer.abort()
+    assert transport.abort_calls == 1
+    assert writer.is_closed
+    d = writer.close()  # after abort: no graceful close, just wait
+    assert transport.lose_calls == 0
+    writer.connection_lost(Failure(ConnectionAborted()))
+    assert fired(d) is None
+
+
+# -- write_eof -------------------------------------------------------------------------
+
+
+def test_write_eof() -> None:
+    writer, transport, _ = make()
+    writer.write(b"request")
+    flushed = writer.flushed()
+    d = writer.write_eof()
+    assert transport.write_eof_calls == 1
+    assert transport.producer is None
+    assert writer.is_closed
+    assert pending(d) and pending(flushed)
+    writer.eof_sent()
+    assert fired(d) is None
+    assert fired(flushed) is None
+    with pytest.raises(WriterClosedError):
+        writer.write_eof()
+
+    # close() after write_eof closes the rest, without waiting for the peer.
+    closed = writer.close()
+    assert transport.lose_calls == 1
+    assert pending(closed)
+    writer.close()
+    assert transport.lose_calls == 1  # idempotent
+    writer.connection_lost(Failure(ConnectionDone()))
+    assert fired(closed) is None
+
+
+def test_close_after_write_eof_force_aborts_after_close_timeout() -> None:
+    writer, transport, clock = make(close_timeout=3.0)
+    writer.write_eof()
+    closed = writer.close()
+    clock.advance(3)
+    assert transport.abort_calls == 1
+    writer.connection_lost(Failure(ConnectionAborted()))
+    assert fired(closed) is None
+    assert not clock.getDelayedCalls()
+
+
+def test_close_after_write_eof_and_connection_lost() -> None:
+    writer, transport, clock = make()
+    writer.write_eof()
+    writer.connection_lost(Failure(ConnectionDone()))
+    assert fired(writer.close()) is None
+    assert transport.lose_calls == 0
+    assert not clock.getDelayedCalls()
+
+
+def test_write_eof_fails_if_the_connection_is_lost_first() -> None:
+    writer, _, _ = make()
+    writer.write(b"x")
+    d = writer.write_eof()
+    writer.connection_lost(Failure(ConnectionLost("reset")))
+    failed(d, ConnectionLost)
+
+
+def test_repr() -> None:
+    writer, _, _ = make()
+    writer.write(b"abc")
+    text = repr(writer)
+    assert "198.51.100.7:99" in text and "open" in text and "3 bytes" in text
+    writer.abort()
+    assert "closed" in repr(writer)
