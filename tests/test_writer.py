@@ -490,3 +490,37 @@ def test_repr() -> None:
     assert "198.51.100.7:99" in text and "open" in text and "3 bytes" in text
     writer.abort()
     assert "closed" in repr(writer)
+
+
+class HoldingTransport(FakeTransport):
+    """A FakeTransport that says how many bytes it still holds, as Twisted's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataLen = 0
+
+
+def test_buffer_age_spares_a_peer_that_reads_slowly_but_steadily() -> None:
+    """
+    The buffer never drains, but each byte leaves within the limit: that is
+    a slow reader, not a stuck one.  Once bytes older than the limit stay
+    unsent, the writer fails.
+    """
+    transport = HoldingTransport()
+    clock = Clock()
+    writer = Writer(transport, clock, 10.0, 30.0, peer="198.51.100.7:99")
+    transport.registerProducer(writer, False)
+    writer.write(b"a" * 100)  # t=0: the buffer stops being empty
+    transport._tempDataLen = 100
+    clock.advance(5)
+    writer.write(b"b" * 100)  # t=5
+    transport._tempDataLen = 100  # by t=9 the first 100 bytes were sent
+    clock.advance(5)  # t=10: every byte written by t=0 has left
+    assert writer.error is None and transport.abort_calls == 0
+    clock.advance(9)  # t=19: the bytes written at t=5 are 14 s old, not yet checked
+    assert writer.error is None
+    clock.advance(1)  # t=20: bytes written by t=10 are still unsent
+    assert isinstance(writer.error, BufferAgeLimitError)
+    assert transport.abort_calls == 1

@@ -17,7 +17,7 @@ non-empty and rearmed from there, never per write.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -54,6 +54,7 @@ class Writer:
 
     __slots__ = (
         "__weakref__",
+        "_age_mark",
         "_age_timer",
         "_clean",
         "_clock",
@@ -99,6 +100,7 @@ class Writer:
         self._written = 0
         self._flushed_count = 0
         self._dirty_since = 0.0  # when the last write found the transport drained
+        self._age_mark = 0  # bytes written by _dirty_since, all to be sent in time
         self._age_timer: IDelayedCall | None = None
         self._close_timer: IDelayedCall | None = None
         self._error: BaseException | None = None
@@ -287,6 +289,7 @@ class Writer:
     def _became_dirty(self) -> None:
         self._clean = False
         self._dirty_since = self._clock.seconds()
+        self._age_mark = self._written
         limit = self.buffer_age_limit
         if limit is not None:
             if self._age_timer is None:
@@ -297,9 +300,19 @@ class Writer:
         limit = self.buffer_age_limit
         if self._clean or self._lost or limit is None:
             return
-        age = self._clock.seconds() - self._dirty_since
+        now = self._clock.seconds()
+        age = now - self._dirty_since
         if age < limit:
             self._age_timer = self._clock.callLater(limit - age, self._check_age)
+            return
+        unsent = self._unsent()
+        if unsent is not None and self._written - unsent >= self._age_mark:
+            # The buffer never drained, but every byte written by then has
+            # been sent since: the peer reads, if slowly.  Watch what is
+            # pending now.
+            self._dirty_since = now
+            self._age_mark = self._written
+            self._age_timer = self._clock.callLater(limit, self._check_age)
             return
         self._error = BufferAgeLimitError(self._peer_text(), limit, self.bytes_to_write)
         waiters = self._flush_waiters
@@ -309,6 +322,18 @@ class Writer:
         # Not self.abort(): the writer is stopped, not closed, so a handler
         # still writing has its bytes dropped instead of getting an exception.
         self._transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _unsent(self) -> int | None:
+        """
+        The bytes the transport still holds, where it says (Twisted's own
+        socket transports do, through attributes of FileDescriptor), or None.
+        """
+        transport: Any = self._transport
+        try:
+            held: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            return held
+        except (AttributeError, TypeError):
+            return None
 
     def _cancel_age_timer(self) -> None:
         timer = self._age_timer
