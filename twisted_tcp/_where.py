@@ -257,6 +257,7 @@ def _claim_socket_path(path: str) -> None:
     raise CannotListenError(None, path, "another server is listening on this path")
 
 
+@attrs.frozen(repr=False)
 class OnEndpointDescription(WhereToListen):
     """
     Listen where a Twisted server endpoint description says, such as

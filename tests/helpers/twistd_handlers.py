@@ -1,0 +1,40 @@
+"""
+Handlers for the twistd tests (tests/test_plugin.py), which a C{twistd
+tcpserver} subprocess imports as C{tests.helpers.twistd_handlers:NAME}
+(the tests put the repository root on its PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.task import deferLater
+
+from twisted_tcp import Reader, Writer
+
+
+async def slow_reply(address: IAddress, reader: Reader, writer: Writer) -> None:
+    """
+    Serve one request, C{"SECONDS WORD"}: reply C{"begin WORD"} at once,
+    then, C{SECONDS} later, C{"end WORD"}, and return (the server then closes
+    the connection).  A test sends SIGTERM between the two halves.
+    """
+    from twisted.internet import reactor
+
+    line = await reader.read_line()
+    if line is None:
+        return
+    seconds, _, word = line.partition(b" ")
+    writer.write_line(b"begin " + word)
+    await deferLater(reactor, float(seconds), lambda: None)
+    writer.write_line(b"end " + word)
+
+
+class _Handlers:
+    slow_reply = staticmethod(slow_reply)
+
+
+handlers = _Handlers()
+"""For C{--handler tests.helpers.twistd_handlers:handlers.slow_reply}."""
+
+not_callable = 42
+"""Not a handler: C{--handler tests.helpers.twistd_handlers:not_callable} fails."""

@@ -1,0 +1,460 @@
+"""
+C{twistd tcpserver}: its options, the loading of the handler, and the service
+that runs a L{Server} and shuts it down gracefully.
+
+The plugin file, C{twisted/plugins/twisted_tcp_plugin.py}, only names this
+module: Twisted's C{ServiceMaker} imports it when twistd needs L{Options} or
+L{makeService}, so a twistd that merely lists its plugins does not import it.
+Nothing here imports the reactor until the service starts (twisted#3785: a
+plugin that imports the reactor breaks C{twistd -r}).
+
+The life of the service, as twistd drives it:
+
+    1. L{Options} parses the command line and imports the handler; any error
+       ends twistd with a usage message before anything listens.
+    2. C{privilegedStartService} (still as root, if twistd was started as root
+       with C{--uid}) listens.  If that fails, twistd exits with status 1 and
+       the reason, without a traceback.
+    3. One log line says where the server listens and which handler it runs.
+    4. On SIGTERM or SIGINT, C{stopService} stops accepting, waits up to
+       C{--shutdown-timeout} seconds for the running handlers to finish and
+       their replies to be flushed, closes whatever connections remain, and
+       only then lets the reactor stop (twistd waits for its Deferred).
+       twistd then ends the process with the same signal.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import traceback
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from ._connect import default_reactor
+from ._server import Handler, Server
+from ._where import WhereToListen, on_endpoint_description, on_file, on_port, show_address
+
+_log = Logger()
+
+DEFAULT_MAX_CONNECTIONS = 10000
+DEFAULT_BACKLOG = 64
+DEFAULT_BUFFER_AGE_LIMIT = 120.0
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+
+_HANDLER_EXAMPLE = "twisted_tcp.examples.echo:handle"
+
+
+class ListenError(SystemExit, Exception):
+    """
+    The server could not listen (a port in use, a path it may not bind).
+
+    It is an L{Exception}, so that twistd's start-up error handling runs (it
+    removes the pid file, and tells a daemonizing parent why the child
+    failed), and a L{SystemExit}, so that the interpreter then ends with
+    status 1 and prints only this message instead of a traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.code)
+
+
+# -- the handler --------------------------------------------------------------
+
+
+def _where_it_failed(exc: BaseException) -> str:
+    """The last frame of C{exc}'s traceback outside importlib, as C{" (at FILE, line N)"}."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen ")
+    ]
+    if not frames or isinstance(exc, SyntaxError):  # a SyntaxError names its own place
+        return ""
+    return f" (at {frames[-1].filename}, line {frames[-1].lineno})"
+
+
+def load_handler(spec: str) -> Handler:
+    """
+    Import C{spec}, a C{"module:function"} (or C{"module:object.method"})
+    naming a callable C{handler(address, reader, writer)}, and return it.
+
+    @raise usage.UsageError: with a message that says what is wrong: the
+        syntax, a module that cannot be found, an error raised while the
+        module was imported, a missing attribute, or an object that is not
+        callable or cannot take three arguments.
+    """
+    module_name, colon, attribute = spec.partition(":")
+    names = attribute.split(".")
+    if not (
+        colon
+        and all(part.isidentifier() for part in module_name.split("."))
+        and all(part.isidentifier() for part in names)
+    ):
+        raise usage.UsageError(
+            f"--handler must be MODULE:FUNCTION, e.g. {_HANDLER_EXAMPLE}, not {spec!r}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise usage.UsageError(
+                f"--handler {spec}: module not found: no module named {missing!r} "
+                "(is its directory on PYTHONPATH, or its package installed?)"
+            ) from e
+        raise usage.UsageError(
+            f"--handler {spec}: module {module_name!r} was found, but importing it failed: "
+            f"{type(e).__name__}: {e}{_where_it_failed(e)}"
+        ) from e
+    except Exception as e:
+        raise usage.UsageError(
+            f"--handler {spec}: module {module_name!r} was found, but importing it failed: "
+            f"{type(e).__name__}: {e}{_where_it_failed(e)}"
+        ) from e
+    handler: Any = module
+    for i, name in enumerate(names):
+        try:
+            handler = getattr(handler, name)
+        except AttributeError:
+            source = getattr(module, "__file__", None) or module_name
+            raise usage.UsageError(
+                f"--handler {spec}: module {module_name!r} ({source}) has no attribute "
+                f"{'.'.join(names[: i + 1])!r}"
+            ) from None
+    if not callable(handler):
+        raise usage.UsageError(
+            f"--handler {spec}: {attribute!r} is not callable: it is "
+            f"{handler!r:.80}, of type {type(handler).__name__}"
+        )
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        pass  # some builtins have none: let them be
+    else:
+        try:
+            signature.bind(None, None, None)
+        except TypeError as e:
+            raise usage.UsageError(
+                f"--handler {spec}: a handler is called as handler(address, reader, writer), "
+                f"but {attribute}{signature} cannot be: {e}"
+            ) from None
+    return handler  # type: ignore[no-any-return]
+
+
+# -- the options --------------------------------------------------------------
+
+
+def _count(option: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise usage.UsageError(f"--{option} must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _seconds(option: str, text: str, *, allow_zero: bool, or_else: str = "") -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        least = "0 or more" if allow_zero else "more than 0"
+        raise usage.UsageError(
+            f"--{option} must be a number of seconds, {least}{or_else}, not {text!r}"
+        )
+    return value
+
+
+def _where_from_port(text: str) -> WhereToListen:
+    if text.isdigit():
+        port = int(text)
+        if port > 65535:
+            raise usage.UsageError(f"--port must be between 0 and 65535, not {port}")
+        return on_port(port)
+    if ":" in text:
+        try:
+            return on_endpoint_description(text)
+        except ValueError as e:
+            raise usage.UsageError(f"--port: {e}") from None
+    raise usage.UsageError(
+        "--port must be a port number (e.g. 9000, or 0 to let the OS choose) or a Twisted "
+        f"endpoint description (e.g. tcp:9000:interface=127.0.0.1), not {text!r}"
+    )
+
+
+class Options(usage.Options):
+    """The command line of C{twistd tcpserver}."""
+
+    synopsis = "--handler MODULE:FUNCTION (--port PORT | --file PATH) [options]"
+
+    longdesc = (
+        "Serve TCP (or Unix socket) connections with a twisted_tcp handler: for each "
+        "connection, handler(address, reader, writer) is called, where reader and writer "
+        "are a twisted_tcp Reader and Writer; it may return a value, a Deferred or a "
+        "coroutine, and the connection is flushed and closed when it finishes. "
+        "On SIGTERM or SIGINT the server stops accepting, lets running handlers finish for "
+        "up to --shutdown-timeout seconds, closes the connections that remain, and exits. "
+        f"Example: twistd -n --pidfile= tcpserver --port 9000 --handler {_HANDLER_EXAMPLE}"
+    )
+
+    optParameters = [
+        [
+            "port",
+            None,
+            None,
+            "TCP port to listen on, on every IPv4 interface (0: a port chosen by the OS, "
+            "logged at start), or a Twisted endpoint description such as "
+            "tcp:9000:interface=127.0.0.1, tcp6:9000 or unix:/run/app.sock.",
+        ],
+        [
+            "file",
+            None,
+            None,
+            "Path of a Unix-domain socket to listen on instead of a port (removed when the "
+            "server stops).",
+        ],
+        [
+            "handler",
+            None,
+            None,
+            "Required. The handler, as MODULE:FUNCTION, e.g. twisted_tcp.examples.echo:handle "
+            "or twisted_tcp.examples.kv:handle; the module must be importable (PYTHONPATH).",
+        ],
+        [
+            "max-connections",
+            None,
+            str(DEFAULT_MAX_CONNECTIONS),
+            "Most connections served at once; beyond, new clients wait in the backlog.",
+        ],
+        [
+            "backlog",
+            None,
+            None,
+            f"Length of the kernel's queue of connections not yet accepted [default: "
+            f"{DEFAULT_BACKLOG}]. With an endpoint description, use its backlog= option.",
+        ],
+        [
+            "buffer-age-limit",
+            None,
+            f"{DEFAULT_BUFFER_AGE_LIMIT:g}",
+            "Seconds that written bytes may wait unsent (the client stopped reading) before "
+            "the connection is closed, or 'unlimited'.",
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            f"{DEFAULT_SHUTDOWN_TIMEOUT:g}",
+            "Seconds that running handlers get to finish after SIGTERM or SIGINT; the "
+            "connections still open then are closed.",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        """Check every option and import the handler; raise UsageError on the first error."""
+        port, path = self["port"], self["file"]
+        if port is not None and path is not None:
+            raise usage.UsageError("--port and --file exclude each other: give only one")
+        if port is None and path is None:
+            raise usage.UsageError(
+                "give --port PORT (e.g. --port 9000) or --file PATH (a Unix socket)"
+            )
+        if self["handler"] is None:
+            raise usage.UsageError(
+                f"--handler MODULE:FUNCTION is required, e.g. --handler {_HANDLER_EXAMPLE}"
+            )
+        where: WhereToListen
+        if port is not None:
+            where = _where_from_port(port)
+        else:
+            try:
+                where = on_file(path)
+            except ValueError as e:
+                raise usage.UsageError(f"--file: {e}") from None
+        backlog = self["backlog"]
+        if backlog is not None and port is not None and not port.isdigit():
+            raise usage.UsageError(
+                "--backlog does not apply to an endpoint description: add backlog=N to it "
+                f"instead (e.g. {port}:backlog={backlog})"
+            )
+        self["where"] = where
+        self["max-connections"] = _count("max-connections", self["max-connections"])
+        self["backlog"] = DEFAULT_BACKLOG if backlog is None else _count("backlog", backlog)
+        age = self["buffer-age-limit"]
+        if isinstance(age, str) and age.lower() == "unlimited":
+            self["buffer-age-limit"] = None
+        else:
+            self["buffer-age-limit"] = _seconds(
+                "buffer-age-limit", age, allow_zero=False, or_else=", or 'unlimited'"
+            )
+        self["shutdown-timeout"] = _seconds(
+            "shutdown-timeout", self["shutdown-timeout"], allow_zero=True
+        )
+        self["handler-function"] = load_handler(self["handler"])
+
+
+def makeService(options: Options) -> TcpServerService:
+    """Make the service of C{twistd tcpserver} from its parsed L{Options}."""
+    return TcpServerService(
+        options["where"],
+        options["handler-function"],
+        options["handler"],
+        max_connections=options["max-connections"],
+        backlog=options["backlog"],
+        buffer_age_limit=options["buffer-age-limit"],
+        shutdown_timeout=options["shutdown-timeout"],
+    )
+
+
+# -- the service --------------------------------------------------------------
+
+
+def _reason(failure: Failure) -> str:
+    error = failure.value
+    if isinstance(error, CannotListenError):
+        return str(error.socketError)
+    return f"{type(error).__name__}: {error}"
+
+
+class TcpServerService(Service):
+    """
+    A service that runs a L{Server}: it listens when it starts (in
+    C{privilegedStartService} under twistd, else in C{startService}), and its
+    C{stopService} shuts the server down gracefully.
+
+    @ivar server: the running L{Server}, or C{None} before it listens.
+    """
+
+    name = "tcpserver"
+    server: Server | None = None
+
+    def __init__(
+        self,
+        where: WhereToListen,
+        handler: Handler,
+        handler_name: str,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        backlog: int = DEFAULT_BACKLOG,
+        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        reactor: Any = None,
+    ) -> None:
+        self.where = where
+        self.handler = handler
+        self.handler_name = handler_name
+        self.max_connections = max_connections
+        self.backlog = backlog
+        self.buffer_age_limit = buffer_age_limit
+        self.shutdown_timeout = shutdown_timeout
+        self._reactor = reactor
+        self._listening: Deferred[None] | None = None
+        self._starting = False
+        self._start_error: ListenError | None = None
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self._listen()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self._listening is None:  # not started by twistd: privilegedStartService was not called
+            self._listen()
+
+    def _listen(self) -> None:
+        """
+        Start listening.  Endpoints of TCP ports and Unix sockets listen at
+        once: a failure to do so raises L{ListenError} here, which makes
+        twistd exit with status 1 and the message.  An endpoint that listens
+        later and fails stops the reactor instead.
+        """
+        self._reactor = default_reactor(self._reactor)
+        self._start_error = None
+        self._starting = True
+        try:
+            self._listening = Server.create(
+                self.where,
+                self.handler,
+                max_connections=self.max_connections,
+                backlog=self.backlog,
+                buffer_age_limit=self.buffer_age_limit,
+                reactor=self._reactor,
+            ).addCallbacks(self._listening_now, self._cannot_listen)
+        finally:
+            self._starting = False
+        if self._start_error is not None:
+            self._listening = None
+            raise self._start_error
+
+    def _listening_now(self, server: Server) -> None:
+        self.server = server
+        _log.info(
+            "twisted_tcp tcpserver listening on {address} (handler {handler})",
+            address=show_address(server.listening_on_address),
+            handler=self.handler_name,
+        )
+
+    def _cannot_listen(self, failure: Failure) -> None:
+        message = f"twisted_tcp tcpserver: cannot listen on {self.where}: {_reason(failure)}"
+        if self._starting:
+            # Raised by _listen.  twistd's log takes in stderr, where the
+            # message is printed when the process exits: no need to log it.
+            self._start_error = ListenError(message)
+        elif not failure.check(defer.CancelledError):
+            _log.critical("{message}; stopping", message=message)
+            self._reactor.stop()
+
+    def stopService(self) -> Deferred[None] | None:
+        """
+        Stop accepting, let the running handlers finish for at most
+        C{shutdown_timeout} seconds, then close the connections that remain.
+        The Deferred fires when every connection is closed.
+        """
+        Service.stopService(self)
+        listening, self._listening = self._listening, None
+        server, self.server = self.server, None
+        if server is None:
+            if listening is not None:
+                listening.cancel()  # an endpoint still on its way to listening
+            return None
+        return Deferred.fromCoroutine(self._shut_down(server))
+
+    async def _shut_down(self, server: Server) -> None:
+        timeout = self.shutdown_timeout
+        _log.info(
+            "twisted_tcp tcpserver stopping: no new connections; waiting up to {timeout:g} s "
+            "for {n} connection(s) to finish",
+            timeout=timeout,
+            n=server.num_connections,
+        )
+        await server.close()
+        try:
+            await server.drained().addTimeout(timeout, self._reactor)
+        except defer.TimeoutError:
+            # One more turn of the reactor first, so that bytes a handler wrote
+            # just before the deadline are handed to the kernel, not dropped.
+            await deferLater(self._reactor, 0, lambda: None)
+            _log.warn(
+                "twisted_tcp tcpserver: closing {n} connection(s) still open after {timeout:g} s",
+                n=server.num_connections,
+                timeout=timeout,
+            )
+            await server.close(close_existing_connections=True)
+        _log.info("twisted_tcp tcpserver stopped")
+
+
+__all__ = ["ListenError", "Options", "TcpServerService", "load_handler", "makeService"]
