@@ -155,6 +155,7 @@ def test_options_defaults() -> None:
     assert options["max-connections"] == 10000
     assert options["backlog"] == 64
     assert options["buffer-age-limit"] == 120.0
+    assert options["idle-timeout"] is None
     assert options["shutdown-timeout"] == 10.0
 
 
@@ -165,6 +166,7 @@ def test_options_all_given() -> None:
         "--max-connections", "7",
         "--backlog", "3",
         "--buffer-age-limit", "2.5",
+        "--idle-timeout", "30",
         "--shutdown-timeout", "0",
     )  # fmt: skip
     assert options["where"] == tt.on_file("/tmp/x.sock")
@@ -172,7 +174,11 @@ def test_options_all_given() -> None:
     assert options["max-connections"] == 7
     assert options["backlog"] == 3
     assert options["buffer-age-limit"] == 2.5
+    assert options["idle-timeout"] == 30.0
     assert options["shutdown-timeout"] == 0.0
+    service = _twistd.makeService(options)
+    assert service.idle_timeout == 30.0
+    assert service.buffer_age_limit == 2.5
 
 
 @pytest.mark.parametrize("text", ["unlimited", "UNLIMITED"])
@@ -215,6 +221,8 @@ def test_port_as_endpoint_description(port: str) -> None:
         (["--port", "0", "--handler", ECHO, "--buffer-age-limit", "soon"], "or 'unlimited'"),
         (["--port", "0", "--handler", ECHO, "--buffer-age-limit", "inf"], "--buffer-age-limit"),
         (["--port", "0", "--handler", ECHO, "--buffer-age-limit", "nan"], "--buffer-age-limit"),
+        (["--port", "0", "--handler", ECHO, "--idle-timeout", "0"], "--idle-timeout"),
+        (["--port", "0", "--handler", ECHO, "--idle-timeout", "later"], "or 'none'"),
         (["--port", "0", "--handler", ECHO, "--shutdown-timeout", "-1"], "--shutdown-timeout"),
         (["--port", "0", "--handler", ECHO, "--shutdown-timeout", "x"], "--shutdown-timeout"),
         (["--port", "0", "--handler", ECHO, "--nosuch", "1"], "nosuch"),

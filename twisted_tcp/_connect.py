@@ -44,6 +44,8 @@ def default_reactor(reactor: Any) -> Any:
 
 
 class _ConnectionFactory(Factory):
+    noisy = False  # no "Starting factory" log line at every connect
+
     def __init__(self, clock: IReactorTime, options: StreamOptions | None) -> None:
         self.clock = clock
         self.options = options

@@ -256,6 +256,13 @@ class Options(usage.Options):
             "the connection is closed, or 'unlimited'.",
         ],
         [
+            "idle-timeout",
+            None,
+            "none",
+            "Seconds after which a connection that received and sent nothing is closed, or "
+            "'none'. It frees the slots of clients that vanished or sit idle.",
+        ],
+        [
             "shutdown-timeout",
             None,
             f"{DEFAULT_SHUTDOWN_TIMEOUT:g}",
@@ -304,6 +311,13 @@ class Options(usage.Options):
         self["shutdown-timeout"] = _seconds(
             "shutdown-timeout", self["shutdown-timeout"], allow_zero=True
         )
+        idle = self["idle-timeout"]
+        if isinstance(idle, str) and idle.lower() == "none":
+            self["idle-timeout"] = None
+        else:
+            self["idle-timeout"] = _seconds(
+                "idle-timeout", idle, allow_zero=False, or_else=", or 'none'"
+            )
         self["handler-function"] = load_handler(self["handler"])
 
 
@@ -316,6 +330,7 @@ def makeService(options: Options) -> TcpServerService:
         max_connections=options["max-connections"],
         backlog=options["backlog"],
         buffer_age_limit=options["buffer-age-limit"],
+        idle_timeout=options["idle-timeout"],
         shutdown_timeout=options["shutdown-timeout"],
     )
 
@@ -351,6 +366,7 @@ class TcpServerService(Service):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         backlog: int = DEFAULT_BACKLOG,
         buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
+        idle_timeout: float | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         reactor: Any = None,
     ) -> None:
@@ -360,6 +376,7 @@ class TcpServerService(Service):
         self.max_connections = max_connections
         self.backlog = backlog
         self.buffer_age_limit = buffer_age_limit
+        self.idle_timeout = idle_timeout
         self.shutdown_timeout = shutdown_timeout
         self._reactor = reactor
         self._listening: Deferred[None] | None = None
@@ -392,6 +409,7 @@ class TcpServerService(Service):
                 max_connections=self.max_connections,
                 backlog=self.backlog,
                 buffer_age_limit=self.buffer_age_limit,
+                idle_timeout=self.idle_timeout,
                 reactor=self._reactor,
             ).addCallbacks(self._listening_now, self._cannot_listen)
         finally:
