@@ -465,8 +465,19 @@ class _Lines:
     def __aiter__(self) -> _Lines:
         return self
 
-    async def __anext__(self) -> bytes:
-        line = await self._reader.read_line()
-        if line is None:
-            raise StopAsyncIteration
-        return line
+    def __anext__(self) -> Deferred[bytes]:
+        # A Deferred is awaitable: returning read_line's (usually already
+        # fired) Deferred costs no coroutine per line.  The end of the stream
+        # becomes StopAsyncIteration, raised where the loop awaits.
+        d = self._reader.read_line()
+        if d.called:
+            if d.result is None:
+                return fail(StopAsyncIteration())
+            return d  # type: ignore[return-value]
+        return d.addCallback(_stop_at_end)
+
+
+def _stop_at_end(line: bytes | None) -> bytes:
+    if line is None:
+        raise StopAsyncIteration
+    return line

@@ -69,6 +69,7 @@ class Writer:
         "_flushed_count",
         "_half_closed",
         "_lost",
+        "_lost_reason",
         "_peer",
         "_transport",
         "_written",
@@ -96,6 +97,7 @@ class Writer:
         self._closed = False  # close(), write_eof() or abort() was called
         self._half_closed = False  # write_eof() was called, and close() not yet
         self._lost = False  # the connection is gone
+        self._lost_reason: BaseException | None = None  # ... with this (flushes fail with it)
         self._clean = True  # nothing written since the transport last drained
         self._written = 0
         self._flushed_count = 0
@@ -130,11 +132,18 @@ class Writer:
 
     def write_line(self, line: bytes) -> None:
         """Write C{line} followed by C{b"\\n"}."""
+        if self._closed:
+            raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
+        if self._lost:
+            return
+        # One write, as a user would do by hand; a long line is not copied.
         if len(line) < 16384:
-            self.write(line + b"\n")
+            self._transport.write(line + b"\n")
         else:
-            self.write(line)
-            self.write(b"\n")
+            self._transport.writeSequence((line, b"\n"))
+        self._written += len(line) + 1
+        if self._clean:
+            self._became_dirty()
 
     def write_sequence(self, chunks: list[bytes]) -> None:
         """Write several chunks, in order, as one call."""
@@ -158,7 +167,9 @@ class Writer:
         if self._clean:
             return succeed(None)
         if self._lost:
-            return fail(ConnectionLost(f"connection to {self._peer_text()} lost before flush"))
+            lost = ConnectionLost(f"connection to {self._peer_text()} lost before flush")
+            lost.__cause__ = self._lost_reason
+            return fail(lost)
         d: Deferred[None] = Deferred(self._flush_waiters.remove)
         self._flush_waiters.append(d)
         return d
@@ -260,6 +271,7 @@ class Writer:
         if self._lost:
             return
         self._lost = True
+        self._lost_reason = reason.value
         self._cancel_age_timer()
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
@@ -278,6 +290,15 @@ class Writer:
         elif not self._closed:
             self._consumer_left.fire(None)
         self._done.fire(None)
+
+    def _failed_for_loss(self, exc: BaseException | None) -> bool:
+        """
+        Whether C{exc} is the error this writer's flushes failed with because
+        the connection was lost (the peer left, or it was aborted): not a
+        fault of whoever awaited them.
+        """
+        lost = self._lost_reason
+        return lost is not None and exc is not None and (exc is lost or exc.__cause__ is lost)
 
     @property
     def error(self) -> BaseException | None:
