@@ -1,0 +1,66 @@
+"""
+What every benchmark process shares: the lines sent, the wire formats of the
+fixed servers, and how a worker talks to the harness.
+
+Every line is 64 bytes on the wire: 63 bytes (a counter, then padding) and
+C{b"\\n"}.  The counter makes a lost, duplicated or reordered line visible to
+the check every client does on every line it reads back.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import struct
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+HOST = "127.0.0.1"
+LINE_BYTES = 64  # on the wire, b"\n" included
+CHUNK = 64 * 1024  # the size of every bulk write
+CHUNK_DATA = b"x" * CHUNK
+BULK_HEADER = struct.Struct("!Q")  # bulk_send: the byte count, before the bytes
+
+
+def use_repo_package() -> None:
+    """Import C{twisted_tcp} from this checkout (it need not be installed)."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+
+
+def line(i: int) -> bytes:
+    """Line C{i} without its newline: 63 bytes."""
+    return (b"%012d " % i).ljust(LINE_BYTES - 1, b".")
+
+
+@functools.lru_cache(maxsize=4)
+def lines(n: int) -> list[bytes]:
+    """Lines 0 .. n-1 without newline (made once per size: do not change the list)."""
+    return [line(i) for i in range(n)]
+
+
+@functools.lru_cache(maxsize=4)
+def lines_nl(n: int) -> list[bytes]:
+    """Lines 0 .. n-1, each with its newline (made once per size: do not change the list)."""
+    return [line(i) + b"\n" for i in range(n)]
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class CheckFailed(Exception):
+    """The bytes that came back are not the ones expected."""
+
+
+def check_line(got: bytes, want: bytes, index: int) -> None:
+    if got != want:
+        raise CheckFailed(f"line {index}: got {got[:70]!r}, want {want[:70]!r}")
+
+
+def reply(obj: dict[str, object]) -> bytes:
+    """One reply line of a worker to the harness."""
+    return json.dumps(obj).encode() + b"\n"

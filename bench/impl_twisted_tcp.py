@@ -1,0 +1,125 @@
+"""
+twisted_tcp, used as its documentation says a user would: clients from
+C{twisted_tcp.connect} with C{async def} code over the Reader and Writer, and
+a C{Server} whose handler is the line echo of C{twisted_tcp.examples.echo}.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+from _common import BULK_HEADER, CHUNK_DATA, HOST, CheckFailed, check_line, lines, use_repo_package
+
+use_repo_package()
+
+import twisted_tcp  # noqa: E402
+
+FLUSH_EVERY = 1 << 20  # bulk_send: wait for flushed() whenever this much is unflushed
+
+
+async def _bulk_send(reader: Any, writer: Any, total: int) -> float:
+    t0 = perf_counter()
+    writer.write(BULK_HEADER.pack(total))
+    remaining = total
+    size = len(CHUNK_DATA)
+    while remaining:
+        if remaining >= size:
+            writer.write(CHUNK_DATA)
+            remaining -= size
+        else:
+            writer.write(CHUNK_DATA[:remaining])
+            remaining = 0
+        if writer.bytes_to_write >= FLUSH_EVERY:
+            await writer.flushed()
+    ack = await reader.read_line()
+    elapsed = perf_counter() - t0
+    if ack is None or int(ack) != total:
+        raise CheckFailed(f"sink received {ack!r} bytes, not {total}")
+    return elapsed
+
+
+async def _bulk_recv(reader: Any, writer: Any, total: int) -> float:
+    t0 = perf_counter()
+    writer.write(b"%d\n" % total)
+    count = 0
+    while True:
+        data = await reader.read()
+        if not data:
+            break
+        count += len(data)
+    elapsed = perf_counter() - t0
+    if count != total:
+        raise CheckFailed(f"received {count} bytes, not {total}")
+    return elapsed
+
+
+async def _pingpong(reader: Any, writer: Any, count: int) -> float:
+    expect = lines(count)
+    t0 = perf_counter()
+    for i in range(count):
+        writer.write_line(expect[i])
+        got = await reader.read_line()
+        if got != expect[i]:
+            check_line(got, expect[i], i)
+    return perf_counter() - t0
+
+
+async def _pipelined(reader: Any, writer: Any, count: int, batch: int, window: int) -> float:
+    expect = lines(count)
+    limit = window - batch
+    sent = received = 0
+    write_line = writer.write_line
+    read_line = reader.read_line
+    t0 = perf_counter()
+    while received < count:
+        if sent < count and sent - received <= limit:
+            end = min(sent + batch, count)
+            for k in range(sent, end):
+                write_line(expect[k])
+            sent = end
+            continue
+        got = await read_line()
+        if got != expect[received]:
+            check_line(got, expect[received], received)
+        received += 1
+    return perf_counter() - t0
+
+
+async def client(reactor: Any, workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
+    sock, reader, writer = await twisted_tcp.connect(
+        twisted_tcp.to_host_and_port(HOST, port), timeout=10, reactor=reactor
+    )
+    try:
+        if workload == "bulk_send":
+            work = params["total"]
+            elapsed = await _bulk_send(reader, writer, work)
+        elif workload == "bulk_recv":
+            work = params["total"]
+            elapsed = await _bulk_recv(reader, writer, work)
+        elif workload == "pingpong":
+            work = params["count"]
+            elapsed = await _pingpong(reader, writer, work)
+        elif workload == "pipelined":
+            work = params["count"]
+            elapsed = await _pipelined(reader, writer, work, params["batch"], params["window"])
+        else:
+            raise ValueError(f"unknown client workload {workload!r}")
+    finally:
+        await sock.close()
+    return {"work": work, "elapsed": elapsed}
+
+
+async def echo(address: Any, reader: Any, writer: Any) -> None:
+    """The line echo handler, as in C{twisted_tcp.examples.echo}."""
+    async for line in reader.lines():
+        writer.write_line(line)
+        if writer.bytes_to_write > 1 << 20:
+            await writer.flushed()
+
+
+async def serve(reactor: Any, backlog: int) -> int:
+    server = await twisted_tcp.Server.create(
+        twisted_tcp.on_port(0, interface=HOST), echo, backlog=backlog, reactor=reactor
+    )
+    return int(server.listening_on)

@@ -1,0 +1,736 @@
+#!/usr/bin/env python3
+"""
+The twisted_tcp benchmark: one command runs every workload against every
+implementation, interleaved over several rounds, prints a table of medians
+and ratios to raw Twisted, and writes it to bench/RESULTS.md.
+
+    python bench/run.py                 # the full run (5 rounds)
+    python bench/run.py --quick         # smaller amounts, 3 rounds
+    python bench/run.py --only pingpong,bulk --rounds 7
+    python bench/run.py --smoke --results /tmp/R.md   # a few KiB, 1 round (the smoke test)
+
+Processes: every client and every server is a worker process of its own
+(bench/worker.py), started once at the beginning and driven over its
+stdin/stdout; this process only starts them, sends commands and waits, so a
+measurement keeps one core busy with the client and the other with the
+server.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import selectors
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "worker.py")
+DEFAULT_RESULTS = os.path.join(HERE, "RESULTS.md")
+
+IMPLS = ["twisted", "twisted_tcp", "asyncio", "uvloop"]
+IMPL_TITLES = {
+    "twisted": "raw Twisted",
+    "twisted_tcp": "twisted_tcp",
+    "asyncio": "asyncio streams",
+    "uvloop": "uvloop streams",
+}
+BASELINE = "twisted"
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    bulk_bytes: int
+    pingpong: int
+    pipelined: int
+    batch: int
+    window: int
+    seq_conns: int
+    clients: int
+    per_client: int
+    rounds: int
+    timeout: float  # seconds, for one measurement
+    warmup: float  # the fraction of a measurement's work run once, untimed, first
+
+
+SCALES = {
+    "full": Scale("full", 512 * MiB, 20_000, 200_000, 256, 2048, 5_000, 200, 20, 5, 120.0, 0.2),
+    "quick": Scale("quick", 128 * MiB, 5_000, 50_000, 256, 2048, 1_000, 100, 10, 3, 60.0, 0.2),
+    "smoke": Scale("smoke", 256 * 1024, 20, 300, 16, 64, 10, 4, 3, 1, 20.0, 0.0),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    side: str  # "client": the implementations are clients; "server": they are servers
+    command: str  # what the client worker or load generator runs
+    port: str  # which port of the server: sink, source or echo
+    unit: str
+    divisor: float  # work per second / divisor = the value shown
+    target: float  # the ratio to raw Twisted twisted_tcp aims for
+    what: Callable[[Scale], str]
+    params: Callable[[Scale, float], dict[str, int]]
+
+
+def _n(value: float) -> int:
+    return max(1, int(value))
+
+
+WORKLOADS = [
+    Workload(
+        "bulk_send", "client", "bulk_send", "sink", "MB/s", 1e6, 0.9,
+        lambda s: f"client sends {s.bulk_bytes / MiB:g} MiB in 64 KiB writes to a sink",
+        lambda s, f: {"total": _n(s.bulk_bytes * f)},
+    ),
+    Workload(
+        "bulk_recv", "client", "bulk_recv", "source", "MB/s", 1e6, 0.9,
+        lambda s: f"client reads {s.bulk_bytes / MiB:g} MiB a source sends",
+        lambda s, f: {"total": _n(s.bulk_bytes * f)},
+    ),
+    Workload(
+        "client_pingpong", "client", "pingpong", "echo", "round trips/s", 1, 0.9,
+        lambda s: f"{s.pingpong:,} round trips of a 64-byte line, one in flight",
+        lambda s, f: {"count": _n(s.pingpong * f)},
+    ),
+    Workload(
+        "client_pipelined", "client", "pipelined", "echo", "lines/s", 1, 0.5,
+        lambda s: f"{s.pipelined:,} 64-byte lines, batches of {s.batch}, "
+        f"at most {s.window} in flight",
+        lambda s, f: {"count": _n(s.pipelined * f), "batch": s.batch, "window": s.window},
+    ),
+    Workload(
+        "server_pingpong", "server", "pingpong", "echo", "round trips/s", 1, 0.9,
+        lambda s: f"{s.pingpong:,} round trips of a 64-byte line, one in flight",
+        lambda s, f: {"count": _n(s.pingpong * f)},
+    ),
+    Workload(
+        "server_pipelined", "server", "pipelined", "echo", "lines/s", 1, 0.5,
+        lambda s: f"{s.pipelined:,} 64-byte lines, batches of {s.batch}, "
+        f"at most {s.window} in flight",
+        lambda s, f: {"count": _n(s.pipelined * f), "batch": s.batch, "window": s.window},
+    ),
+    Workload(
+        "server_seq_conns", "server", "seq_conns", "echo", "conn/s", 1, 0.85,
+        lambda s: f"{s.seq_conns:,} sequential connections: connect, one line, close",
+        lambda s, f: {"count": _n(s.seq_conns * f)},
+    ),
+    Workload(
+        "server_conc_conns", "server", "conc_conns", "echo", "conn/s", 1, 0.85,
+        lambda s: f"{s.clients} concurrent clients x {s.per_client} sequential connections",
+        lambda s, f: {
+            "clients": s.clients if f >= 1 else _n(s.clients * f),
+            "per_client": s.per_client,
+        },
+    ),
+]
+
+
+class WorkerError(Exception):
+    pass
+
+
+# -- worker processes ----------------------------------------------------------
+
+
+class Worker:
+    """A bench/worker.py process, driven by JSON lines over its stdin/stdout."""
+
+    def __init__(self, args: list[str], logdir: str, cpu: int | None = None) -> None:
+        self.args = args
+        self.name = " ".join(args)
+        self.log_path = os.path.join(logdir, "-".join(args) + ".log")
+        self._log = open(self.log_path, "ab")  # closed in close()
+        env = dict(os.environ)
+        env.pop("BENCH_CPU", None)
+        if cpu is not None:
+            env["BENCH_CPU"] = str(cpu)
+        self.proc = subprocess.Popen(
+            [sys.executable, WORKER, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=HERE,
+            env=env,
+        )
+        self._buf = b""
+        self.ready: dict[str, Any] | None = None
+
+    def _read_line(self, deadline: float) -> dict[str, Any]:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        fd = stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WorkerError(f"{self.name}: no answer in time")
+                if sel.select(left):
+                    data = os.read(fd, 65536)
+                    if not data:
+                        raise WorkerError(f"{self.name}: exited ({self.proc.poll()})"
+                                          + self.log_tail())
+                    self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        try:
+            return json.loads(line)  # type: ignore[no-any-return]
+        except ValueError:
+            raise WorkerError(f"{self.name}: unreadable answer {line[:200]!r}") from None
+
+    def wait_ready(self, timeout: float) -> dict[str, Any]:
+        if self.ready is None:
+            self.ready = self._read_line(time.monotonic() + timeout)
+        return self.ready
+
+    def request(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(json.dumps(command).encode() + b"\n")
+            stdin.flush()
+        except OSError as exc:
+            raise WorkerError(f"{self.name}: cannot send a command: {exc}") from None
+        return self._read_line(time.monotonic() + timeout)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, chars: int = 1500) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return ("\n--- worker stderr ---\n" + text[-chars:]) if text.strip() else ""
+
+    def close(self, grace: float = 3.0) -> None:
+        """Close its stdin (it exits), then terminate and kill it if it does not."""
+        proc = self.proc
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._log.close()
+
+
+class Workers:
+    """Every worker process of a run, started on first use and restarted after a failure."""
+
+    def __init__(self, logdir: str, ready_timeout: float, cpus: tuple[int, int] | None) -> None:
+        self.logdir = logdir
+        self.ready_timeout = ready_timeout
+        self.cpus = cpus  # (the clients' CPU, the servers' CPU), or None: not pinned
+        self.workers: dict[tuple[str, ...], Worker] = {}
+        self.info: dict[str, str] = {}
+
+    def _new(self, key: tuple[str, ...]) -> Worker:
+        cpu = None
+        if self.cpus is not None:
+            cpu = self.cpus[1] if key[0] == "server" else self.cpus[0]
+        return Worker(list(key), self.logdir, cpu)
+
+    def start(self, keys: list[tuple[str, ...]]) -> None:
+        """Start these workers all at once, then wait until each is ready."""
+        for key in keys:
+            if key not in self.workers:
+                self.workers[key] = self._new(key)
+        for key in keys:
+            self.get(key)
+
+    def get(self, key: tuple[str, ...]) -> Worker:
+        worker = self.workers.get(key)
+        if worker is not None and not worker.alive():
+            self.discard(key)
+            worker = None
+        if worker is None:
+            worker = self.workers[key] = self._new(key)
+        try:
+            ready = worker.wait_ready(self.ready_timeout)
+        except WorkerError:
+            self.discard(key)
+            raise
+        for name in ("reactor", "loop"):
+            if name in ready:
+                self.info[" ".join(key)] = ready[name]
+        return worker
+
+    def discard(self, key: tuple[str, ...]) -> None:
+        worker = self.workers.pop(key, None)
+        if worker is not None:
+            worker.close(grace=0.5)
+
+    def close_all(self) -> None:
+        for key in list(self.workers):
+            self.discard(key)
+
+
+# -- measuring -------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    by_round: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
+    errors: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def add(self, workload: str, impl: str, value: float, round_: int) -> None:
+        self.samples.setdefault(workload, {}).setdefault(impl, []).append(value)
+        self.by_round.setdefault(workload, {}).setdefault(impl, {})[round_] = value
+
+    def paired_ratios(self, workload: str, impl: str) -> list[float]:
+        """C{impl} over raw Twisted, round by round (measured minutes apart at most)."""
+        mine = self.by_round.get(workload, {}).get(impl, {})
+        base = self.by_round.get(workload, {}).get(BASELINE, {})
+        return [mine[r] / base[r] for r in sorted(mine) if base.get(r)]
+
+    def fail(self, workload: str, impl: str, error: str) -> None:
+        self.errors.setdefault(workload, {}).setdefault(impl, []).append(error)
+
+    def median(self, workload: str, impl: str) -> float | None:
+        values = self.samples.get(workload, {}).get(impl)
+        return statistics.median(values) if values else None
+
+
+def measure(
+    workers: Workers, wl: Workload, impl: str, params: dict[str, int], timeout: float
+) -> float:
+    """Run one measurement and return its value (work per second / divisor)."""
+    if wl.side == "client":
+        server_key: tuple[str, ...] = ("server", "fixed")
+        client_key: tuple[str, ...] = ("client", impl)
+    else:
+        server_key = ("server", impl)
+        client_key = ("loadgen",)
+    server = workers.get(server_key)
+    assert server.ready is not None
+    port = server.ready["ports"][wl.port]
+    client = workers.get(client_key)
+    command = {"workload": wl.command, "port": port, "params": params}
+    try:
+        answer = client.request(command, timeout)
+    except WorkerError:
+        # Timed out or died: neither it nor its server is trusted any longer.
+        workers.discard(client_key)
+        workers.discard(server_key)
+        raise
+    if not server.alive():
+        workers.discard(server_key)
+        raise WorkerError(f"the server ({server.name}) died" + server.log_tail())
+    if not answer.get("ok"):
+        raise WorkerError(str(answer.get("error")))
+    elapsed = float(answer["elapsed"])
+    if elapsed <= 0:
+        raise WorkerError(f"nonsense elapsed time {elapsed}")
+    return float(answer["work"]) / elapsed / wl.divisor
+
+
+def run_workload(
+    workers: Workers,
+    wl: Workload,
+    impls: list[str],
+    scale: Scale,
+    rounds: int,
+    timeout: float,
+    results: Results,
+    log: Callable[[str], None],
+) -> None:
+    params = wl.params(scale, 1.0)
+    failed: set[str] = set()
+    if scale.warmup > 0:
+        warm = wl.params(scale, scale.warmup)
+        for impl in impls:
+            try:
+                measure(workers, wl, impl, warm, timeout)
+            except WorkerError as exc:
+                failed.add(impl)
+                results.fail(wl.name, impl, f"warm-up: {exc}")
+                log(f"{wl.name:<18} warm-up {impl:<12} FAILED: {first_line(exc)}")
+    for r in range(rounds):
+        k = r % len(impls)
+        for impl in impls[k:] + impls[:k]:
+            if impl in failed:
+                continue
+            try:
+                value = measure(workers, wl, impl, params, timeout)
+            except WorkerError as exc:
+                results.fail(wl.name, impl, f"round {r + 1}: {exc}")
+                log(f"{wl.name:<18} round {r + 1}/{rounds} {impl:<12} FAILED: {first_line(exc)}")
+                continue
+            results.add(wl.name, impl, value, r)
+            log(f"{wl.name:<18} round {r + 1}/{rounds} {impl:<12} {value:>14,.1f} {wl.unit}")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = text.splitlines()
+    return lines[-1] if len(lines) > 1 and "Traceback" in text else (lines[0] if lines else "")
+
+
+# -- reporting -------------------------------------------------------------------
+
+
+def fmt_value(value: float | None) -> str:
+    if value is None:
+        return "FAIL"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def fmt_ratio(num: float | None, den: float | None) -> str:
+    if num is None or den is None or den == 0:
+        return "—"
+    return f"{num / den:.2f}x"
+
+
+def table(results: Results, workloads: list[Workload], impls: list[str]) -> str:
+    others = [i for i in impls if i != BASELINE]
+    head = ["workload", "unit", *impls]
+    head += [f"{i} ÷ {BASELINE}" for i in others]
+    if "twisted_tcp" in impls:
+        head += ["target (twisted_tcp ÷ twisted)"]
+        if "asyncio" in impls:
+            head += ["twisted_tcp ÷ asyncio"]
+        head += ["verdict"]
+    rows = [head, ["---"] * 2 + ["---:"] * (len(head) - 2)]
+    for wl in workloads:
+        med = {i: results.median(wl.name, i) for i in impls}
+        row = [wl.name, wl.unit] + [fmt_value(med[i]) for i in impls]
+        row += [fmt_ratio(med[i], med.get(BASELINE)) for i in others]
+        if "twisted_tcp" in impls:
+            row.append(f"≥ {wl.target:.2f}x")
+            tcp = med["twisted_tcp"]
+            verdict = []
+            if tcp is None:
+                verdict.append("FAIL")
+            else:
+                base = med.get(BASELINE)
+                if base:
+                    verdict.append("target met" if tcp / base >= wl.target else "BELOW target")
+                if "asyncio" in impls:
+                    row.append(fmt_ratio(tcp, med["asyncio"]))
+                    aio = med["asyncio"]
+                    if aio:
+                        verdict.append("ahead of asyncio" if tcp > aio else "BEHIND asyncio")
+            if tcp is None and "asyncio" in impls:
+                row.append("—")
+            row.append(", ".join(verdict))
+        rows.append(row)
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def spread_table(results: Results, workloads: list[Workload], impls: list[str]) -> str:
+    """
+    Per implementation: min-max of the samples, and (max - min) / median; and
+    twisted_tcp's ratio to raw Twisted computed round by round.
+    """
+    paired = "twisted_tcp" in impls
+    head = ["workload", *impls] + (["twisted_tcp ÷ twisted per round: median (min-max)"]
+                                   if paired else [])
+    rows = [head, ["---"] + ["---:"] * (len(head) - 1)]
+    for wl in workloads:
+        row = [wl.name]
+        for impl in impls:
+            values = results.samples.get(wl.name, {}).get(impl)
+            if not values:
+                row.append("—")
+                continue
+            med = statistics.median(values)
+            spread = (max(values) - min(values)) / med * 100 if med else 0.0
+            row.append(f"{fmt_value(min(values))}-{fmt_value(max(values))} (±{spread / 2:.0f}%)")
+        if paired:
+            ratios = results.paired_ratios(wl.name, "twisted_tcp")
+            row.append(
+                f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                if ratios else "—"
+            )
+        rows.append(row)
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def samples_text(results: Results, workloads: list[Workload], impls: list[str]) -> str:
+    out = []
+    for wl in workloads:
+        for impl in impls:
+            values = results.samples.get(wl.name, {}).get(impl, [])
+            errors = results.errors.get(wl.name, {}).get(impl, [])
+            text = ", ".join(fmt_value(v) for v in values) or "none"
+            failed = f" ({len(errors)} failed)" if errors else ""
+            out.append(f"- {wl.name} / {impl}: {text}{failed}")
+    return "\n".join(out)
+
+
+def errors_text(results: Results) -> str:
+    out = []
+    for wl, by_impl in results.errors.items():
+        for impl, errors in by_impl.items():
+            for error in errors:
+                out.append(f"### {wl} / {impl}\n\n```\n{error.strip()[-3000:]}\n```")
+    return "\n\n".join(out)
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        nproc = os.cpu_count() or 0
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "nproc": str(nproc),
+        "cpu": cpu,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "twisted": version("twisted"),
+        "uvloop": version("uvloop"),
+    }
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def report(
+    results: Results,
+    workloads: list[Workload],
+    impls: list[str],
+    scale: Scale,
+    rounds: int,
+    info: dict[str, str],
+    started: str,
+    load_start: str,
+    load_end: str,
+    command: str,
+    notes: list[str],
+) -> str:
+    m = machine()
+    described = "\n".join(f"- `{wl.name}` ({wl.side} side): {wl.what(scale)}" for wl in workloads)
+    loops = "; ".join(f"{k}: {v}" for k, v in sorted(info.items()))
+    parts = [
+        "# twisted_tcp benchmark results",
+        "",
+        f"- command: `{command}`",
+        f"- date: {started} (UTC)",
+        f"- machine: nproc {m['nproc']}, CPU {m['cpu']}, {m['os']}",
+        f"- Python {m['python']}, Twisted {m['twisted']}, uvloop {m['uvloop']}",
+        f"- event loops: {loops}",
+        f"- scale: {scale.name}; {rounds} round(s), interleaved, order rotated each round; "
+        + (f"one untimed warm-up at {scale.warmup:.0%} of the work per implementation first"
+           if scale.warmup > 0 else "no warm-up"),
+        f"- load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end",
+        *[f"- note: {n}" for n in notes],
+        "",
+        "Medians over the rounds; higher is better.  A ratio is the implementation's",
+        "median over raw Twisted's.  Client-side workloads: the implementations are",
+        "clients, all talking to the same raw-Twisted server process.  Server-side",
+        "workloads: the implementations are line-echo servers, all driven by the same",
+        "plain-socket load-generator process.",
+        "",
+        table(results, workloads, impls),
+        "",
+        "## Workloads",
+        "",
+        described,
+        "",
+        "## Spread (min-max over the rounds, ± half the range as % of the median)",
+        "",
+        spread_table(results, workloads, impls),
+        "",
+        "## Every sample",
+        "",
+        samples_text(results, workloads, impls),
+        "",
+    ]
+    if results.errors:
+        parts += ["## Failures", "", errors_text(results), ""]
+    return "\n".join(parts)
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Benchmark twisted_tcp against raw Twisted, asyncio streams and uvloop.",
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller amounts, 3 rounds")
+    size.add_argument("--smoke", action="store_true",
+                      help="a few KiB and a few round trips, 1 round, no warm-up "
+                           "(checks that everything runs; the numbers mean nothing)")
+    p.add_argument("--rounds", type=int, help="rounds (default: 5, --quick 3, --smoke 1)")
+    p.add_argument("--only", help="comma-separated workload names or parts of names "
+                                  "(e.g. bulk,server_pingpong or pingpong); default: all")
+    p.add_argument("--impls", help=f"comma-separated implementations (default: {','.join(IMPLS)}; "
+                                   "uvloop only if installed); raw twisted is always included")
+    p.add_argument("--no-uvloop", action="store_true", help="leave the uvloop column out")
+    p.add_argument("--timeout", type=float,
+                   help="seconds one measurement may take before it counts as failed "
+                        "(default: 120, --quick 60, --smoke 20)")
+    p.add_argument("--results", help="where to write the Markdown results "
+                                     "(default: bench/RESULTS.md; with --smoke: nowhere)")
+    p.add_argument("--no-results", action="store_true", help="write no results file")
+    p.add_argument("--pin", action="store_true",
+                   help="pin every client (and the load generator) to one CPU and every "
+                        "server to another (default: the scheduler places them)")
+    p.add_argument("--list", action="store_true", help="list the workloads and exit")
+    return p.parse_args(argv)
+
+
+@contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """Let SIGTERM unwind like Ctrl-C, so that the workers are always stopped."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    scale = SCALES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.list:
+        for wl in WORKLOADS:
+            print(f"{wl.name:<18} {wl.side:<6} {wl.unit:<14} {wl.what(scale)}")
+        return 0
+    rounds = args.rounds or scale.rounds
+    timeout = args.timeout or scale.timeout
+    if rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
+
+    workloads = WORKLOADS
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        workloads = [wl for wl in WORKLOADS if any(w in wl.name for w in wanted)]
+        if not workloads:
+            raise SystemExit(f"--only {args.only}: no such workload (see --list)")
+
+    notes = []
+    impls = IMPLS if not args.impls else [i.strip() for i in args.impls.split(",")]
+    for impl in impls:
+        if impl not in IMPLS:
+            raise SystemExit(f"--impls: unknown implementation {impl!r}")
+    if BASELINE not in impls:
+        impls = [BASELINE, *impls]
+    impls = [i for i in IMPLS if i in impls]  # a fixed column order
+    if "uvloop" in impls and (args.no_uvloop or importlib.util.find_spec("uvloop") is None):
+        impls.remove("uvloop")
+        if not args.no_uvloop:
+            notes.append("uvloop is not installed: its column is left out")
+
+    results_path = None
+    if not args.no_results:
+        results_path = args.results or (None if args.smoke else DEFAULT_RESULTS)
+
+    cpus = None
+    if args.pin and hasattr(os, "sched_getaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) >= 2:
+            cpus = (allowed[0], allowed[1])
+            notes.append(f"clients pinned to CPU {cpus[0]}, servers to CPU {cpus[1]}")
+        else:
+            notes.append("one CPU only: client and server share it")
+    else:
+        notes.append("processes not pinned to CPUs: the scheduler places them")
+
+    command = "python bench/run.py" + "".join(f" {shlex.quote(a)}" for a in argv)
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    load_start = loadavg()
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    for note in notes:
+        log(f"note: {note}")
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="twisted-tcp-bench-") as logdir, terminate_as_exit():
+        workers = Workers(logdir, ready_timeout=30.0, cpus=cpus)
+        try:
+            keys: list[tuple[str, ...]] = []
+            if any(wl.side == "client" for wl in workloads):
+                keys += [("server", "fixed")] + [("client", i) for i in impls]
+            if any(wl.side == "server" for wl in workloads):
+                keys += [("server", i) for i in impls] + [("loadgen",)]
+            workers.start(keys)
+            for wl in workloads:
+                run_workload(workers, wl, impls, scale, rounds, timeout, results, log)
+        except WorkerError as exc:
+            log(f"a worker could not start: {exc}")
+            return 2
+        finally:
+            workers.close_all()
+
+    text = report(results, workloads, impls, scale, rounds, workers.info, started,
+                  load_start, loadavg(), command, notes)
+    print()
+    print(table(results, workloads, impls))
+    print()
+    print(spread_table(results, workloads, impls))
+    if results_path:
+        with open(results_path, "w") as f:
+            f.write(text)
+        print(f"\nwritten to {results_path}")
+    if results.errors:
+        log(f"\n{sum(len(e) for d in results.errors.values() for e in d.values())} "
+            "measurement(s) failed; see the failures section of the results")
+        if not results_path:
+            log(errors_text(results))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print("interrupted; every worker process was stopped", file=sys.stderr)
+        sys.exit(130)

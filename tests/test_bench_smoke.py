@@ -1,0 +1,85 @@
+"""
+The benchmark runs end to end (bench/run.py --smoke): every workload row is
+printed, and every implementation measured a number in every row.  No timing
+is checked: a benchmark is not a test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "bench" / "run.py"
+
+WORKLOADS = [
+    "bulk_send",
+    "bulk_recv",
+    "client_pingpong",
+    "client_pipelined",
+    "server_pingpong",
+    "server_pipelined",
+    "server_seq_conns",
+    "server_conc_conns",
+]
+NUMBER = re.compile(r"^[0-9][0-9,]*(\.[0-9]+)?$")
+
+
+def _tagged_pids(tag: str) -> set[int]:
+    """The processes whose environment holds C{tag}: those this test started."""
+    marker = f"TWISTED_TCP_BENCH_SMOKE={tag}".encode()
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            pids.add(int(entry))
+    return pids
+
+
+def test_benchmark_smoke(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    tag = uuid.uuid4().hex
+    bench_files = set(os.listdir(ROOT / "bench"))
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--results", str(results)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TWISTED_TCP_BENCH_SMOKE": tag},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    impls = [name for name in ("twisted", "twisted_tcp", "asyncio", "uvloop") if name in header]
+    assert impls[:3] == ["twisted", "twisted_tcp", "asyncio"], header
+    rows = {}
+    for line in table[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == len(header):
+            rows.setdefault(cells[0], dict(zip(header, cells, strict=True)))
+    for workload in WORKLOADS:
+        assert workload in rows, f"no row for {workload}:\n{proc.stdout}"
+        for impl in impls:
+            value = rows[workload][impl]
+            assert NUMBER.match(value), f"{workload}/{impl}: {value!r}\n{proc.stderr}"
+            assert float(value.replace(",", "")) > 0
+
+    text = results.read_text()
+    assert "nproc" in text and "Twisted" in text
+    for workload in WORKLOADS:
+        assert f"| {workload} |" in text
+    # Nothing left behind: no process of this run, no file in bench/.
+    if os.path.isdir("/proc"):
+        assert not _tagged_pids(tag)
+    assert set(os.listdir(ROOT / "bench")) <= bench_files
