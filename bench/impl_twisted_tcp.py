@@ -66,23 +66,30 @@ async def _pingpong(reader: Any, writer: Any, count: int) -> float:
 
 
 async def _pipelined(reader: Any, writer: Any, count: int, batch: int, window: int) -> float:
+    """Read the echoes with ``async for`` over ``reader.lines()``, as a user would."""
     expect = lines(count)
     limit = window - batch
     sent = received = 0
     write_line = writer.write_line
-    read_line = reader.read_line
-    t0 = perf_counter()
-    while received < count:
-        if sent < count and sent - received <= limit:
+
+    def send_more() -> None:
+        nonlocal sent
+        while sent < count and sent - received <= limit:
             end = min(sent + batch, count)
             for k in range(sent, end):
                 write_line(expect[k])
             sent = end
-            continue
-        got = await read_line()
+
+    t0 = perf_counter()
+    send_more()
+    async for got in reader.lines():
         if got != expect[received]:
             check_line(got, expect[received], received)
         received += 1
+        if received == count:
+            break
+        if sent - received <= limit:
+            send_more()
     return perf_counter() - t0
 
 

@@ -157,7 +157,19 @@ class Connection(Protocol):
         )
         self.reader = reader
         self.writer = writer
-        self.dataReceived = reader.data_received  # type: ignore[method-assign]
+        receive = reader.data_received
+        hold = writer.hold
+        release = writer.release
+
+        def data_received(data: bytes) -> None:
+            # What the reader's consumers write meanwhile goes out in one call.
+            hold()
+            try:
+                receive(data)
+            finally:
+                release()
+
+        self.dataReceived = data_received  # type: ignore[method-assign]
         transport.registerProducer(writer, False)  # type: ignore[attr-defined]
         held, self._held = self._held, []
         for data in held:

@@ -119,25 +119,10 @@ class Reader:
         L{LineTooLongError}; its bytes are discarded, and the next read
         starts after it.
         """
-        chunks = self._chunks
-        if chunks and self._waiter is None:
-            # Fast path: a whole line of allowed length in the first chunk.
-            first = chunks[0]
-            pos = self._pos
-            end = first.find(b"\n", pos)
-            if 0 <= end - pos <= self.max_line_length:
-                after = end + 1
-                if after == len(first):
-                    chunks.popleft()
-                    self._pos = 0
-                else:
-                    self._pos = after
-                self._size -= after - pos
-                if end > pos and first[end - 1] == 13:  # b"\r"
-                    end -= 1
-                if self._paused and self._size <= self.buffer_size:
-                    self._set_paused(False)
-                return succeed(first[pos:end])
+        if self._waiter is None:
+            line = self._line_now()
+            if line is not None:
+                return succeed(line)
         return self._start(self._do_line, None)
 
     def read_until(
@@ -205,6 +190,33 @@ class Reader:
             self._serve()
 
     # -- internals -----------------------------------------------------------
+
+    def _line_now(self) -> bytes | None:
+        """
+        The fast path of every line read: take a whole line of allowed
+        length from the first chunk, or return None (then the general path
+        decides: more bytes needed, a longer record, the end of the stream).
+        """
+        chunks = self._chunks
+        if not chunks:
+            return None
+        first = chunks[0]
+        pos = self._pos
+        end = first.find(b"\n", pos)
+        if not 0 <= end - pos <= self.max_line_length:
+            return None
+        after = end + 1
+        if after == len(first):
+            chunks.popleft()
+            self._pos = 0
+        else:
+            self._pos = after
+        self._size -= after - pos
+        if end > pos and first[end - 1] == 13:  # b"\r"
+            end -= 1
+        if self._paused and self._size <= self.buffer_size:
+            self._set_paused(False)
+        return first[pos:end]
 
     def _start(self, op: Callable[[Any], Any], arg: Any) -> Deferred[Any]:
         if self._waiter is not None:
@@ -309,11 +321,16 @@ class Reader:
 
     def _take_record(self, n: int, skip: int) -> bytes:
         """Remove C{n + skip} unread bytes and return the first C{n}."""
-        first = self._chunks[0]
+        chunks = self._chunks
+        first = chunks[0]
         pos = self._pos
         end = pos + n + skip
-        if end < len(first):  # the common case: the record lies inside one chunk
-            self._pos = end
+        if end <= len(first):  # the common case: the record lies inside one chunk
+            if end == len(first):
+                chunks.popleft()
+                self._pos = 0
+            else:
+                self._pos = end
             self._size -= n + skip
             self._scan_idx = self._scan_off = 0
             return first[pos : pos + n]
@@ -407,6 +424,9 @@ class Reader:
         return _NEED
 
     def _do_line(self, _: None) -> Any:
+        line = self._line_now()
+        if line is not None:
+            return line
         limit = self.max_line_length
         i = self._find(b"\n")
         if i >= 0:
@@ -465,19 +485,12 @@ class _Lines:
     def __aiter__(self) -> _Lines:
         return self
 
-    def __anext__(self) -> Deferred[bytes]:
-        # A Deferred is awaitable: returning read_line's (usually already
-        # fired) Deferred costs no coroutine per line.  The end of the stream
-        # becomes StopAsyncIteration, raised where the loop awaits.
-        d = self._reader.read_line()
-        if d.called:
-            if d.result is None:
-                return fail(StopAsyncIteration())
-            return d  # type: ignore[return-value]
-        return d.addCallback(_stop_at_end)
-
-
-def _stop_at_end(line: bytes | None) -> bytes:
-    if line is None:
-        raise StopAsyncIteration
-    return line
+    async def __anext__(self) -> bytes:
+        reader = self._reader
+        # A line already buffered costs no Deferred at all.
+        line = reader._line_now() if reader._waiter is None else None
+        if line is None:
+            line = await reader.read_line()
+            if line is None:
+                raise StopAsyncIteration
+        return line

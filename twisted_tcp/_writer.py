@@ -68,6 +68,7 @@ class Writer:
         "_flush_waiters",
         "_flushed_count",
         "_half_closed",
+        "_held",
         "_lost",
         "_lost_reason",
         "_peer",
@@ -100,6 +101,7 @@ class Writer:
         self._lost_reason: BaseException | None = None  # ... with this (flushes fail with it)
         self._clean = True  # nothing written since the transport last drained
         self._written = 0
+        self._held: list[bytes] | None = None  # writes kept by hold() until release()
         self._flushed_count = 0
         self._dirty_since = 0.0  # when the last write found the transport drained
         self._age_mark = 0  # bytes written by _dirty_since, all to be sent in time
@@ -124,7 +126,13 @@ class Writer:
             raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if self._lost:
             return
-        self._transport.write(data)
+        held = self._held
+        if held is None:
+            self._transport.write(data)
+        elif isinstance(data, bytes):
+            held.append(data)
+        else:
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
         if data:
             self._written += len(data)
             if self._clean:
@@ -136,10 +144,13 @@ class Writer:
             raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if self._lost:
             return
-        # One write, as a user would do by hand; a long line is not copied.
-        if len(line) < 16384:
+        held = self._held
+        if held is not None:
+            held.append(line)
+            held.append(b"\n")
+        elif len(line) < 16384:
             self._transport.write(line + b"\n")
-        else:
+        else:  # a long line is not copied
             self._transport.writeSequence((line, b"\n"))
         self._written += len(line) + 1
         if self._clean:
@@ -151,7 +162,12 @@ class Writer:
             raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if self._lost:
             return
-        self._transport.writeSequence(chunks)
+        if self._held is not None:
+            if not all(isinstance(chunk, bytes) for chunk in chunks):
+                raise TypeError("chunks must all be bytes")
+            self._held.extend(chunks)
+        else:
+            self._transport.writeSequence(chunks)
         self._written += sum(map(len, chunks))
         if self._clean and self._written != self._flushed_count:
             self._became_dirty()
@@ -195,10 +211,13 @@ class Writer:
             self._closed = True
             if not self._lost:
                 self._cancel_age_timer()
+                self.release()
                 transport = self._transport
                 transport.unregisterProducer()  # type: ignore[attr-defined]
                 transport.loseConnection()
-                if self.close_timeout is not None:
+                # With nothing left to send the transport closes by itself;
+                # else the peer has close_timeout seconds to take the rest.
+                if self.close_timeout is not None and not self._clean and not self._lost:
                     self._close_timer = self._clock.callLater(self.close_timeout, self.abort)
         elif self._half_closed:
             # After write_eof() only our side was closed: close the rest now,
@@ -225,6 +244,7 @@ class Writer:
         if self._lost:
             return self.flushed()
         self._cancel_age_timer()
+        self.release()
         transport = self._transport
         transport.unregisterProducer()  # type: ignore[attr-defined]
         transport.loseWriteConnection()  # type: ignore[attr-defined]
@@ -233,6 +253,7 @@ class Writer:
     def abort(self) -> None:
         """Close the connection at once, dropping unwritten bytes."""
         self._closed = True
+        self._held = None
         if not self._lost:
             self._transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -244,6 +265,30 @@ class Writer:
         peer stopped reading.
         """
         return self._consumer_left.wait()
+
+    # -- holding writes while received bytes are handled ------------------------
+
+    def hold(self) -> None:
+        """
+        Keep what is written from now on, until L{release}, and hand it to
+        the transport as one C{writeSequence}.  The connection holds writes
+        while the reader handles a received chunk: a handler that answers
+        many pipelined lines then costs Twisted one call, not one per line,
+        and nothing is delayed, since Twisted sends on the reactor's next
+        turn anyway.
+        """
+        if self._held is None and not self._lost:
+            self._held = []
+
+    def release(self) -> None:
+        """Hand the writes held since L{hold} to the transport."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            if len(held) == 1:
+                self._transport.write(held[0])
+            elif held:
+                self._transport.writeSequence(held)
 
     # -- IPullProducer: the transport calls this whenever its buffer drained --
 
@@ -271,6 +316,7 @@ class Writer:
         if self._lost:
             return
         self._lost = True
+        self._held = None
         self._lost_reason = reason.value
         self._cancel_age_timer()
         if self._close_timer is not None and self._close_timer.active():
