@@ -98,6 +98,8 @@ class _ServerConnection(Connection):
 
 
 class _ServerFactory(Factory):
+    noisy = False  # no "Starting factory" log line at every listen
+
     def __init__(self, server: Server) -> None:
         self.server = server
 
@@ -170,7 +172,9 @@ class Server:
         for C{buffer_age_limit}), or the peer leaving.  The writer is then
         flushed (for at most C{close_timeout} seconds) and the connection
         closed.  A handler still running after its peer left reads the end of
-        the stream, and its writes are dropped.
+        the stream, and its writes are dropped; a C{flushed()} it awaits fails
+        with the connection's loss, and the handler failing with that error is
+        not reported through C{on_handler_error}.
 
         @param max_connections: at most this many connections have a handler
             at once; beyond, accepting pauses until one ends.
@@ -330,8 +334,15 @@ class Server:
         writer.close()
         # A handler that fails with the writer's own error (say, from an
         # awaited flushed()) is not reported here: _ended reports that error
-        # once, when the connection it closed is lost.
-        if isinstance(result, Failure) and result.value is not writer.error:
+        # once, when the connection it closed is lost.  Nor is one that fails
+        # because the peer left (or the server aborted the connection): its
+        # awaited flushed() failed with the connection's loss, which is the
+        # end of the connection, not a fault of the handler.
+        if (
+            isinstance(result, Failure)
+            and result.value is not writer.error
+            and not writer._failed_for_loss(result.value)
+        ):
             self._report(connection, result)
         self._maybe_drained()
 
