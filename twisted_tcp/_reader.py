@@ -488,9 +488,11 @@ class _Lines:
     async def __anext__(self) -> bytes:
         reader = self._reader
         # A line already buffered costs no Deferred at all.
-        line = reader._line_now() if reader._waiter is None else None
+        if reader._waiter is None:
+            line = reader._line_now()
+            if line is not None:
+                return line
+        line = await reader._start(reader._do_line, None)
         if line is None:
-            line = await reader.read_line()
-            if line is None:
-                raise StopAsyncIteration
-        return line
+            raise StopAsyncIteration
+        return line  # type: ignore[no-any-return]
