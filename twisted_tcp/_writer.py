@@ -145,13 +145,15 @@ class Writer:
         if self._lost:
             return
         held = self._held
-        if held is not None:
-            held.append(line)
-            held.append(b"\n")
-        elif len(line) < 16384:
-            self._transport.write(line + b"\n")
-        else:  # a long line is not copied
+        if len(line) < 16384:
+            if held is None:
+                self._transport.write(line + b"\n")
+            else:
+                held.append(line + b"\n")
+        elif held is None:  # a long line is not copied
             self._transport.writeSequence((line, b"\n"))
+        else:
+            held += (line, b"\n")
         self._written += len(line) + 1
         if self._clean:
             self._became_dirty()
