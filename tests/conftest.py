@@ -9,8 +9,10 @@ L{within} bounds every wait.
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import pytest
@@ -18,6 +20,8 @@ import pytest_twisted
 from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
 
 T = TypeVar("T")
 
@@ -38,6 +42,80 @@ def within(d: Any, seconds: float = WAIT) -> Deferred[Any]:
 def sleep(seconds: float) -> Deferred[None]:
     """A Deferred that fires after C{seconds} of real time."""
     return deferLater(reactor, seconds, lambda: None)
+
+
+async def until(predicate: Callable[[], object], seconds: float = WAIT) -> None:
+    """Wait (polling) until C{predicate()} is true, for at most C{seconds}."""
+
+    async def poll() -> None:
+        while not predicate():
+            await sleep(0.005)
+
+    await within(poll(), seconds)
+
+
+PENDING = object()
+"""What L{outcome} returns for a Deferred that has not fired."""
+
+
+def outcome(d: Deferred[Any]) -> Any:
+    """The result of C{d} (a Failure if it failed), or L{PENDING}; consumes failures."""
+    box: list[Any] = []
+
+    def grab(result: Any) -> Any:
+        box.append(result)
+        return result
+
+    d.addBoth(grab)
+    if not box:
+        return PENDING
+    result = box[0]
+    d.addErrback(lambda _: None)
+    return result
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    """The result of C{d}, which must have fired; its failure is raised."""
+    result = outcome(d)
+    assert result is not PENDING, "the Deferred has not fired"
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
+def failure_of(d: Deferred[Any], kind: type[BaseException]) -> BaseException:
+    """The exception C{d} failed with, which must be a C{kind}."""
+    result = outcome(d)
+    assert result is not PENDING, "the Deferred has not fired"
+    assert isinstance(result, Failure), f"expected a failure, got {result!r}"
+    assert result.check(kind), result
+    return result.value
+
+
+def is_error(event: dict[str, Any]) -> bool:
+    """Whether a log event is an error (a failure, or error level and above)."""
+    return bool(
+        event.get("isError")
+        or "log_failure" in event
+        or event.get("log_level") in (LogLevel.error, LogLevel.critical)
+    )
+
+
+@contextmanager
+def logged_errors() -> Iterator[list[dict[str, Any]]]:
+    """Collect every error-level log event (failures included) while active."""
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if is_error(event):
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield events
+    finally:
+        gc.collect()  # so that an unhandled error in a lost Deferred is logged now
+        globalLogPublisher.removeObserver(observe)
 
 
 def open_fds() -> set[int]:

@@ -10,7 +10,6 @@ reader/writer or timer is left behind.
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import resource
@@ -36,7 +35,7 @@ from twisted.internet.defer import (
     gatherResults,
 )
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 import twisted_tcp as tt
@@ -47,7 +46,7 @@ try:
 except ImportError:  # pragma: no cover - the kv example is optional
     kv = None  # type: ignore[assignment]
 
-from .conftest import WAIT, open_fds, sleep, within
+from .conftest import WAIT, logged_errors, open_fds, sleep, until, within
 
 LOCAL = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,41 +71,6 @@ async def serving(handler: Callable[..., Any], **kwargs: Any) -> AsyncIterator[t
 
 def where_of(server: tt.Server) -> tt.WhereToConnect:
     return tt.to_host_and_port(LOCAL, server.listening_on)
-
-
-async def until(predicate: Callable[[], object], seconds: float = WAIT) -> None:
-    """Wait (polling) until C{predicate()} is true, for at most C{seconds}."""
-
-    async def poll() -> None:
-        while not predicate():
-            await sleep(0.005)
-
-    await within(poll(), seconds)
-
-
-def is_error(event: dict[str, Any]) -> bool:
-    return bool(
-        event.get("isError")
-        or "log_failure" in event
-        or event.get("log_level") in (LogLevel.error, LogLevel.critical)
-    )
-
-
-@contextmanager
-def logged_errors() -> Iterator[list[dict[str, Any]]]:
-    """Collect every error-level log event (failures included) while active."""
-    events: list[dict[str, Any]] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        if is_error(event):
-            events.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield events
-    finally:
-        gc.collect()  # so that an unhandled error in a lost Deferred is logged now
-        globalLogPublisher.removeObserver(observe)
 
 
 def show(events: list[dict[str, Any]]) -> list[str]:

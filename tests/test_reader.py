@@ -21,6 +21,8 @@ from zope.interface.verify import verifyObject
 
 from twisted_tcp import IncompleteReadError, LineTooLongError, Reader, ReadInProgressError
 
+from .conftest import PENDING, failure_of, outcome, result_of
+
 # -- helpers -------------------------------------------------------------------
 
 
@@ -52,41 +54,6 @@ def make(
     producer = FakeProducer()
     verifyObject(IPushProducer, producer)
     return Reader(producer, buffer_size, max_line_length), producer
-
-
-_PENDING = object()
-
-
-def outcome(d: Deferred[Any]) -> Any:
-    """The result of C{d} (a Failure if it failed), or _PENDING; consumes failures."""
-    box: list[Any] = []
-
-    def grab(result: Any) -> Any:
-        box.append(result)
-        return result
-
-    d.addBoth(grab)
-    if not box:
-        return _PENDING
-    result = box[0]
-    d.addErrback(lambda _: None)
-    return result
-
-
-def result_of(d: Deferred[Any]) -> Any:
-    result = outcome(d)
-    assert result is not _PENDING, "the Deferred has not fired"
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result
-
-
-def failure_of(d: Deferred[Any], kind: type[BaseException]) -> BaseException:
-    result = outcome(d)
-    assert result is not _PENDING, "the Deferred has not fired"
-    assert isinstance(result, Failure), f"expected a failure, got {result!r}"
-    assert result.check(kind), result
-    return result.value
 
 
 def feed(reader: Reader, *chunks: bytes) -> None:
@@ -528,7 +495,7 @@ def test_timeout_on_a_read_with_clock() -> None:
     d = reader.read_line().addTimeout(5, clock)
     clock.advance(4)
     feed(reader, b"line")
-    assert outcome(d) is _PENDING
+    assert outcome(d) is PENDING
     clock.advance(1)
     failure_of(d, DeferredTimeoutError)
     assert not clock.getDelayedCalls()
@@ -772,7 +739,7 @@ class Model:
         if self.pending is None:
             return []
         result = self.attempt(*self.pending)
-        if result is _PENDING:
+        if result is PENDING:
             return []
         self.pending = None
         return [result]
@@ -781,7 +748,7 @@ class Model:
         if self.pending is not None:
             return ("error", ReadInProgressError)
         result = self.attempt(op, arg)
-        if result is _PENDING:
+        if result is PENDING:
             self.pending = (op, arg)
         return result
 
@@ -811,15 +778,15 @@ class Model:
         if op == "read":
             if self.buf:
                 return ("ok", self.take(arg))
-            return ("ok", b"") if self.eof else _PENDING
+            return ("ok", b"") if self.eof else PENDING
         if op == "really_read":
             if len(self.buf) >= arg:
                 return ("ok", self.take(arg))
             if self.eof:
                 return ("incomplete", self.take(len(self.buf)))
-            return _PENDING
+            return PENDING
         if op == "contents":
-            return ("ok", self.take(len(self.buf))) if self.eof else _PENDING
+            return ("ok", self.take(len(self.buf))) if self.eof else PENDING
         if op == "read_line":
             i = self.buf.find(b"\n")
             if i >= 0:
@@ -833,7 +800,7 @@ class Model:
                 return self.overlong(b"\n", -1)
             if self.eof:
                 return ("ok", self.take(len(self.buf)) if self.buf else None)
-            return _PENDING
+            return PENDING
         if op == "read_until":
             delim, keep = arg
             i = self.buf.find(delim)
@@ -848,7 +815,7 @@ class Model:
                 if not self.buf:
                     return ("ok", None)
                 return ("incomplete", self.take(len(self.buf)))
-            return _PENDING
+            return PENDING
         raise AssertionError(op)
 
 
@@ -943,10 +910,10 @@ def test_operations_match_model(ops: list[tuple[str, Any]], after_eof: list[tupl
                 d = watch(d(arg))
             was_pending = model.pending is not None
             want = model.start(op, arg)
-            if want is not _PENDING:
+            if want is not PENDING:
                 expected.append(want)
             if not was_pending:
-                pending = d if want is _PENDING else None
+                pending = d if want is PENDING else None
         check_state()
         assert completed == expected
     assert reader.at_eof

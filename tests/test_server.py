@@ -9,13 +9,12 @@ C{finally} block, and the autouse C{no_leaks} fixture checks that nothing
 
 from __future__ import annotations
 
-import gc
 import os
 import socket
 import stat
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -28,11 +27,11 @@ from twisted.internet.defer import (
     gatherResults,
     inlineCallbacks,
 )
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 import twisted_tcp as tt
 
-from .conftest import WAIT, open_fds, sleep, within
+from .conftest import WAIT, logged_errors, open_fds, sleep, until, within
 
 LOCAL = "127.0.0.1"
 
@@ -57,41 +56,6 @@ async def serving(
     finally:
         await within(server.close(close_existing_connections=True))
         await within(server.drained())
-
-
-async def until(predicate: Callable[[], object], seconds: float = WAIT) -> None:
-    """Wait (polling) until C{predicate()} is true, for at most C{seconds}."""
-
-    async def poll() -> None:
-        while not predicate():
-            await sleep(0.005)
-
-    await within(poll(), seconds)
-
-
-def is_error(event: dict[str, Any]) -> bool:
-    return bool(
-        event.get("isError")
-        or "log_failure" in event
-        or event.get("log_level") in (LogLevel.error, LogLevel.critical)
-    )
-
-
-@contextmanager
-def logged_errors() -> Iterator[list[dict[str, Any]]]:
-    """Collect every error-level log event (failures included) while active."""
-    events: list[dict[str, Any]] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        if is_error(event):
-            events.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield events
-    finally:
-        gc.collect()  # so that an unhandled error in a lost Deferred is logged now
-        globalLogPublisher.removeObserver(observe)
 
 
 async def chat(where: tt.WhereToConnect, lines: list[bytes]) -> list[bytes | None]:

@@ -21,7 +21,7 @@ from zope.interface.verify import verifyObject
 
 from twisted_tcp import BufferAgeLimitError, Writer, WriterClosedError
 
-_PENDING = object()
+from .conftest import PENDING, failure_of, outcome, result_of
 
 
 class FakeTransport(StringTransport):
@@ -61,38 +61,8 @@ def make(
     return writer, transport, clock
 
 
-def outcome(d: Deferred[Any]) -> Any:
-    box: list[Any] = []
-
-    def grab(result: Any) -> Any:
-        box.append(result)
-        return result
-
-    d.addBoth(grab)
-    if not box:
-        return _PENDING
-    if isinstance(box[0], Failure):
-        d.addErrback(lambda _: None)
-    return box[0]
-
-
-def fired(d: Deferred[Any]) -> Any:
-    result = outcome(d)
-    assert result is not _PENDING, "the Deferred has not fired"
-    if isinstance(result, Failure):
-        result.raiseException()
-    return result
-
-
-def failed(d: Deferred[Any], kind: type[BaseException]) -> BaseException:
-    result = outcome(d)
-    assert result is not _PENDING, "the Deferred has not fired"
-    assert isinstance(result, Failure) and result.check(kind), result
-    return result.value
-
-
 def pending(d: Deferred[Any]) -> bool:
-    return outcome(d) is _PENDING
+    return outcome(d) is PENDING
 
 
 # -- writing and flushing ----------------------------------------------------------
@@ -105,7 +75,7 @@ def test_is_a_pull_producer() -> None:
 
 def test_flushed_with_nothing_written_fires_at_once() -> None:
     writer, _, _ = make()
-    assert fired(writer.flushed()) is None
+    assert result_of(writer.flushed()) is None
     assert writer.bytes_to_write == 0
 
 
@@ -119,9 +89,9 @@ def test_flushed_fires_only_when_the_transport_drains() -> None:
     d2 = writer.flushed()
     assert pending(d1) and pending(d2)
     transport.drain()
-    assert fired(d1) is None and fired(d2) is None
+    assert result_of(d1) is None and result_of(d2) is None
     assert writer.bytes_to_write == 0
-    assert fired(writer.flushed()) is None
+    assert result_of(writer.flushed()) is None
 
 
 def test_flushed_covers_only_what_was_written_before_the_drain() -> None:
@@ -133,7 +103,7 @@ def test_flushed_covers_only_what_was_written_before_the_drain() -> None:
     d = writer.flushed()
     assert pending(d)
     transport.drain()
-    assert fired(d) is None
+    assert result_of(d) is None
     assert writer.bytes_to_write == 0
 
 
@@ -145,14 +115,14 @@ def test_cancelled_flushed_is_forgotten() -> None:
     assert pending(d) is False
     other = writer.flushed()
     transport.drain()
-    assert fired(other) is None
+    assert result_of(other) is None
 
 
 def test_empty_write_is_not_dirty() -> None:
     writer, _, clock = make(buffer_age_limit=1.0)
     writer.write(b"")
     assert writer.bytes_to_write == 0
-    assert fired(writer.flushed()) is None
+    assert result_of(writer.flushed()) is None
     assert not clock.getDelayedCalls()
 
 
@@ -165,14 +135,14 @@ def test_write_line_and_write_sequence() -> None:
     assert writer.bytes_to_write == 4 + 20001 + 3
     d = writer.flushed()
     transport.drain()
-    assert fired(d) is None
+    assert result_of(d) is None
 
 
 def test_write_sequence_of_empty_chunks_is_not_dirty() -> None:
     writer, _, _ = make()
     writer.write_sequence([b"", b""])
     assert writer.bytes_to_write == 0
-    assert fired(writer.flushed()) is None
+    assert result_of(writer.flushed()) is None
 
 
 def test_write_rejects_str() -> None:
@@ -219,9 +189,9 @@ def test_pending_flush_fails_when_the_connection_is_lost() -> None:
     writer.write(b"x")
     d = writer.flushed()
     writer.connection_lost(Failure(ConnectionLost("gone")))
-    assert "gone" in str(failed(d, ConnectionLost))
+    assert "gone" in str(failure_of(d, ConnectionLost))
     # A new flushed() of unflushed bytes fails too, naming the peer.
-    assert "198.51.100.7:99" in str(failed(writer.flushed(), ConnectionLost))
+    assert "198.51.100.7:99" in str(failure_of(writer.flushed(), ConnectionLost))
 
 
 def test_consumer_left_fires_when_the_peer_leaves() -> None:
@@ -229,10 +199,10 @@ def test_consumer_left_fires_when_the_peer_leaves() -> None:
     d = writer.consumer_left()
     assert pending(d)
     writer.connection_lost(Failure(ConnectionDone()))
-    assert fired(d) is None
-    assert fired(writer.consumer_left()) is None
+    assert result_of(d) is None
+    assert result_of(writer.consumer_left()) is None
     writer.connection_lost(Failure(ConnectionLost()))  # a second report changes nothing
-    assert fired(writer.consumer_left()) is None
+    assert result_of(writer.consumer_left()) is None
 
 
 def test_consumer_left_does_not_fire_when_we_closed() -> None:
@@ -240,7 +210,7 @@ def test_consumer_left_does_not_fire_when_we_closed() -> None:
     d = writer.consumer_left()
     closed = writer.close()
     writer.connection_lost(Failure(ConnectionDone()))
-    assert fired(closed) is None
+    assert result_of(closed) is None
     assert pending(d)
     d.cancel()
     outcome(d)
@@ -261,7 +231,7 @@ def test_buffer_age_limit_aborts_and_fails_with_a_clear_error() -> None:
     assert transport.abort_calls == 0
     clock.advance(0.1)
     assert transport.abort_calls == 1
-    err = failed(flushed, BufferAgeLimitError)
+    err = failure_of(flushed, BufferAgeLimitError)
     assert isinstance(err, ConnectionLost)
     message = str(err)
     assert "stopped reading" in message
@@ -273,17 +243,17 @@ def test_buffer_age_limit_aborts_and_fails_with_a_clear_error() -> None:
     # The writer is stopped, not closed: a handler still writing is not
     # interrupted by an exception (its bytes go nowhere).
     writer.write(b"ignored")
-    assert failed(writer.flushed(), BufferAgeLimitError) is err
+    assert failure_of(writer.flushed(), BufferAgeLimitError) is err
     # The transport reports the abort; flushed() and consumer_left() fail.
     writer.connection_lost(Failure(ConnectionAborted()))
     assert writer.is_closed
     before = transport.value()
     writer.write(b"dropped")
     assert transport.value() == before
-    assert failed(left, BufferAgeLimitError) is err
-    assert failed(writer.consumer_left(), BufferAgeLimitError) is err
-    assert failed(writer.flushed(), BufferAgeLimitError) is err
-    assert fired(writer.close()) is None
+    assert failure_of(left, BufferAgeLimitError) is err
+    assert failure_of(writer.consumer_left(), BufferAgeLimitError) is err
+    assert failure_of(writer.flushed(), BufferAgeLimitError) is err
+    assert result_of(writer.close()) is None
     assert not clock.getDelayedCalls()
 
 
@@ -303,7 +273,7 @@ def test_buffer_age_limit_not_hit_when_the_buffer_drains_in_time() -> None:
     transport.drain()
     clock.advance(100)
     assert transport.abort_calls == 0
-    assert fired(writer.flushed()) is None
+    assert result_of(writer.flushed()) is None
     assert not clock.getDelayedCalls()  # no timer while nothing waits
 
 
@@ -327,7 +297,7 @@ def test_no_buffer_age_limit() -> None:
     assert transport.abort_calls == 0
     assert pending(d)
     transport.drain()
-    assert fired(d) is None
+    assert result_of(d) is None
 
 
 @pytest.mark.parametrize("limit", [0, -1.0])
@@ -363,8 +333,8 @@ def test_close_flushes_then_closes_and_fires_when_lost() -> None:
     assert pending(d)
     assert len(clock.getDelayedCalls()) == 1  # the close_timeout
     writer.connection_lost(Failure(ConnectionDone()))
-    assert fired(d) is None
-    assert fired(flushed) is None  # a clean close flushed everything
+    assert result_of(d) is None
+    assert result_of(flushed) is None  # a clean close flushed everything
     assert writer.bytes_to_write == 0
     assert not clock.getDelayedCalls()
 
@@ -376,15 +346,15 @@ def test_close_is_idempotent() -> None:
     assert transport.lose_calls == 1
     assert pending(d1) and pending(d2)
     writer.connection_lost(Failure(ConnectionDone()))
-    assert fired(d1) is None and fired(d2) is None
-    assert fired(writer.close()) is None
+    assert result_of(d1) is None and result_of(d2) is None
+    assert result_of(writer.close()) is None
     assert transport.lose_calls == 1
 
 
 def test_close_after_connection_lost_fires_at_once() -> None:
     writer, transport, clock = make()
     writer.connection_lost(Failure(ConnectionLost()))
-    assert fired(writer.close()) is None
+    assert result_of(writer.close()) is None
     assert transport.lose_calls == 0
     assert not clock.getDelayedCalls()
 
@@ -400,8 +370,8 @@ def test_close_force_aborts_after_close_timeout() -> None:
     assert transport.abort_calls == 1
     assert pending(d)
     writer.connection_lost(Failure(ConnectionAborted()))
-    assert fired(d) is None  # close() never fails
-    failed(flushed, ConnectionAborted)  # but the bytes were not flushed
+    assert result_of(d) is None  # close() never fails
+    failure_of(flushed, ConnectionAborted)  # but the bytes were not flushed
 
 
 def test_close_without_close_timeout_waits() -> None:
@@ -412,7 +382,7 @@ def test_close_without_close_timeout_waits() -> None:
     clock.advance(1000)
     assert transport.abort_calls == 0
     writer.connection_lost(Failure(ConnectionDone()))
-    assert fired(d) is None
+    assert result_of(d) is None
 
 
 def test_abort() -> None:
@@ -424,7 +394,7 @@ def test_abort() -> None:
     d = writer.close()  # after abort: no graceful close, just wait
     assert transport.lose_calls == 0
     writer.connection_lost(Failure(ConnectionAborted()))
-    assert fired(d) is None
+    assert result_of(d) is None
 
 
 # -- write_eof -------------------------------------------------------------------------
@@ -440,8 +410,8 @@ def test_write_eof() -> None:
     assert writer.is_closed
     assert pending(d) and pending(flushed)
     writer.eof_sent()
-    assert fired(d) is None
-    assert fired(flushed) is None
+    assert result_of(d) is None
+    assert result_of(flushed) is None
     with pytest.raises(WriterClosedError):
         writer.write_eof()
 
@@ -452,7 +422,7 @@ def test_write_eof() -> None:
     writer.close()
     assert transport.lose_calls == 1  # idempotent
     writer.connection_lost(Failure(ConnectionDone()))
-    assert fired(closed) is None
+    assert result_of(closed) is None
 
 
 def test_close_after_write_eof_force_aborts_after_close_timeout() -> None:
@@ -462,7 +432,7 @@ def test_close_after_write_eof_force_aborts_after_close_timeout() -> None:
     clock.advance(3)
     assert transport.abort_calls == 1
     writer.connection_lost(Failure(ConnectionAborted()))
-    assert fired(closed) is None
+    assert result_of(closed) is None
     assert not clock.getDelayedCalls()
 
 
@@ -470,7 +440,7 @@ def test_close_after_write_eof_and_connection_lost() -> None:
     writer, transport, clock = make()
     writer.write_eof()
     writer.connection_lost(Failure(ConnectionDone()))
-    assert fired(writer.close()) is None
+    assert result_of(writer.close()) is None
     assert transport.lose_calls == 0
     assert not clock.getDelayedCalls()
 
@@ -480,7 +450,7 @@ def test_write_eof_fails_if_the_connection_is_lost_first() -> None:
     writer.write(b"x")
     d = writer.write_eof()
     writer.connection_lost(Failure(ConnectionLost("reset")))
-    failed(d, ConnectionLost)
+    failure_of(d, ConnectionLost)
 
 
 def test_repr() -> None:
