@@ -20,6 +20,9 @@ class ConnectTimeoutError(error.TimeoutError, builtins.TimeoutError):
     The deadline covers the whole attempt: DNS resolution and every address
     tried.  Also an instance of Twisted's L{twisted.internet.error.TimeoutError}
     and of the builtin L{TimeoutError}.
+
+    @ivar where: the L{WhereToConnect} the attempt was connecting to.
+    @ivar timeout: the deadline, in seconds.
     """
 
     def __init__(self, where: object, timeout: float) -> None:
@@ -37,6 +40,8 @@ class ConnectInterruptedError(error.ConnectingCancelledError):
 
     Also an instance of Twisted's
     L{twisted.internet.error.ConnectingCancelledError}.
+
+    @ivar where: the L{WhereToConnect} the attempt was connecting to.
     """
 
     def __init__(self, where: object) -> None:
@@ -52,6 +57,8 @@ class LineTooLongError(ValueError):
     A line (or a record read with ``read_until``) exceeded the reader's
     ``max_line_length``.  Its bytes were discarded, up to and including the
     delimiter that ends it.
+
+    @ivar max_line_length: the limit that was exceeded, in bytes.
     """
 
     def __init__(self, max_line_length: int) -> None:
@@ -93,6 +100,10 @@ class BufferAgeLimitError(error.ConnectionLost):
     """
     Bytes written to a writer stayed unflushed for longer than its
     ``buffer_age_limit``: the peer stopped reading.  The connection was closed.
+
+    @ivar peer: the peer's address, as text.
+    @ivar limit: the C{buffer_age_limit}, in seconds.
+    @ivar pending: the number of bytes that were still unflushed.
     """
 
     def __init__(self, peer: object, limit: float, pending: int) -> None:

@@ -1,0 +1,685 @@
+"""
+The documentation cannot drift from the code: every example under
+C{docs/examples/} is run here against real servers (sockets on 127.0.0.1 and
+Unix sockets under C{tmp_path}), and the pages are built with Sphinx, warnings
+being errors.
+
+Scripts run as subprocesses whose output goes to files and which are polled,
+so that the reactor of this process keeps serving them; every one is killed
+and reaped when its test ends.  Every wait is bounded (L{within}, or a
+subprocess timeout), and the autouse C{no_leaks} fixture checks that nothing
+is left behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, error, reactor
+from twisted.internet.defer import Deferred
+from twisted.logger import formatEvent, globalLogPublisher
+
+import twisted_tcp as tt
+
+from .conftest import WAIT, sleep, within
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+EXAMPLES = DOCS / "examples"
+LOCAL = "127.0.0.1"
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+@cache
+def example(name: str) -> ModuleType:
+    """Import C{docs/examples/NAME.py} (under a name of its own)."""
+    spec = importlib.util.spec_from_file_location(f"_docs_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[..., Any], where: tt.WhereToListen | None = None, **kwargs: Any
+) -> AsyncIterator[tt.Server]:
+    """A server on 127.0.0.1 (or C{where}), closed with its connections and drained on exit."""
+    if where is None:
+        where = tt.on_port(0, interface=LOCAL)
+    server = await within(tt.Server.create(where, handler, **kwargs))
+    try:
+        yield server
+    finally:
+        await within(server.close(close_existing_connections=True))
+        await within(server.drained())
+
+
+@asynccontextmanager
+async def started(creating: Deferred[tt.Server]) -> AsyncIterator[tt.Server]:
+    """A server made by an example's own C{serve()}, closed and drained on exit."""
+    server = await within(creating)
+    try:
+        yield server
+    finally:
+        await within(server.close(close_existing_connections=True))
+        await within(server.drained())
+
+
+def where_of(server: tt.Server) -> tt.WhereToConnect:
+    return tt.to_host_and_port(LOCAL, server.listening_on)  # type: ignore[arg-type]
+
+
+def subprocess_env(*paths: Path) -> dict[str, str]:
+    extra = [str(p) for p in (*paths, ROOT)]
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(extra + inherited))
+
+
+class Process:
+    """A subprocess whose stdout and stderr go to files; waited on by polling."""
+
+    def __init__(self, args: list[str], directory: Path, env: dict[str, str]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.args = args
+        self.out_path = directory / "stdout.txt"
+        self.err_path = directory / "stderr.txt"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.popen = subprocess.Popen(
+                args, cwd=directory, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            )
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        return self.stdout + self.err_path.read_text(errors="replace")
+
+    async def wait_for(self, pattern: re.Pattern[str]) -> re.Match[str]:
+        """Wait (bounded) for C{pattern} to appear in the output."""
+
+        async def poll() -> re.Match[str]:
+            while (match := pattern.search(self.output())) is None:
+                if self.popen.poll() is not None:
+                    raise AssertionError(f"{self.args} exited:\n{self.output()}")
+                await sleep(0.05)
+            return match
+
+        return await within(poll())  # type: ignore[no-any-return]
+
+    async def exited(self) -> int:
+        """Wait (bounded) for the process to end; return its status."""
+
+        async def poll() -> int:
+            while self.popen.poll() is None:
+                await sleep(0.02)
+            return self.popen.returncode
+
+        return await within(poll(), WAIT * 2)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=WAIT)
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start subprocesses; kill and reap every one when the test ends."""
+    processes: list[Process] = []
+
+    def start(*args: str | Path, env: dict[str, str] | None = None) -> Process:
+        directory = tmp_path / f"process-{len(processes)}"
+        process = Process([str(a) for a in args], directory, env or subprocess_env())
+        processes.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def twistd_command() -> list[str]:
+    script = Path(sys.executable).parent / "twistd"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()"]
+
+
+def like_nc(port: int, data: bytes) -> bytes:
+    """What C{printf DATA | nc -N 127.0.0.1 PORT} prints: send, end the stream, read to the end."""
+    with socket.create_connection((LOCAL, port), timeout=WAIT) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := s.recv(4096):
+            received += chunk
+        return received
+
+
+class Unresponsive:
+    """
+    A loopback listener whose accept queue is full: a new client's SYN is
+    dropped, so connecting to it hangs until a deadline.
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.fillers: list[socket.socket] = []
+        try:
+            self.listener.bind((LOCAL, 0))
+            self.listener.listen(0)
+            self.port = self.listener.getsockname()[1]
+            for _ in range(16):
+                s = socket.socket()
+                self.fillers.append(s)
+                s.setblocking(False)
+                s.connect_ex((LOCAL, self.port))
+                if not select.select([], [s], [], 0.2)[1]:
+                    return  # this one hangs: the queue is full
+            raise AssertionError("could not fill the accept queue")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for s in self.fillers:
+            s.close()
+        self.listener.close()
+
+
+@asynccontextmanager
+async def no_logged_errors() -> AsyncIterator[None]:
+    """Fail if anything is logged as an error (a handler failure, say) meanwhile."""
+    errors: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("isError") or "log_failure" in event:
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert errors == [], [formatEvent(e) for e in errors]
+
+
+# -- every example is shown, and every page builds -----------------------------
+
+
+def test_every_example_is_included_in_a_page() -> None:
+    pages = "\n".join(p.read_text() for p in DOCS.rglob("*.rst"))
+    included = set(re.findall(r"literalinclude:: +(?:\.\./)*examples/(\S+\.py)", pages))
+    examples = {p.name for p in EXAMPLES.glob("*.py")}
+    assert examples <= included, f"not shown in any page: {sorted(examples - included)}"
+    assert included <= examples, f"included but missing: {sorted(included - examples)}"
+
+
+def test_reference_covers_all_of_the_api() -> None:
+    reference = (DOCS / "reference.rst").read_text()
+    documented = set(re.findall(r"^\.\. auto\w+:: +(\w+)", reference, re.M))
+    assert documented == set(tt.__all__)
+
+
+def test_docs_build_without_warnings(tmp_path: Path) -> None:
+    """The documented command: Sphinx, warnings being errors, into a temporary directory."""
+    if importlib.util.find_spec("sphinx") is None:
+        pytest.skip("sphinx is not installed: pip install '.[docs]' to build the documentation")
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+         str(DOCS), str(tmp_path / "html")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == "", result.stderr
+    assert (tmp_path / "html" / "index.html").exists()
+
+
+# -- the tutorial --------------------------------------------------------------
+
+LISTENING = re.compile(r"twisted_tcp tcpserver listening on (\S+) \(handler (\S+)\)")
+
+
+@pytest.mark.parametrize(
+    ("handler", "sent", "expected"),
+    [
+        ("twisted_tcp.examples.echo:handle", b"hello\nworld\n", b"hello\nworld\n"),
+        ("shout:handle", b"hello\nworld\n", b"HELLO\nWORLD\n2 line(s) from 127.0.0.1, bye\n"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_tutorial_twistd_and_nc(
+    start: Callable[..., Process], handler: str, sent: bytes, expected: bytes
+) -> None:
+    """The tutorial's twistd command lines, talked to as C{nc -N} does."""
+    process = start(
+        *twistd_command(), "-n", "--pidfile=", "tcpserver",
+        "--port", "tcp:0:interface=127.0.0.1", "--handler", handler,
+        env=subprocess_env(EXAMPLES),
+    )  # fmt: skip
+    match = await process.wait_for(LISTENING)
+    assert match.group(2) == handler
+    port = int(match.group(1).rsplit(":", 1)[1])
+    assert like_nc(port, sent) == expected  # blocking: the server is another process
+    process.popen.send_signal(signal.SIGTERM)
+    assert await process.exited() == -signal.SIGTERM
+    assert "Traceback" not in process.output()
+
+
+@pytest_twisted.ensureDeferred
+async def test_tutorial_client_scripts(start: Callable[..., Process]) -> None:
+    """Both client scripts, run as the tutorial says, against the shout handler."""
+    async with no_logged_errors(), serving(example("shout").handle) as server:
+        port = str(server.listening_on)
+        inline = start(sys.executable, EXAMPLES / "client_inlinecallbacks.py", LOCAL, port,
+                       "hello", "quiet please")  # fmt: skip
+        coroutine = start(sys.executable, EXAMPLES / "client_async.py", LOCAL, port,
+                          "hello", "quiet please")  # fmt: skip
+        assert await inline.exited() == 0, inline.output()
+        assert await coroutine.exited() == 0, coroutine.output()
+    assert inline.stdout.splitlines() == [
+        "hello -> HELLO",
+        "quiet please -> QUIET PLEASE",
+        "2 line(s) from 127.0.0.1, bye",
+    ]
+    assert coroutine.stdout.splitlines() == [
+        "HELLO",
+        "QUIET PLEASE",
+        "2 line(s) from 127.0.0.1, bye",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tutorial_client_sees_the_server_close(start: Callable[..., Process]) -> None:
+    async with serving(example("shout").handle) as server:
+        client = start(sys.executable, EXAMPLES / "client_inlinecallbacks.py", LOCAL,
+                       str(server.listening_on), "a", "quit", "b")  # fmt: skip
+        assert await client.exited() == 0, client.output()
+    assert client.stdout.splitlines() == [
+        "a -> A",
+        "quit -> 1 line(s) from 127.0.0.1, bye",
+        "the server closed the connection",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_relay_inside_a_twisted_application() -> None:
+    """The LineReceiver relays each line to the backend with twisted_tcp.connect."""
+    app = example("in_twisted_app")
+    async with no_logged_errors(), serving(example("shout").handle) as backend:
+        port = reactor.listenTCP(0, app.RelayFactory(reactor, where_of(backend)), interface=LOCAL)
+        try:
+            where = tt.to_host_and_port(LOCAL, port.getHost().port)
+            _sock, reader, writer = await within(tt.connect(where, timeout=WAIT))
+            try:
+                writer.write(b"one\ntwo\nthree\n")  # pipelined: the replies stay in order
+                assert [await within(reader.read_line()) for _ in range(3)] == [
+                    b"ONE",
+                    b"TWO",
+                    b"THREE",
+                ]
+                assert backend.num_connections == 1  # one backend connection per client
+                writer.write_line(b"quit")
+                assert await within(reader.read_line()) == b"3 line(s) from 127.0.0.1, bye"
+                writer.write_line(b"more")
+                assert await within(reader.read_line()) == (
+                    b"ERR the backend closed the connection"
+                )
+                assert await within(reader.read_line()) is None
+            finally:
+                await within(writer.close())
+            # A client that leaves closes its backend connection.
+            _sock, reader, writer = await within(tt.connect(where, timeout=WAIT))
+            writer.write_line(b"x")
+            assert await within(reader.read_line()) == b"X"
+            await within(writer.close())
+            while backend.num_connections:
+                await within(sleep(0.01))
+        finally:
+            await within(port.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_relay_without_a_backend() -> None:
+    app = example("in_twisted_app")
+    probe = socket.socket()
+    probe.bind((LOCAL, 0))
+    nobody = tt.to_host_and_port(LOCAL, probe.getsockname()[1])  # bound, not listening
+    try:
+        port = reactor.listenTCP(0, app.RelayFactory(reactor, nobody), interface=LOCAL)
+        try:
+            where = tt.to_host_and_port(LOCAL, port.getHost().port)
+            _sock, reader, writer = await within(tt.connect(where, timeout=WAIT))
+            try:
+                reply = await within(reader.read_line())
+                assert reply is not None and reply.startswith(b"ERR no backend: ")
+                assert b"refused" in reply and str(nobody).encode() in reply
+                assert await within(reader.read_line()) is None
+            finally:
+                await within(writer.close())
+        finally:
+            await within(port.stopListening())
+    finally:
+        probe.close()
+
+
+# -- how-to: deadlines ---------------------------------------------------------
+
+
+async def silent(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+    """Reads and never answers."""
+    async for _line in reader.lines():
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_deadlines_ask() -> None:
+    ask = example("deadlines").ask
+    async with serving(example("shout").handle) as server:
+        assert await within(ask(reactor, where_of(server), b"anyone?")) == b"ANYONE?"
+    async with serving(silent) as server:
+        started = time.monotonic()
+        with pytest.raises(defer.TimeoutError):
+            await within(ask(reactor, where_of(server), b"anyone?", reply_timeout=0.3))
+        assert 0.25 < time.monotonic() - started < WAIT
+    peer = Unresponsive()
+    try:
+        where = tt.to_host_and_port(LOCAL, peer.port)
+        started = time.monotonic()
+        with pytest.raises(tt.ConnectTimeoutError) as info:
+            await within(ask(reactor, where, b"anyone?", connect_timeout=0.3))
+        assert 0.25 < time.monotonic() - started < WAIT
+        assert str(info.value) == (
+            f"connecting to {LOCAL}:{peer.port} did not complete within 0.3 s"
+        )
+    finally:
+        peer.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_deadlines_connect_patiently(tmp_path: Path) -> None:
+    deadlines = example("deadlines")
+    path = str(tmp_path / "later.sock")
+    interrupt: Deferred[None] = Deferred()
+    connecting = Deferred.fromCoroutine(
+        deadlines.connect_patiently(reactor, tt.to_file(path), interrupt, pause=0.05)
+    )
+    await sleep(0.3)
+    assert not connecting.called  # no server yet: it keeps trying
+    async with serving(example("shout").handle, tt.on_file(path)):
+        _sock, reader, writer = await within(connecting)
+        try:
+            writer.write_line(b"at last")
+            assert await within(reader.read_line()) == b"AT LAST"
+        finally:
+            await within(writer.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_deadlines_interrupted() -> None:
+    deadlines = example("deadlines")
+    peer = Unresponsive()
+    try:
+        where = tt.to_host_and_port(LOCAL, peer.port)
+        interrupt: Deferred[None] = Deferred()
+        connecting = Deferred.fromCoroutine(
+            deadlines.connect_patiently(reactor, where, interrupt, attempt_timeout=0.2, pause=0.05)
+        )
+        await sleep(0.5)  # a few attempts time out meanwhile
+        interrupt.callback(None)
+        with pytest.raises(tt.ConnectInterruptedError):
+            await within(connecting)
+    finally:
+        peer.close()
+
+
+def test_deadlines_when_shutting_down() -> None:
+    triggers: list[tuple[Any, ...]] = []
+
+    class Reactor:
+        def addSystemEventTrigger(self, *args: Any) -> None:
+            triggers.append(args)
+
+    stopping = example("deadlines").when_shutting_down(Reactor())
+    [(phase, event, fire, value)] = triggers
+    assert (phase, event) == ("before", "shutdown")
+    assert not stopping.called
+    fire(value)
+    assert stopping.called
+
+
+# -- how-to: lines from untrusted peers ----------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_line_limits_tolerant() -> None:
+    limits = example("line_limits")
+    assert limits.MAX_LINE == 1024
+
+    async def talk(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> list[bytes]:
+        writer.write(b"x" * 1000)
+        await sleep(0.05)
+        writer.write(b"x" * 4000)  # the line is now too long, and still going on
+        await sleep(0.05)
+        writer.write(b"x" * 4000 + b"\n" + b"y" * 1024 + b"\r\nshort\nlast")
+        await writer.write_eof()
+        return [line async for line in reader.lines()]
+
+    async with no_logged_errors(), started(limits.serve(tt.on_port(0, interface=LOCAL))) as s:
+        replies = await within(tt.with_connection(where_of(s), talk))
+    assert replies == [b"ERR line longer than 1024 bytes, ignored", b"OK 1024", b"OK 5", b"OK 4"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_line_limits_strict() -> None:
+    limits = example("line_limits")
+
+    async def talk(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> list[bytes]:
+        writer.write(b"fine\n" + b"z" * 2000 + b"\nnever read\n")
+        return [line async for line in reader.lines()]
+
+    where = tt.on_port(0, interface=LOCAL)
+    async with no_logged_errors(), started(limits.serve(where, limits.handle_strict)) as s:
+        replies = await within(tt.with_connection(where_of(s), talk))
+    assert replies == [b"OK 4", b"ERR line too long, goodbye"]
+
+
+# -- how-to: back-pressure -----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_backpressure(monkeypatch: pytest.MonkeyPatch) -> None:
+    bp = example("backpressure")
+    most = [0]
+    waits = [0]
+    write_line, flushed = tt.Writer.write_line, tt.Writer.flushed
+
+    def measured_write_line(self: tt.Writer, line: bytes) -> None:
+        write_line(self, line)
+        most[0] = max(most[0], self.bytes_to_write)
+
+    def counted_flushed(self: tt.Writer) -> Deferred[None]:
+        waits[0] += 1
+        return flushed(self)
+
+    monkeypatch.setattr(tt.Writer, "write_line", measured_write_line)
+    monkeypatch.setattr(tt.Writer, "flushed", counted_flushed)
+    n = 200_000
+    async with no_logged_errors(), serving(bp.numbers) as server:
+        assert await within(bp.count_slowly(reactor, where_of(server), n), WAIT * 3) == n
+    assert waits[0] > 5, "the handler never waited for its peer"
+    assert most[0] <= bp.HIGH_WATER + 20  # never more than one line above the mark
+
+
+@pytest_twisted.ensureDeferred
+async def test_backpressure_bad_request() -> None:
+    async def talk(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> list[bytes]:
+        writer.write_line(b"lots")
+        return [line async for line in reader.lines()]
+
+    async with serving(example("backpressure").numbers) as server:
+        assert await within(tt.with_connection(where_of(server), talk)) == [b"ERR send a count"]
+
+
+# -- how-to: max_connections and idle_timeout ----------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_limited_max_connections() -> None:
+    limited = example("limited")
+    where = tt.on_port(0, interface=LOCAL)
+    async with started(limited.serve(where, max_connections=2, reactor=reactor)) as server:
+        assert server.max_connections == 2
+        clients = [await within(tt.connect(where_of(server))) for _ in range(3)]
+        try:
+            first, second, third = (reader for _sock, reader, _writer in clients)
+            assert await within(first.read_line()) == b"welcome"
+            assert await within(second.read_line()) == b"welcome"
+            # The third is connected (the kernel's backlog), but not served.
+            with pytest.raises(defer.TimeoutError):
+                await third.read_line().addTimeout(0.3, reactor)
+            assert server.num_connections == 2
+            await within(clients[0][2].close())
+            assert await within(third.read_line()) == b"welcome"  # the freed slot is its
+            clients[2][2].write_line(b"hi")
+            assert await within(third.read_line()) == b"hi"
+        finally:
+            for _sock, _reader, writer in clients:
+                await within(writer.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_limited_idle_timeout() -> None:
+    limited = example("limited")
+    where = tt.on_port(0, interface=LOCAL)
+    async with started(limited.serve(where, idle_timeout=0.5, reactor=reactor)) as server:
+        _sock, reader, writer = await within(tt.connect(where_of(server)))
+        try:
+            assert await within(reader.read_line()) == b"welcome"
+            started_at = time.monotonic()
+            for _ in range(4):  # activity keeps the connection open
+                await sleep(0.1)
+                writer.write_line(b"still here")
+                assert await within(reader.read_line()) == b"still here"
+            assert await within(reader.read_line()) is None  # then closed for idleness
+            assert time.monotonic() - started_at > 0.85
+        finally:
+            await within(writer.close())
+
+
+# -- how-to: Unix sockets ------------------------------------------------------
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["fresh", "stale-file"])
+@pytest_twisted.ensureDeferred
+async def test_unix_socket_script(
+    start: Callable[..., Process], tmp_path: Path, stale: bool
+) -> None:
+    path = tmp_path / "demo.sock"
+    if stale:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+            dead.bind(str(path))  # what a server that died leaves behind
+    script = start(sys.executable, EXAMPLES / "unix_socket.py", path)
+    assert await script.exited() == 0, script.output()
+    assert script.stdout.splitlines() == [
+        f"listening on {path}",
+        "reply: ping",
+        f"a second server is refused: Couldn't listen on any:{path}: "
+        "another server is listening on this path.",
+        "after close, the socket file exists: False",
+    ]
+    assert not path.exists()
+
+
+# -- how-to: graceful shutdown -------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_lets_running_handlers_finish() -> None:
+    shutdown = example("shutdown")
+
+    async def slow(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        line = await reader.read_line()
+        writer.write_line(b"working on " + (line or b""))
+        await sleep(0.3)
+        writer.write_line(b"done")
+
+    service = shutdown.ServerService(tt.on_port(0, interface=LOCAL), slow, reactor=reactor)
+    service.startService()
+    where = where_of(service.server)
+    _sock, reader, writer = await within(tt.connect(where))
+    try:
+        writer.write_line(b"job")
+        assert await within(reader.read_line()) == b"working on job"
+        stopping = service.stopService()
+        with pytest.raises(error.ConnectionRefusedError):
+            await within(tt.connect(where))
+        assert not stopping.called
+        assert await within(reader.read_line()) == b"done"
+        assert await within(reader.read_line()) is None
+        await within(stopping)
+    finally:
+        await within(writer.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_closes_what_remains_after_the_timeout() -> None:
+    shutdown = example("shutdown")
+    service = shutdown.ServerService(
+        tt.on_port(0, interface=LOCAL), example("shout").handle, shutdown_timeout=0.3,
+        reactor=reactor,
+    )  # fmt: skip
+    service.startService()
+    _sock, reader, writer = await within(tt.connect(where_of(service.server)))
+    try:
+        writer.write_line(b"hi")
+        assert await within(reader.read_line()) == b"HI"
+        started_at = time.monotonic()
+        await within(service.stopService())
+        assert time.monotonic() - started_at >= 0.25
+        assert await within(reader.read_line()) is None
+    finally:
+        await within(writer.close())
+    assert service.stopService() is None  # stopping twice is harmless
+
+
+# -- how-to: testing your handler ----------------------------------------------
+
+
+def test_the_handler_tests_pass() -> None:
+    """The how-to's test file, run with pytest as a user would run it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_shout.py"],
+        cwd=EXAMPLES,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b2 passed\b", result.stdout), result.stdout
