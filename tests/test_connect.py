@@ -1283,3 +1283,45 @@ async def test_connect_close_cycles_leave_no_fd() -> None:
                 break
             await sleep(0.01)
         assert open_fds() == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_eof_to_a_peer_that_never_reads_fails_with_the_age_limit() -> None:
+    """write_eof() waits for the flush; a stuck peer ends it with BufferAgeLimitError."""
+    async with serving(ServerFactory(NeverReads), rcvbuf=16 * 1024) as where:
+        sock, _, writer = await within(tt.connect(where, buffer_age_limit=0.5))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+            writer.write(b"x" * (16 * MiB))
+            with pytest.raises(BufferAgeLimitError):
+                await within(writer.write_eof(), 5)
+        finally:
+            sock.abort()
+            await within(sock.close_finished())
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_with_connection_aborts_and_names_the_address() -> None:
+    """Cancelled while f runs: f is cancelled, the connection aborted, the error named."""
+    f_saw: list[BaseException] = []
+    sockets: list[tt.Socket] = []
+
+    async def f(sock: tt.Socket, reader: Reader, writer: tt.Writer) -> None:
+        sockets.append(sock)
+        try:
+            await reader.read_line()  # the echo server never answers unasked
+        except CancelledError as e:
+            f_saw.append(e)
+            raise
+
+    async with serving(ServerFactory(Echo)) as where:
+        d = tt.with_connection(where, f)
+        while not sockets:
+            await sleep(0.01)
+        d.cancel()
+        with pytest.raises(CancelledError) as info:
+            await within(d)
+        assert str(where) in str(info.value)
+        assert len(f_saw) == 1
+        await within(sockets[0].close_finished())
+        assert sockets[0].is_closed

@@ -609,7 +609,7 @@ async def test_unix_socket_script(
     assert script.stdout.splitlines() == [
         f"listening on {path}",
         "reply: ping",
-        f"a second server is refused: Couldn't listen on any:{path}: "
+        f"a second server is refused: Couldn't listen on unix:{path}: "
         "another server is listening on this path.",
         "after close, the socket file exists: False",
     ]

@@ -93,3 +93,49 @@ async def test_idle_timeout_frees_the_slot_of_a_handler_that_never_returns() -> 
 def test_idle_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="idle_timeout"):
         tt.Server.create(tt.on_port(0), echo, idle_timeout=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_send_is_not_idleness() -> None:
+    """
+    A reply that takes longer than idle_timeout to drain keeps the connection
+    busy: idleness counts from when the last bytes left, not from when the
+    reply was written.
+    """
+    clock = Clock()
+    payload = b"x" * (16 << 20)
+
+    async def big_reply(address: object, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.read_line()
+        writer.write(payload)
+        await reader.read_line()  # then wait, idle, for the client
+
+    server = await within(
+        tt.Server.create(
+            tt.on_port(0, interface="127.0.0.1"),
+            big_reply,
+            idle_timeout=5,
+            reactor=ClockedReactor(clock),
+        )
+    )
+    sock, reader, writer = await within(
+        tt.connect(tt.to_host_and_port("127.0.0.1", server.listening_on))
+    )
+    try:
+        writer.write_line(b"go")
+        await sleep(0.2)  # the reply fills the socket buffers; the client reads nothing yet
+        for _ in range(11):  # t=11: pending all along (the check at t=10 saw it)
+            clock.advance(1)
+        assert server.num_connections == 1
+        received = 0
+        while received < len(payload):  # the client reads it all at t=11
+            received += len(await within(reader.read()))
+        await sleep(0.1)  # the server's buffer drains at t=11
+        clock.advance(4.5)  # t=15.5: the check at t=15 finds 4 s idle
+        await sleep(0.05)
+        assert server.num_connections == 1
+        clock.advance(1)  # t=16.5: 5.5 s idle
+        assert await within(reader.read()) == b""
+    finally:
+        sock.abort()
+        await within(server.close())

@@ -63,7 +63,7 @@ def _name_address(reason: Failure, where: WhereToConnect) -> Failure:
         if isinstance(exc, error.ConnectError):
             detail = exc.args[0] if exc.args and exc.args[0] else ""
             named = copy.copy(exc)
-            named.args = (f"{text}: {detail}" if detail else text,)
+            named.args = (f"{detail} ({text})" if detail else text,)
         elif isinstance(exc, error.DNSLookupError):
             named = error.DNSLookupError(f"{text}:", *exc.args)
         else:
@@ -89,7 +89,7 @@ def _attempt(
         raise ValueError(f"timeout must be positive or None, not {timeout}")
     reactor = default_reactor(reactor)
     # The endpoint's own per-attempt timeout is a backstop only: ours fires first.
-    endpoint = where.endpoint(reactor, DEFAULT_TIMEOUT if timeout is None else timeout + 1.0)
+    endpoint = where.endpoint(reactor, None if timeout is None else timeout + 1.0)
     why: str | None = None
 
     def stop(reason: str) -> None:
@@ -214,14 +214,28 @@ def with_connection(
 
     def run(conn: tuple[Socket, Reader, Writer]) -> Deferred[Any]:
         sock, reader, writer = conn
-        done: Deferred[Any] = Deferred()
         outcome: list[Any] = []
+
+        def cancel(done: Deferred[Any]) -> None:
+            # Twisted fires a cancelled Deferred at once: the connection is
+            # aborted now and closes on the reactor's next turn; f is
+            # cancelled where it waits.
+            if not outcome:
+                outcome.append(None)
+                sock.abort()
+                running.cancel()
+                done.errback(CancelledError(f"with_connection to {where} was cancelled"))
+
+        done: Deferred[Any] = Deferred(cancel)
 
         def first(value: Any) -> None:
             if outcome:
-                if isinstance(value, Failure):
-                    _log.failure("with_connection to {where}: f failed after the connection ended",
-                                 value, where=str(where))
+                if isinstance(value, Failure) and not value.check(CancelledError):
+                    _log.failure(
+                        "with_connection to {where}: f failed after the connection ended",
+                        value,
+                        where=str(where),
+                    )
                 return
             outcome.append(value)
             writer.close().addBoth(lambda _: done.callback(None))
@@ -233,7 +247,8 @@ def with_connection(
             if not outcome:
                 first(failure)
 
-        maybeDeferred(f, sock, reader, writer).addBoth(first)
+        running = maybeDeferred(f, sock, reader, writer)
+        running.addBoth(first)
         writer.consumer_left().addErrback(writer_failed)
         return done.addCallback(lambda _: outcome[0])
 

@@ -78,9 +78,10 @@ class _ServerConnection(Connection):
 
         def check() -> None:
             now = clock.seconds()
-            last_active = now if not writer._clean else max(
-                self._last_received, writer._dirty_since
-            )
+            if writer._clean:
+                last_active = max(self._last_received, writer._dirty_since, writer._drained_at)
+            else:
+                last_active = now  # sending (the buffer-age limit watches that)
             idle = now - last_active
             if idle < timeout:
                 self._idle_timer = clock.callLater(timeout - idle, check)
@@ -176,8 +177,10 @@ class Server:
         with the connection's loss, and the handler failing with that error is
         not reported through C{on_handler_error}.
 
-        @param max_connections: at most this many connections have a handler
-            at once; beyond, accepting pauses until one ends.
+        @param max_connections: at most this many connections are served at
+            once; beyond, accepting pauses until one closes.  A connection
+            holds its slot until it is closed, so a handler that outlives its
+            peer no longer counts.
         @param backlog: the listen queue length given to the kernel.
         @param idle_timeout: seconds after which a connection that received
             nothing and wrote nothing is closed (aborted), or C{None}.  It
@@ -485,7 +488,8 @@ class _AcceptErrorWatch:
                 globalLogPublisher.removeObserver(self)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if not str(event.get("log_namespace", "")).startswith("twisted.internet.tcp"):
+        namespace = str(event.get("log_namespace", ""))
+        if not namespace.startswith(("twisted.internet.tcp", "twisted.internet.unix")):
             return
         error = event.get("acceptError")
         if error is None and str(event.get("log_format", "")).startswith("EMFILE encountered"):

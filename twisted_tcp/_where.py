@@ -94,7 +94,7 @@ class WhereToConnect:
 
     __slots__ = ()
 
-    def endpoint(self, reactor: object, timeout: float) -> IStreamClientEndpoint:
+    def endpoint(self, reactor: object, timeout: float | None) -> IStreamClientEndpoint:
         """
         Return a Twisted client endpoint for this address whose own
         per-attempt timeout is C{timeout}.
@@ -137,15 +137,21 @@ class HostAndPort(WhereToConnect):
     def __str__(self) -> str:
         return f"{_show_host(self.host)}:{self.port}"
 
-    def endpoint(self, reactor: object, timeout: float) -> IStreamClientEndpoint:
+    def endpoint(self, reactor: object, timeout: float | None) -> IStreamClientEndpoint:
         bind = (self.via_local_interface, 0) if self.via_local_interface else None
         # IP literals skip the resolver (and its thread); names get every
-        # resolved address tried, IPv4 and IPv6, with Happy Eyeballs.
+        # resolved address tried, IPv4 and IPv6, with Happy Eyeballs.  A
+        # timeout of None (no deadline) is what Twisted's connectors take to
+        # mean none, whatever the annotations say.
         if isIPAddress(self.host):
-            return endpoints.TCP4ClientEndpoint(reactor, self.host, self.port, timeout, bind)
+            return endpoints.TCP4ClientEndpoint(
+                reactor, self.host, self.port, timeout, bind  # type: ignore[arg-type]
+            )
         if isIPv6Address(self.host):
             return endpoints.TCP6ClientEndpoint(reactor, self.host, self.port, timeout, bind)
-        return endpoints.HostnameEndpoint(reactor, self.host, self.port, timeout, bind)
+        return endpoints.HostnameEndpoint(
+            reactor, self.host, self.port, timeout, bind  # type: ignore[arg-type]
+        )
 
 
 @attrs.frozen(repr=False)
@@ -160,7 +166,7 @@ class File(WhereToConnect):
     def __str__(self) -> str:
         return f"unix:{self.path}"
 
-    def endpoint(self, reactor: object, timeout: float) -> IStreamClientEndpoint:
+    def endpoint(self, reactor: object, timeout: float | None) -> IStreamClientEndpoint:
         return endpoints.UNIXClientEndpoint(reactor, self.path, timeout)
 
 
@@ -217,7 +223,7 @@ class OnFile(WhereToListen):
                 try:
                     listener.bind(self.path)
                 except OSError as e:
-                    raise CannotListenError(None, self.path, e) from None
+                    raise CannotListenError("unix", self.path, e) from None
                 try:
                     listener.listen(backlog)
                     listener.setblocking(False)
@@ -254,7 +260,7 @@ def _claim_socket_path(path: str) -> None:
         return
     finally:
         probe.close()
-    raise CannotListenError(None, path, "another server is listening on this path")
+    raise CannotListenError("unix", path, "another server is listening on this path")
 
 
 @attrs.frozen(repr=False)

@@ -63,6 +63,7 @@ class Writer:
         "_consumer_left",
         "_dirty_since",
         "_done",
+        "_drained_at",
         "_eof_sent",
         "_error",
         "_flush_waiters",
@@ -105,6 +106,7 @@ class Writer:
         self._flushed_count = 0
         self._dirty_since = 0.0  # when the last write found the transport drained
         self._age_mark = 0  # bytes written by _dirty_since, all to be sent in time
+        self._drained_at = 0.0  # when the transport last drained what was written
         self._age_timer: IDelayedCall | None = None
         self._close_timer: IDelayedCall | None = None
         self._error: BaseException | None = None
@@ -245,7 +247,8 @@ class Writer:
         self._half_closed = True
         if self._lost:
             return self.flushed()
-        self._cancel_age_timer()
+        # The age check stays on: a peer that never reads fails this Deferred
+        # with BufferAgeLimitError instead of leaving it pending for ever.
         self.release()
         transport = self._transport
         transport.unregisterProducer()  # type: ignore[attr-defined]
@@ -295,7 +298,9 @@ class Writer:
     # -- IPullProducer: the transport calls this whenever its buffer drained --
 
     def resumeProducing(self) -> None:
-        self._clean = True
+        if not self._clean:
+            self._clean = True
+            self._drained_at = self._clock.seconds()
         self._flushed_count = self._written
         waiters = self._flush_waiters
         if waiters:

@@ -1,8 +1,9 @@
 """
 An echo server with a low descriptor limit, for the accept-error test.
 
-Usage: python low_fd_server.py LIMIT.  Prints "PORT n" once listening, and
-logs to stdout.
+Usage: python low_fd_server.py LIMIT [PATH].  Listens on a TCP port, or on
+the Unix socket PATH; prints "PORT n" (or "PATH p") once listening, and logs
+to stdout.
 """
 
 import resource
@@ -20,11 +21,15 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
 
+    path = sys.argv[2] if len(sys.argv) > 2 else None
+
     def listening(server: twisted_tcp.Server) -> None:
-        print(f"PORT {server.listening_on}", flush=True)
+        print(f"{'PATH' if path else 'PORT'} {server.listening_on}", flush=True)
 
     def start() -> None:
-        where = twisted_tcp.on_port(0, interface="127.0.0.1")
+        where: twisted_tcp.WhereToListen = (
+            twisted_tcp.on_file(path) if path else twisted_tcp.on_port(0, interface="127.0.0.1")
+        )
         twisted_tcp.Server.create(where, handle).addCallback(listening)
 
     reactor.callWhenRunning(start)
