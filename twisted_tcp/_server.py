@@ -43,7 +43,6 @@ _log = Logger()
 
 class _ServerConnection(Connection):
     server: Server
-    handler_running = False
     _idle_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -323,14 +322,12 @@ class Server:
         if self._idle_timeout is not None:
             connection.watch_idle(self._idle_timeout)
         address = connection.transport.getPeer()  # type: ignore[union-attr]
-        connection.handler_running = True
         self._handlers_running += 1
         maybeDeferred(self._handler, address, reader, writer).addBoth(
             self._handler_done, connection
         )
 
     def _handler_done(self, result: object, connection: _ServerConnection) -> None:
-        connection.handler_running = False
         self._handlers_running -= 1
         writer = connection.writer
         assert writer is not None
