@@ -10,11 +10,13 @@ the check every client does on every line it reads back.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import socket
 import struct
 import sys
+from types import ModuleType
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,6 +31,19 @@ def use_repo_package() -> None:
     """Import C{twisted_tcp} from this checkout (it need not be installed)."""
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
+
+
+def load_example(name: str) -> ModuleType:
+    """
+    The module C{examples/NAME.py} of this checkout, loaded from its path
+    (C{examples/} is a directory of scripts, not an installed package).
+    """
+    path = os.path.join(REPO, "examples", name + ".py")
+    spec = importlib.util.spec_from_file_location(f"_bench_example_{name}", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def line(i: int) -> bytes:

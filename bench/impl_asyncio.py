@@ -131,6 +131,228 @@ async def echo(reader: Reader, writer: Writer) -> None:
             pass
 
 
-async def serve(backlog: int) -> tuple[asyncio.AbstractServer, int]:
-    server = await asyncio.start_server(echo, HOST, 0, backlog=backlog)
-    return server, int(server.sockets[0].getsockname()[1])
+# -- the protocol servers of the real-client workloads ----------------------------
+#
+# examples/resp_ping.py and examples/http_hello.py written with asyncio streams
+# (readline, readexactly), the same logic line for line.
+
+RESP_MAX_ELEMENTS = 1024
+RESP_MAX_BULK = 1 << 20
+
+
+class _RespError(Exception):
+    pass
+
+
+def _resp_number(data: bytes, limit: int, what: str) -> int:
+    if data[:1] == b"-" and data[1:].isdigit() and what == "multibulk length":
+        return 0
+    if not data.isdigit() or len(data) > 10 or int(data) > limit:
+        raise _RespError(f"invalid {what}")
+    return int(data)
+
+
+def _strip(line: bytes) -> bytes:
+    return line[:-2] if line.endswith(b"\r\n") else line.rstrip(b"\n")
+
+
+async def _resp_command(reader: Reader) -> list[bytes] | None:
+    line = await reader.readline()
+    if not line.endswith(b"\n"):
+        return None  # the end of the stream (perhaps in the middle of a line)
+    if line[:1] != b"*":
+        return line.split()
+    count = _resp_number(_strip(line)[1:], RESP_MAX_ELEMENTS, "multibulk length")
+    words = []
+    for _ in range(count):
+        header = await reader.readline()
+        if not header.endswith(b"\n"):
+            return None
+        if header[:1] != b"$":
+            raise _RespError(f"expected '$', got '{header[:1].decode('latin-1')}'")
+        size = _resp_number(_strip(header)[1:], RESP_MAX_BULK, "bulk length")
+        data = await reader.readexactly(size + 2)
+        if data[size:] != b"\r\n":
+            raise _RespError("expected CRLF after a bulk string")
+        words.append(data[:size])
+    return words
+
+
+def _resp_reply(words: list[bytes]) -> bytes | None:
+    name = words[0].upper()
+    if name == b"PING":
+        if len(words) == 1:
+            return b"+PONG\r\n"
+        if len(words) == 2:
+            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
+    elif name == b"ECHO":
+        if len(words) == 2:
+            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
+    elif name == b"QUIT":
+        return None
+    else:
+        return b"-ERR unknown command '%s'\r\n" % words[0][:40]
+    return b"-ERR wrong number of arguments for '%s' command\r\n" % name.lower()
+
+
+async def resp_ping(reader: Reader, writer: Writer) -> None:
+    """PING -> +PONG over RESP, inline or as an array, as examples/resp_ping.py."""
+    try:
+        while True:
+            try:
+                words = await _resp_command(reader)
+            except _RespError as exc:
+                writer.write(b"-ERR Protocol error: %s\r\n" % str(exc).encode("latin-1"))
+                return
+            except ValueError:  # a line over the StreamReader's limit
+                writer.write(b"-ERR Protocol error: too big inline request\r\n")
+                return
+            if words is None:
+                return
+            if not words:
+                continue
+            reply = _resp_reply(words)
+            if reply is None:
+                writer.write(b"+OK\r\n")
+                return
+            writer.write(reply)
+            if writer.transport.get_write_buffer_size() > 1 << 20:
+                await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        await _close(writer)
+
+
+HTTP_BODY = b"Hello, world!\n"
+HTTP_MAX_HEADERS = 100
+HTTP_MAX_BODY = 1 << 20
+_HTTP_HEAD = (
+    b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+)
+_HTTP_OK_HEAD = _HTTP_HEAD % (200, b"OK", len(HTTP_BODY))
+HTTP_OK = _HTTP_OK_HEAD + b"\r\n" + HTTP_BODY
+HTTP_OK_CLOSE = _HTTP_OK_HEAD + b"Connection: close\r\n\r\n" + HTTP_BODY
+HTTP_OK_KEEP_ALIVE = _HTTP_OK_HEAD + b"Connection: keep-alive\r\n\r\n" + HTTP_BODY
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, reason: bytes) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+
+def _http_error(status: int, reason: bytes) -> bytes:
+    body = b"%d %s\n" % (status, reason)
+    return _HTTP_HEAD % (status, reason, len(body)) + b"Connection: close\r\n\r\n" + body
+
+
+async def _http_response(reader: Reader) -> tuple[bytes, bool] | None:
+    """Read one request; return the response and whether to keep the connection."""
+    line = await reader.readline()
+    if line in (b"\r\n", b"\n"):
+        line = await reader.readline()
+    if not line.endswith(b"\n"):
+        return None
+    parts = _strip(line).split(b" ")
+    if len(parts) != 3 or not parts[0] or not parts[1] or parts[2] not in (
+        b"HTTP/1.1",
+        b"HTTP/1.0",
+    ):
+        raise _HttpError(400, b"Bad Request")
+    method, _, version = parts
+    keep_alive = version == b"HTTP/1.1"
+    length = 0
+    for _ in range(HTTP_MAX_HEADERS + 1):
+        line = await reader.readline()
+        if not line.endswith(b"\n"):
+            return None
+        line = _strip(line)
+        if not line:
+            break
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+            raise _HttpError(400, b"Bad Request")
+        name = name.lower()
+        if name == b"connection":
+            tokens = {token.strip().lower() for token in value.split(b",")}
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens:
+                keep_alive = True
+        elif name == b"content-length":
+            value = value.strip()
+            if not value.isdigit() or len(value) > 18:
+                raise _HttpError(400, b"Bad Request")
+            length = int(value)
+            if length > HTTP_MAX_BODY:
+                raise _HttpError(413, b"Content Too Large")
+        elif name == b"transfer-encoding":
+            raise _HttpError(501, b"Not Implemented")
+    else:
+        raise _HttpError(400, b"Bad Request")
+    if length:
+        await reader.readexactly(length)
+    if method not in (b"GET", b"HEAD"):
+        body = b"405 Method Not Allowed\n"
+        response = (
+            _HTTP_HEAD % (405, b"Method Not Allowed", len(body))
+            + b"Allow: GET, HEAD\r\n"
+            + (b"" if keep_alive else b"Connection: close\r\n")
+            + b"\r\n"
+            + body
+        )
+        return response, keep_alive
+    if not keep_alive:
+        response = HTTP_OK_CLOSE
+    elif version == b"HTTP/1.1":
+        response = HTTP_OK
+    else:
+        response = HTTP_OK_KEEP_ALIVE
+    return (response if method == b"GET" else response[: -len(HTTP_BODY)]), keep_alive
+
+
+async def http_hello(reader: Reader, writer: Writer) -> None:
+    """A minimal HTTP/1.1 keep-alive server, as examples/http_hello.py."""
+    try:
+        while True:
+            try:
+                answer = await _http_response(reader)
+            except _HttpError as exc:
+                writer.write(_http_error(exc.status, exc.reason))
+                return
+            except ValueError:  # a line over the StreamReader's limit
+                writer.write(_http_error(400, b"Bad Request"))
+                return
+            if answer is None:
+                return
+            response, keep_alive = answer
+            writer.write(response)
+            if not keep_alive:
+                return
+            if writer.transport.get_write_buffer_size() > 1 << 20:
+                await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        await _close(writer)
+
+
+async def _close(writer: Writer) -> None:
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except ConnectionError:
+        pass
+
+
+async def serve(backlog: int) -> tuple[list[asyncio.AbstractServer], dict[str, int]]:
+    """The echo, RESP (PING) and HTTP servers, and their ports by name."""
+    servers = []
+    ports = {}
+    for name, handler in (("echo", echo), ("resp", resp_ping), ("http", http_hello)):
+        server = await asyncio.start_server(handler, HOST, 0, backlog=backlog)
+        servers.append(server)
+        ports[name] = int(server.sockets[0].getsockname()[1])
+    return servers, ports

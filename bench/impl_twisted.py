@@ -349,3 +349,241 @@ class LineEcho(_ServerProtocol):
 def listen(reactor: Any, protocol: type[Protocol], backlog: int) -> int:
     port = reactor.listenTCP(0, Factory.forProtocol(protocol), backlog=backlog, interface=HOST)
     return int(port.getHost().port)
+
+
+# -- the protocol servers of the real-client workloads ----------------------------
+#
+# The raw-Twisted twins of examples/resp_ping.py and examples/http_hello.py,
+# written as a Twisted programmer would write them by hand: buffer what
+# arrives, parse every complete request in it, and write each reply as soon as
+# its request is parsed (one write per reply, as the twisted_tcp handlers do).
+
+RESP_MAX_ELEMENTS = 1024
+RESP_MAX_BULK = 1 << 20
+RESP_MAX_BUFFER = RESP_MAX_BULK + 65536  # unparsed bytes beyond this: a protocol error
+
+
+class _RespError(Exception):
+    pass
+
+
+def _resp_number(data: bytes, limit: int, what: str) -> int:
+    if data[:1] == b"-" and data[1:].isdigit() and what == "multibulk length":
+        return 0
+    if not data.isdigit() or len(data) > 10 or int(data) > limit:
+        raise _RespError(f"invalid {what}")
+    return int(data)
+
+
+def _resp_array(buf: bytes, pos: int) -> tuple[list[bytes] | None, int]:
+    """The words of the array command at C{buf[pos]} (a C{*}) and where it ends, or (None, -1)."""
+    eol = buf.find(b"\r\n", pos)
+    if eol < 0:
+        return None, -1
+    count = _resp_number(buf[pos + 1 : eol], RESP_MAX_ELEMENTS, "multibulk length")
+    p = eol + 2
+    words = []
+    for _ in range(count):
+        eol = buf.find(b"\r\n", p)
+        if eol < 0:
+            return None, -1
+        if buf[p : p + 1] != b"$":
+            raise _RespError(f"expected '$', got '{buf[p : p + 1].decode('latin-1')}'")
+        size = _resp_number(buf[p + 1 : eol], RESP_MAX_BULK, "bulk length")
+        start = eol + 2
+        stop = start + size
+        if len(buf) < stop + 2:
+            return None, -1
+        if buf[stop : stop + 2] != b"\r\n":
+            raise _RespError("expected CRLF after a bulk string")
+        words.append(buf[start:stop])
+        p = stop + 2
+    return words, p
+
+
+def _resp_reply(words: list[bytes]) -> bytes | None:
+    """The reply to one command, or None for QUIT (as examples/resp_ping.py answers)."""
+    name = words[0].upper()
+    if name == b"PING":
+        if len(words) == 1:
+            return b"+PONG\r\n"
+        if len(words) == 2:
+            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
+    elif name == b"ECHO":
+        if len(words) == 2:
+            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
+    elif name == b"QUIT":
+        return None
+    else:
+        return b"-ERR unknown command '%s'\r\n" % words[0][:40]
+    return b"-ERR wrong number of arguments for '%s' command\r\n" % name.lower()
+
+
+class RespPing(_ServerProtocol):
+    """
+    PING -> +PONG over RESP, inline (C{PING\\r\\n}) or as an array
+    (C{*1\\r\\n$4\\r\\nPING\\r\\n}).
+    """
+
+    buf = b""
+    done = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done:
+            return
+        buf = self.buf + data if self.buf else data
+        write = self.transport.write  # type: ignore[union-attr]
+        pos = 0
+        size = len(buf)
+        try:
+            while pos < size:
+                if buf[pos] == 42:  # b"*"
+                    words, end = _resp_array(buf, pos)
+                    if words is None:
+                        break
+                else:
+                    eol = buf.find(b"\n", pos)
+                    if eol < 0:
+                        break
+                    words = buf[pos:eol].split()
+                    end = eol + 1
+                pos = end
+                if not words:
+                    continue
+                reply = _resp_reply(words)
+                if reply is None:
+                    write(b"+OK\r\n")
+                    self.done = True
+                    self.transport.loseConnection()  # type: ignore[union-attr]
+                    return
+                write(reply)
+            if size - pos > RESP_MAX_BUFFER:
+                raise _RespError("too big request")
+        except _RespError as exc:
+            write(b"-ERR Protocol error: %s\r\n" % str(exc).encode("latin-1"))
+            self.done = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.buf = buf[pos:] if pos < size else b""
+
+
+HTTP_BODY = b"Hello, world!\n"
+HTTP_MAX_HEAD = 64 * 1024
+HTTP_MAX_BODY = 1 << 20
+_HTTP_HEAD = (
+    b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+)
+_HTTP_OK_HEAD = _HTTP_HEAD % (200, b"OK", len(HTTP_BODY))
+HTTP_OK = _HTTP_OK_HEAD + b"\r\n" + HTTP_BODY
+HTTP_OK_CLOSE = _HTTP_OK_HEAD + b"Connection: close\r\n\r\n" + HTTP_BODY
+HTTP_OK_KEEP_ALIVE = _HTTP_OK_HEAD + b"Connection: keep-alive\r\n\r\n" + HTTP_BODY
+
+
+def _http_error(status: int, reason: bytes) -> bytes:
+    body = b"%d %s\n" % (status, reason)
+    return _HTTP_HEAD % (status, reason, len(body)) + b"Connection: close\r\n\r\n" + body
+
+
+class HttpHello(_ServerProtocol):
+    """
+    A minimal HTTP/1.1 server, as examples/http_hello.py: GET -> 200 with a
+    short body and a Content-Length, keep-alive unless the client says
+    C{Connection: close} (or is HTTP/1.0 without keep-alive).
+    """
+
+    buf = b""
+    skip = 0  # bytes of a request body still to be dropped
+    done = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done:
+            return
+        if self.skip:
+            dropped = min(self.skip, len(data))
+            self.skip -= dropped
+            data = data[dropped:]
+        buf = self.buf + data if self.buf else data
+        write = self.transport.write  # type: ignore[union-attr]
+        pos = 0
+        while True:
+            end = buf.find(b"\r\n\r\n", pos)
+            if end < 0:
+                break
+            lines = buf[pos:end].split(b"\r\n")
+            pos = end + 4
+            if not lines[0] and len(lines) > 1:  # one blank line before a request is allowed
+                del lines[0]
+            write(self._respond(lines))
+            if self.done:
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+            if self.skip:
+                dropped = min(self.skip, len(buf) - pos)
+                self.skip -= dropped
+                pos += dropped
+        rest = buf[pos:] if pos < len(buf) else b""
+        if len(rest) > HTTP_MAX_HEAD:
+            write(_http_error(400, b"Bad Request"))
+            self.done = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.buf = rest
+
+    def _respond(self, lines: list[bytes]) -> bytes:
+        """The response to one request head; sets C{done} when the connection is to close."""
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or not parts[0] or not parts[1] or parts[2] not in (
+            b"HTTP/1.1",
+            b"HTTP/1.0",
+        ):
+            self.done = True
+            return _http_error(400, b"Bad Request")
+        method, _, version = parts
+        keep_alive = version == b"HTTP/1.1"
+        length = 0
+        for line in lines[1:101]:
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
+                self.done = True
+                return _http_error(400, b"Bad Request")
+            name = name.lower()
+            if name == b"connection":
+                tokens = {token.strip().lower() for token in value.split(b",")}
+                if b"close" in tokens:
+                    keep_alive = False
+                elif b"keep-alive" in tokens:
+                    keep_alive = True
+            elif name == b"content-length":
+                value = value.strip()
+                if not value.isdigit() or len(value) > 18:
+                    self.done = True
+                    return _http_error(400, b"Bad Request")
+                length = int(value)
+                if length > HTTP_MAX_BODY:
+                    self.done = True
+                    return _http_error(413, b"Content Too Large")
+            elif name == b"transfer-encoding":
+                self.done = True
+                return _http_error(501, b"Not Implemented")
+        if len(lines) > 101:
+            self.done = True
+            return _http_error(400, b"Bad Request")
+        self.skip = length
+        if method not in (b"GET", b"HEAD"):
+            self.done = not keep_alive
+            body = b"405 Method Not Allowed\n"
+            return (
+                _HTTP_HEAD % (405, b"Method Not Allowed", len(body))
+                + b"Allow: GET, HEAD\r\n"
+                + (b"" if keep_alive else b"Connection: close\r\n")
+                + b"\r\n"
+                + body
+            )
+        if not keep_alive:
+            self.done = True
+            response = HTTP_OK_CLOSE
+        elif version == b"HTTP/1.1":
+            response = HTTP_OK
+        else:
+            response = HTTP_OK_KEEP_ALIVE
+        return response if method == b"GET" else response[: -len(HTTP_BODY)]

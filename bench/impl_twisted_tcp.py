@@ -1,7 +1,9 @@
 """
 twisted_tcp, used as its documentation says a user would: clients from
 C{twisted_tcp.connect} with C{async def} code over the Reader and Writer, and
-a C{Server} whose handler is the line echo of C{twisted_tcp.examples.echo}.
+a C{Server} whose handler is the line echo of C{twisted_tcp.examples.echo};
+for the real-client workloads, C{Server}s running the handlers of
+examples/resp_ping.py and examples/http_hello.py, as they are shipped.
 """
 
 from __future__ import annotations
@@ -9,13 +11,24 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any
 
-from _common import BULK_HEADER, CHUNK_DATA, HOST, CheckFailed, check_line, lines, use_repo_package
+from _common import (
+    BULK_HEADER,
+    CHUNK_DATA,
+    HOST,
+    CheckFailed,
+    check_line,
+    lines,
+    load_example,
+    use_repo_package,
+)
 
 use_repo_package()
 
 import twisted_tcp  # noqa: E402
 
 FLUSH_EVERY = 1 << 20  # bulk_send: wait for flushed() whenever this much is unflushed
+# More than idle_conns opens at once: the benchmark measures serving, not the limit.
+MAX_CONNECTIONS = 100_000
 
 
 async def _bulk_send(reader: Any, writer: Any, total: int) -> float:
@@ -125,8 +138,26 @@ async def echo(address: Any, reader: Any, writer: Any) -> None:
             await writer.flushed()
 
 
-async def serve(reactor: Any, backlog: int) -> int:
+async def _listen(reactor: Any, handler: Any, backlog: int) -> int:
     server = await twisted_tcp.Server.create(
-        twisted_tcp.on_port(0, interface=HOST), echo, backlog=backlog, reactor=reactor
+        twisted_tcp.on_port(0, interface=HOST),
+        handler,
+        backlog=backlog,
+        max_connections=MAX_CONNECTIONS,
+        reactor=reactor,
     )
     return int(server.listening_on)
+
+
+async def serve(reactor: Any, backlog: int) -> int:
+    """The line echo server; returns its port."""
+    return await _listen(reactor, echo, backlog)
+
+
+async def serve_all(reactor: Any, backlog: int) -> dict[str, int]:
+    """The echo, RESP (PING) and HTTP servers; returns their ports by name."""
+    return {
+        "echo": await serve(reactor, backlog),
+        "resp": await _listen(reactor, load_example("resp_ping").handle, backlog),
+        "http": await _listen(reactor, load_example("http_hello").handle, backlog),
+    }

@@ -4,14 +4,26 @@ loop framework, so that it is cheap and the same for every server measured.
 
 Blocking sockets for one connection at a time (ping-pong, pipelined lines,
 sequential connections); epoll over non-blocking sockets for concurrent
-clients.
+clients and for the idle connections.  It also runs the real clients
+(redis-benchmark, wrk) as child processes, and reads their rates from their
+output.
 """
 
 from __future__ import annotations
 
+import csv
+import ctypes
 import errno
+import math
+import os
+import re
 import select
+import signal
 import socket
+import struct
+import subprocess
+import sys
+import time
 from time import perf_counter
 from typing import Any
 
@@ -158,6 +170,253 @@ def conc_conns(port: int, clients: int, per_client: int) -> float:
         ep.close()
 
 
+# -- idle connections -------------------------------------------------------------
+
+IDLE_IN_FLIGHT = 200  # connections being opened at once (well under the backlog of 1024)
+IDLE_PRIME = 20  # connections made (and closed) before the first RSS reading
+_RST_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
+
+
+def vm_rss_kib(pid: int) -> int:
+    """The resident set size of process C{pid}, in KiB (VmRSS of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for text in f:
+            if text.startswith("VmRSS:"):
+                return int(text.split()[1])
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def open_idle(port: int, count: int) -> list[socket.socket]:
+    """
+    Open C{count} connections, at most L{IDLE_IN_FLIGHT} being set up at once,
+    each proven served by one line round trip; return them, open and idle.
+    """
+    expect = lines_nl(1)[0]
+    ep = select.epoll()
+    pending: dict[int, list[Any]] = {}  # fd -> [socket, received, connected]
+    done: list[socket.socket] = []
+    started = 0
+
+    def start() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex((HOST, port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
+        pending[sock.fileno()] = [sock, b"", False]
+        ep.register(sock.fileno(), select.EPOLLOUT)
+
+    try:
+        while len(done) < count:
+            while started < count and len(pending) < IDLE_IN_FLIGHT:
+                start()
+                started += 1
+            events = ep.poll(IO_TIMEOUT)
+            if not events:
+                raise TimeoutError(
+                    f"no progress for {IO_TIMEOUT} s: {len(done)} connections open, "
+                    f"{len(pending)} being opened"
+                )
+            for fd, _ in events:
+                conn = pending[fd]
+                sock = conn[0]
+                if not conn[2]:
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
+                    conn[2] = True
+                    if sock.send(expect) != LINE_BYTES:
+                        raise CheckFailed("short send of one line")
+                    ep.modify(fd, select.EPOLLIN)
+                    continue
+                data = sock.recv(4096)
+                if not data:
+                    raise CheckFailed(
+                        f"connection {len(done)}: closed before the echo (the server "
+                        "may be out of file descriptors)"
+                    )
+                conn[1] += data
+                if not conn[1].endswith(b"\n"):
+                    continue
+                if conn[1] != expect:
+                    check_line(conn[1], expect, 0)
+                ep.unregister(fd)
+                del pending[fd]
+                done.append(sock)
+        return done
+    except BaseException:
+        close_idle(done + [conn[0] for conn in pending.values()])
+        raise
+    finally:
+        ep.close()
+
+
+def close_idle(socks: list[socket.socket]) -> None:
+    """Close with a RST: no TIME_WAIT left behind for thousands of connections."""
+    for sock in socks:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RST_ON_CLOSE)
+        except OSError:
+            pass
+        sock.close()
+
+
+def idle_conns(port: int, count: int, server_pid: int, settle: float) -> dict[str, Any]:
+    """
+    The server's RSS per idle connection: a few connections first (made and
+    closed, so that what the first connection costs once is not counted),
+    then its RSS, then C{count} connections opened and left idle, then its
+    RSS again.  Each reading comes C{settle} seconds after the connections
+    were served.
+    """
+    close_idle(open_idle(port, IDLE_PRIME))
+    time.sleep(settle)
+    before = vm_rss_kib(server_pid)
+    t0 = perf_counter()
+    socks = open_idle(port, count)
+    try:
+        elapsed = perf_counter() - t0
+        time.sleep(settle)
+        after = vm_rss_kib(server_pid)
+    finally:
+        close_idle(socks)
+    return {
+        "value": (after - before) / count,
+        "work": count,
+        "elapsed": elapsed,
+        "detail": f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB with {count:,} "
+        f"connections (opened in {elapsed:.2f} s)",
+    }
+
+
+# -- real clients -------------------------------------------------------------------
+
+
+_prctl = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG = 1
+
+
+def run_tool(argv: list[str], timeout: float, interrupt_after: float = 0) -> str:
+    """
+    Run C{argv} and return its output (stdout and stderr), killing it after
+    C{timeout} seconds, or if this process is interrupted or dies.  With
+    C{interrupt_after}, send it SIGINT after that many seconds, and again
+    every 0.1 s until it exits (wrk then stops and reports what it measured
+    so far).  It starts with SIGINT ignored, so that a SIGINT that comes
+    before it has set its handler is lost rather than fatal (wrk sets one;
+    the next SIGINT stops it).
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:  # pragma: no cover - runs in the child
+        # Be killed if the load generator dies, whatever the way.
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+        if interrupt_after:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=preexec,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        if interrupt_after:
+            wait = interrupt_after
+            while time.monotonic() + wait < deadline:
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGINT)
+                    wait = 0.1
+        out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise TimeoutError(
+            f"{argv[0]} did not finish in {timeout:g} s; its output:\n"
+            + out.decode(errors="replace")[-1500:]
+        ) from None
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    text = out.decode(errors="replace")
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}:\n{text[-1500:]}")
+    return text
+
+
+def redis_benchmark(
+    port: int, requests: int, clients: int, pipeline: int, timeout: float
+) -> dict[str, Any]:
+    """
+    C{redis-benchmark -t ping}: its PING_INLINE test (C{PING\\r\\n}) then its
+    PING_MBULK test (C{*1\\r\\n$4\\r\\nPING\\r\\n}), C{requests} each.  The
+    value is the requests of both over the time of both.
+    """
+    argv = [
+        "redis-benchmark", "-h", HOST, "-p", str(port), "-t", "ping",
+        "-n", str(requests), "-c", str(clients), "-P", str(pipeline), "--csv",
+    ]  # fmt: skip
+    text = run_tool(argv, timeout)
+    rates = {}
+    for row in csv.reader(line for line in text.splitlines() if line.startswith('"')):
+        if len(row) >= 2 and row[0] in ("PING_INLINE", "PING_MBULK"):
+            rates[row[0]] = float(row[1])
+    if set(rates) != {"PING_INLINE", "PING_MBULK"} or not all(rates.values()):
+        raise RuntimeError(f"no PING_INLINE and PING_MBULK rates in:\n{text[-1500:]}")
+    if not all(map(math.isfinite, rates.values())):
+        # It times a test in whole milliseconds: one that took less reads as infinitely fast.
+        raise RuntimeError(f"a test was too short for redis-benchmark to time (use more "
+                           f"requests than {requests}):\n{text[-1500:]}")
+    elapsed = sum(requests / rate for rate in rates.values())
+    return {
+        "work": 2 * requests,
+        "elapsed": elapsed,
+        "detail": f"inline {rates['PING_INLINE']:,.0f}/s, array {rates['PING_MBULK']:,.0f}/s",
+    }
+
+
+_WRK_RATE = re.compile(r"^Requests/sec:\s*([0-9.]+)", re.M)
+_WRK_COUNT = re.compile(r"^\s*([0-9]+) requests in ([0-9.]+)(us|ms|s|m)\b", re.M)
+_WRK_ERRORS = re.compile(r"^\s*(Socket errors:.*|Non-2xx or 3xx responses:.*)$", re.M)
+
+
+def wrk(
+    port: int, seconds: int, connections: int, threads: int, stop_after: float, timeout: float
+) -> dict[str, Any]:
+    """
+    C{wrk} with keep-alive (its default): C{GET /} on C{connections}
+    connections, for C{seconds} (or C{stop_after}, if shorter and not 0).
+    """
+    argv = [
+        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+        f"http://{HOST}:{port}/",
+    ]  # fmt: skip
+    text = run_tool(argv, timeout, stop_after)
+    errors = _WRK_ERRORS.findall(text)
+    if errors:
+        raise CheckFailed(f"wrk reported errors: {'; '.join(errors)}\n{text[-1500:]}")
+    rate = _WRK_RATE.search(text)
+    count = _WRK_COUNT.search(text)
+    if not rate or not count or not float(rate.group(1)) or not int(count.group(1)):
+        raise RuntimeError(f"no request rate in wrk's output:\n{text[-1500:]}")
+    return {
+        "value": float(rate.group(1)),
+        "work": int(count.group(1)),
+        "elapsed": 1.0,
+        "detail": f"{int(count.group(1)):,} requests in {count.group(2)}{count.group(3)}",
+    }
+
+
 def run(workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
     if workload == "pingpong":
         return {"work": params["count"], "elapsed": pingpong(port, params["count"])}
@@ -169,4 +428,20 @@ def run(workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
     if workload == "conc_conns":
         elapsed = conc_conns(port, params["clients"], params["per_client"])
         return {"work": params["clients"] * params["per_client"], "elapsed": elapsed}
+    if workload == "idle_conns":
+        return idle_conns(port, params["count"], params["server_pid"], params["settle"])
+    tool_timeout = max(1.0, params["timeout"] - 3.0)  # under the harness's own timeout
+    if workload == "redis_benchmark":
+        return redis_benchmark(
+            port, params["requests"], params["clients"], params["pipeline"], tool_timeout
+        )
+    if workload == "wrk":
+        return wrk(
+            port,
+            params["seconds"],
+            params["connections"],
+            params["threads"],
+            params["stop_after"],
+            tool_timeout,
+        )
     raise ValueError(f"unknown load-generator workload {workload!r}")

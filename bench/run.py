@@ -8,12 +8,15 @@ and ratios to raw Twisted, and writes it to bench/RESULTS.md.
     python bench/run.py --quick         # smaller amounts, 3 rounds
     python bench/run.py --only pingpong,bulk --rounds 7
     python bench/run.py --smoke --results /tmp/R.md   # a few KiB, 1 round (the smoke test)
+    bench/setup.sh                      # installs redis-benchmark and wrk (Debian)
 
 Processes: every client and every server is a worker process of its own
 (bench/worker.py), started once at the beginning and driven over its
 stdin/stdout; this process only starts them, sends commands and waits, so a
 measurement keeps one core busy with the client and the other with the
-server.  See bench/README.md.
+server.  The real-client workloads run redis-benchmark and wrk (from the
+load-generator process) and are skipped, with a note, where they are not
+installed.  See bench/README.md.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 import platform
 import selectors
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -67,13 +71,24 @@ class Scale:
     rounds: int
     timeout: float  # seconds, for one measurement
     warmup: float  # the fraction of a measurement's work run once, untimed, first
+    idle: int  # idle_conns: connections held open at once
+    idle_settle: float  # idle_conns: seconds waited before each RSS reading
+    redis_requests: int  # redis-benchmark -n (for each of its two PING tests)
+    redis_clients: int  # redis-benchmark -c
+    wrk_seconds: int  # wrk -d (whole seconds: wrk takes no less)
+    wrk_conns: int  # wrk -c
+    wrk_stop_after: float  # stop wrk (SIGINT: it reports) after this many seconds; 0: never
 
 
 SCALES = {
-    "full": Scale("full", 512 * MiB, 20_000, 200_000, 256, 2048, 5_000, 200, 20, 5, 120.0, 0.2),
-    "quick": Scale("quick", 128 * MiB, 5_000, 50_000, 256, 2048, 1_000, 100, 10, 3, 60.0, 0.2),
-    "smoke": Scale("smoke", 256 * 1024, 20, 300, 16, 64, 10, 4, 3, 1, 20.0, 0.0),
+    "full": Scale("full", 512 * MiB, 20_000, 200_000, 256, 2048, 5_000, 200, 20, 5, 120.0, 0.2,
+                  10_000, 0.5, 100_000, 50, 5, 50, 0),
+    "quick": Scale("quick", 128 * MiB, 5_000, 50_000, 256, 2048, 1_000, 100, 10, 3, 60.0, 0.2,
+                   5_000, 0.5, 20_000, 50, 2, 50, 0),
+    "smoke": Scale("smoke", 256 * 1024, 20, 300, 16, 64, 10, 4, 3, 1, 20.0, 0.0,
+                   100, 0.05, 2_000, 4, 1, 4, 0.25),
 }
+FD_MARGIN = 256  # open files a worker needs besides the idle connections
 
 
 @dataclass(frozen=True)
@@ -87,10 +102,28 @@ class Workload:
     target: float  # the ratio to raw Twisted twisted_tcp aims for
     what: Callable[[Scale], str]
     params: Callable[[Scale, float], dict[str, int]]
+    lower_is_better: bool = False  # a cost (memory), not a rate
+    fresh_server: bool = False  # measured on server processes that did nothing else before
+    needs: tuple[str, ...] = ()  # programs it runs; skipped where one is missing
 
 
 def _n(value: float) -> int:
     return max(1, int(value))
+
+
+def _redis(pipeline: int) -> Workload:
+    return Workload(
+        f"redis_ping_P{pipeline}", "server", "redis_benchmark", "resp", "requests/s", 1, 0.9,
+        lambda s: f"redis-benchmark -t ping -P {pipeline} -n {s.redis_requests:,} "
+        f"-c {s.redis_clients}: PING inline, then as a RESP array, "
+        "against a PING handler (examples/resp_ping.py)",
+        lambda s, f: {
+            "requests": _n(s.redis_requests * f),
+            "clients": s.redis_clients,
+            "pipeline": pipeline,
+        },
+        needs=("redis-benchmark",),
+    )
 
 
 WORKLOADS = [
@@ -138,6 +171,29 @@ WORKLOADS = [
             "clients": s.clients if f >= 1 else _n(s.clients * f),
             "per_client": s.per_client,
         },
+    ),
+    _redis(16),
+    _redis(1),
+    Workload(
+        "wrk_keepalive", "server", "wrk", "http", "requests/s", 1, 0.9,
+        lambda s: f"wrk -t1 -c{s.wrk_conns} -d{s.wrk_seconds}s"
+        + (f" (stopped after {s.wrk_stop_after:g} s)" if s.wrk_stop_after else "")
+        + ", keep-alive, against a minimal HTTP/1.1 handler (examples/http_hello.py)",
+        lambda s, f: {
+            "seconds": max(1, round(s.wrk_seconds * f)),
+            "connections": s.wrk_conns,
+            "threads": 1,
+            "stop_after": s.wrk_stop_after,
+        },
+        needs=("wrk",),
+    ),
+    Workload(
+        "idle_conns", "server", "idle_conns", "echo", "KiB RSS/conn", 1, 1.5,
+        lambda s: f"{s.idle:,} idle connections to a fresh line-echo server process "
+        "(each handler waiting in a line read): its VmRSS growth / connections",
+        lambda s, f: {"count": s.idle, "settle": s.idle_settle},
+        lower_is_better=True,
+        fresh_server=True,
     ),
 ]
 
@@ -301,10 +357,14 @@ class Results:
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     by_round: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
     errors: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    details: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # workload -> why
 
-    def add(self, workload: str, impl: str, value: float, round_: int) -> None:
+    def add(self, workload: str, impl: str, value: float, round_: int, detail: str = "") -> None:
         self.samples.setdefault(workload, {}).setdefault(impl, []).append(value)
         self.by_round.setdefault(workload, {}).setdefault(impl, {})[round_] = value
+        if detail:
+            self.details.setdefault(workload, {}).setdefault(impl, []).append(detail)
 
     def paired_ratios(self, workload: str, impl: str) -> list[float]:
         """C{impl} over raw Twisted, round by round (measured minutes apart at most)."""
@@ -322,8 +382,11 @@ class Results:
 
 def measure(
     workers: Workers, wl: Workload, impl: str, params: dict[str, int], timeout: float
-) -> float:
-    """Run one measurement and return its value (work per second / divisor)."""
+) -> tuple[float, str]:
+    """
+    Run one measurement and return its value (work per second / divisor, or
+    the value the client reports) and the client's detail text.
+    """
     if wl.side == "client":
         server_key: tuple[str, ...] = ("server", "fixed")
         client_key: tuple[str, ...] = ("client", impl)
@@ -334,6 +397,8 @@ def measure(
     assert server.ready is not None
     port = server.ready["ports"][wl.port]
     client = workers.get(client_key)
+    if wl.side == "server":
+        params = {**params, "server_pid": server.proc.pid, "timeout": timeout}
     command = {"workload": wl.command, "port": port, "params": params}
     try:
         answer = client.request(command, timeout)
@@ -347,10 +412,13 @@ def measure(
         raise WorkerError(f"the server ({server.name}) died" + server.log_tail())
     if not answer.get("ok"):
         raise WorkerError(str(answer.get("error")))
+    detail = str(answer.get("detail", ""))
+    if "value" in answer:
+        return float(answer["value"]), detail
     elapsed = float(answer["elapsed"])
     if elapsed <= 0:
         raise WorkerError(f"nonsense elapsed time {elapsed}")
-    return float(answer["work"]) / elapsed / wl.divisor
+    return float(answer["work"]) / elapsed / wl.divisor, detail
 
 
 def run_workload(
@@ -365,7 +433,7 @@ def run_workload(
 ) -> None:
     params = wl.params(scale, 1.0)
     failed: set[str] = set()
-    if scale.warmup > 0:
+    if scale.warmup > 0 and not wl.fresh_server:
         warm = wl.params(scale, scale.warmup)
         for impl in impls:
             try:
@@ -374,19 +442,30 @@ def run_workload(
                 failed.add(impl)
                 results.fail(wl.name, impl, f"warm-up: {exc}")
                 log(f"{wl.name:<18} warm-up {impl:<12} FAILED: {first_line(exc)}")
+    servers = [("server", impl) for impl in impls]
     for r in range(rounds):
+        if wl.fresh_server:
+            # New server processes, started all at once, that serve nothing
+            # before this measurement.
+            for key in servers:
+                workers.discard(key)
+            workers.start(servers)
         k = r % len(impls)
         for impl in impls[k:] + impls[:k]:
             if impl in failed:
                 continue
             try:
-                value = measure(workers, wl, impl, params, timeout)
+                value, detail = measure(workers, wl, impl, params, timeout)
             except WorkerError as exc:
                 results.fail(wl.name, impl, f"round {r + 1}: {exc}")
                 log(f"{wl.name:<18} round {r + 1}/{rounds} {impl:<12} FAILED: {first_line(exc)}")
                 continue
-            results.add(wl.name, impl, value, r)
-            log(f"{wl.name:<18} round {r + 1}/{rounds} {impl:<12} {value:>14,.1f} {wl.unit}")
+            results.add(wl.name, impl, value, r, detail)
+            log(f"{wl.name:<18} round {r + 1}/{rounds} {impl:<12} {value:>14,.1f} {wl.unit}"
+                + (f"  ({detail})" if detail else ""))
+    if wl.fresh_server:
+        for key in servers:  # they hold what they served; a later workload gets new ones
+            workers.discard(key)
 
 
 def first_line(exc: BaseException) -> str:
@@ -401,7 +480,7 @@ def first_line(exc: BaseException) -> str:
 def fmt_value(value: float | None) -> str:
     if value is None:
         return "FAIL"
-    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
 
 
 def fmt_ratio(num: float | None, den: float | None) -> str:
@@ -421,24 +500,38 @@ def table(results: Results, workloads: list[Workload], impls: list[str]) -> str:
         head += ["verdict"]
     rows = [head, ["---"] * 2 + ["---:"] * (len(head) - 2)]
     for wl in workloads:
+        unit = f"{wl.unit} (lower is better)" if wl.lower_is_better else wl.unit
+        if wl.name in results.skipped:
+            row = [wl.name, unit] + ["skipped"] * len(impls) + ["—"] * len(others)
+            if "twisted_tcp" in impls:
+                row += ["—"] * (1 + ("asyncio" in impls))
+                row.append("skipped: " + results.skipped[wl.name])
+            rows.append(row)
+            continue
         med = {i: results.median(wl.name, i) for i in impls}
-        row = [wl.name, wl.unit] + [fmt_value(med[i]) for i in impls]
+        row = [wl.name, unit] + [fmt_value(med[i]) for i in impls]
         row += [fmt_ratio(med[i], med.get(BASELINE)) for i in others]
         if "twisted_tcp" in impls:
-            row.append(f"≥ {wl.target:.2f}x")
+            row.append(f"{'≤' if wl.lower_is_better else '≥'} {wl.target:.2f}x")
             tcp = med["twisted_tcp"]
             verdict = []
             if tcp is None:
                 verdict.append("FAIL")
             else:
                 base = med.get(BASELINE)
-                if base:
-                    verdict.append("target met" if tcp / base >= wl.target else "BELOW target")
+                if base and base > 0:
+                    ratio = tcp / base
+                    met = ratio <= wl.target if wl.lower_is_better else ratio >= wl.target
+                    verdict.append(
+                        "target met" if met
+                        else "ABOVE target" if wl.lower_is_better else "BELOW target"
+                    )
                 if "asyncio" in impls:
                     row.append(fmt_ratio(tcp, med["asyncio"]))
                     aio = med["asyncio"]
                     if aio:
-                        verdict.append("ahead of asyncio" if tcp > aio else "BEHIND asyncio")
+                        ahead = tcp < aio if wl.lower_is_better else tcp > aio
+                        verdict.append("ahead of asyncio" if ahead else "BEHIND asyncio")
             if tcp is None and "asyncio" in impls:
                 row.append("—")
             row.append(", ".join(verdict))
@@ -457,6 +550,9 @@ def spread_table(results: Results, workloads: list[Workload], impls: list[str]) 
     rows = [head, ["---"] + ["---:"] * (len(head) - 1)]
     for wl in workloads:
         row = [wl.name]
+        if wl.name in results.skipped:
+            rows.append(row + ["skipped"] * len(impls) + (["—"] if paired else []))
+            continue
         for impl in impls:
             values = results.samples.get(wl.name, {}).get(impl)
             if not values:
@@ -478,12 +574,17 @@ def spread_table(results: Results, workloads: list[Workload], impls: list[str]) 
 def samples_text(results: Results, workloads: list[Workload], impls: list[str]) -> str:
     out = []
     for wl in workloads:
+        if wl.name in results.skipped:
+            out.append(f"- {wl.name}: skipped ({results.skipped[wl.name]})")
+            continue
         for impl in impls:
             values = results.samples.get(wl.name, {}).get(impl, [])
             errors = results.errors.get(wl.name, {}).get(impl, [])
             text = ", ".join(fmt_value(v) for v in values) or "none"
             failed = f" ({len(errors)} failed)" if errors else ""
-            out.append(f"- {wl.name} / {impl}: {text}{failed}")
+            details = results.details.get(wl.name, {}).get(impl, [])
+            more = f" — {'; '.join(details)}" if details else ""
+            out.append(f"- {wl.name} / {impl}: {text}{failed}{more}")
     return "\n".join(out)
 
 
@@ -564,11 +665,13 @@ def report(
         f"- load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end",
         *[f"- note: {n}" for n in notes],
         "",
-        "Medians over the rounds; higher is better.  A ratio is the implementation's",
+        "Medians over the rounds; higher is better, except where the unit says lower is",
+        "better (idle_conns: memory per connection).  A ratio is the implementation's",
         "median over raw Twisted's.  Client-side workloads: the implementations are",
         "clients, all talking to the same raw-Twisted server process.  Server-side",
-        "workloads: the implementations are line-echo servers, all driven by the same",
-        "plain-socket load-generator process.",
+        "workloads: the implementations are servers (line echo; RESP PING and HTTP for",
+        "the redis-benchmark and wrk rows), all driven by the same load-generator",
+        "process: plain sockets, or the real client it runs.",
         "",
         table(results, workloads, impls),
         "",
@@ -591,6 +694,28 @@ def report(
 
 
 # -- main ------------------------------------------------------------------------------
+
+
+def why_skipped(wl: Workload, scale: Scale) -> str | None:
+    """Why this machine cannot run C{wl}, or None."""
+    missing = [program for program in wl.needs if shutil.which(program) is None]
+    if missing:
+        return (f"{' and '.join(missing)} not found: install with bench/setup.sh "
+                "(Debian: apt-get install redis-tools wrk)")
+    if wl.command == "idle_conns":
+        if not os.path.exists(f"/proc/{os.getpid()}/status"):
+            return "no /proc/PID/status to read the RSS from (Linux only)"
+        try:
+            import resource
+        except ImportError:
+            return "no resource module (not Unix)"
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        need = scale.idle + FD_MARGIN
+        if hard != resource.RLIM_INFINITY and hard < need:
+            return (f"the hard limit on open files is {hard:,}, under the {need:,} a process "
+                    f"holding {scale.idle:,} connections needs: raise it (ulimit -Hn, "
+                    "LimitNOFILE=) or use --quick or --smoke")
+    return None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -640,7 +765,9 @@ def main(argv: list[str]) -> int:
     scale = SCALES["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.list:
         for wl in WORKLOADS:
-            print(f"{wl.name:<18} {wl.side:<6} {wl.unit:<14} {wl.what(scale)}")
+            skip = why_skipped(wl, scale)
+            print(f"{wl.name:<18} {wl.side:<6} {wl.unit:<14} {wl.what(scale)}"
+                  + (f" [skipped here: {skip}]" if skip else ""))
         return 0
     rounds = args.rounds or scale.rounds
     timeout = args.timeout or scale.timeout
@@ -689,19 +816,27 @@ def main(argv: list[str]) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    results = Results()
+    for wl in workloads:
+        skip = why_skipped(wl, scale)
+        if skip:
+            results.skipped[wl.name] = skip
+            notes.append(f"{wl.name} skipped: {skip}")
     for note in notes:
         log(f"note: {note}")
-    results = Results()
+    measured = [wl for wl in workloads if wl.name not in results.skipped]
     with tempfile.TemporaryDirectory(prefix="twisted-tcp-bench-") as logdir, terminate_as_exit():
         workers = Workers(logdir, ready_timeout=30.0, cpus=cpus)
         try:
             keys: list[tuple[str, ...]] = []
-            if any(wl.side == "client" for wl in workloads):
+            if any(wl.side == "client" for wl in measured):
                 keys += [("server", "fixed")] + [("client", i) for i in impls]
-            if any(wl.side == "server" for wl in workloads):
-                keys += [("server", i) for i in impls] + [("loadgen",)]
+            if any(wl.side == "server" and not wl.fresh_server for wl in measured):
+                keys += [("server", i) for i in impls]
+            if any(wl.side == "server" for wl in measured):
+                keys += [("loadgen",)]
             workers.start(keys)
-            for wl in workloads:
+            for wl in measured:
                 run_workload(workers, wl, impls, scale, rounds, timeout, results, log)
         except WorkerError as exc:
             log(f"a worker could not start: {exc}")

@@ -5,12 +5,15 @@ One benchmark process, started and driven by run.py over its stdin/stdout:
     worker.py client IMPL     IMPL: twisted, twisted_tcp, asyncio, uvloop
     worker.py loadgen
 
-Each prints one JSON line when ready (a server: the ports it listens on).
+Each prints one JSON line when ready (a server: the ports it listens on: the
+line echo, and -- all but the fixed one -- the RESP and HTTP servers of the
+real-client workloads).
 A client or the load generator then reads one JSON command per line,
 C{{"workload": ..., "port": ..., "params": {...}}}, runs it and answers one
 JSON line, C{{"ok": true, "work": n, "elapsed": seconds}} or C{{"ok": false,
 "error": ...}}.  Every worker exits when its stdin closes, so none outlives
-the harness.
+the harness.  Each raises its limit on open files (the soft limit, up to the
+hard one) for the idle-connections workload.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 import sys
 import traceback
 from typing import Any
@@ -101,10 +105,12 @@ def twisted_main(role: str, kind: str) -> None:
                 }
             elif kind == "twisted":
                 ready["ports"] = {
-                    "echo": impl_twisted.listen(reactor, impl_twisted.LineEcho, BACKLOG)
+                    "echo": impl_twisted.listen(reactor, impl_twisted.LineEcho, BACKLOG),
+                    "resp": impl_twisted.listen(reactor, impl_twisted.RespPing, BACKLOG),
+                    "http": impl_twisted.listen(reactor, impl_twisted.HttpHello, BACKLOG),
                 }
             else:
-                ready["ports"] = {"echo": await impl.serve(reactor, BACKLOG)}
+                ready["ports"] = await impl.serve_all(reactor, BACKLOG)
         StandardIO(Control(ready), reactor=reactor)
 
     def start_failed(f: Failure) -> None:
@@ -166,7 +172,7 @@ def asyncio_main(role: str, kind: str) -> None:
         )
         loop.close()
         return
-    server, port = loop.run_until_complete(impl_asyncio.serve(BACKLOG))
+    servers, ports = loop.run_until_complete(impl_asyncio.serve(BACKLOG))
     stdin_closed = loop.create_future()
 
     def on_stdin() -> None:
@@ -174,21 +180,43 @@ def asyncio_main(role: str, kind: str) -> None:
             stdin_closed.set_result(None)
 
     loop.add_reader(0, on_stdin)
-    _answer({"ready": True, "loop": loop_name, "ports": {"echo": port}})
+    _answer({"ready": True, "loop": loop_name, "ports": ports})
     loop.run_until_complete(stdin_closed)
     loop.remove_reader(0)
-    server.close()
+    for server in servers:
+        server.close()
     loop.close()
 
 
 def loadgen_main() -> None:
     import loadgen
 
+    def terminated(signum: int, frame: object) -> None:
+        # Unwind, so that a benchmark tool the load generator is running is
+        # killed (loadgen.run_tool), and the sockets it holds are closed.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
     _answer({"ready": True})
     _serve_commands(loadgen.run)
 
 
+def raise_open_files_limit() -> None:
+    """The soft limit on open files, up to the hard limit (this process and its children only)."""
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            sys.stderr.write(f"cannot raise the open files limit to {hard}: {exc}\n")
+
+
 def main(argv: list[str]) -> None:
+    raise_open_files_limit()
     cpu = os.environ.get("BENCH_CPU")
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(cpu)})
