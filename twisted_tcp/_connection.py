@@ -2,10 +2,11 @@
 One connection: the Twisted protocol under a Reader and a Writer, and the
 Socket object a user holds.
 
-A byte received goes from the transport straight to L{Reader.data_received}
-(the protocol's C{dataReceived} is the reader's method), and a byte written
-goes from L{Writer.write} straight to the transport.  The protocol itself only
-relays the connection's life: made, half-closed by the peer, lost.
+A byte received goes from the protocol's C{dataReceived} straight to
+L{Reader.data_received}, with the writer holding what is written meanwhile
+so that it goes out in one call; a byte written goes from L{Writer.write}
+straight to the transport.  Otherwise the protocol only relays the
+connection's life: made, half-closed by the peer, lost.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Connection(Protocol):
         self.lost: OneShot[Failure] = OneShot()
         self._read_eof = False
         self._holding = False  # the transport is paused until something is attached
-        self._held: list[bytes] = []
+        self._held: list[bytes] | None = None  # received before anything was attached
         self._user: IProtocol | None = None
 
     # -- IProtocol -----------------------------------------------------------
@@ -95,9 +96,18 @@ class Connection(Protocol):
         self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        # Only until a reader or a user protocol is attached: they replace
-        # this method on the instance.
-        self._held.append(data)
+        writer = self.writer
+        if writer is None:  # nothing attached yet (a user protocol replaces this method)
+            if self._held is None:
+                self._held = []
+            self._held.append(data)
+            return
+        # What the reader's consumers write meanwhile goes out in one call.
+        writer.hold()
+        try:
+            self.reader.data_received(data)  # type: ignore[union-attr]
+        finally:
+            writer.release()
 
     def readConnectionLost(self) -> None:
         """The peer half-closed: the reader sees the end of the stream."""
@@ -157,21 +167,8 @@ class Connection(Protocol):
         )
         self.reader = reader
         self.writer = writer
-        receive = reader.data_received
-        hold = writer.hold
-        release = writer.release
-
-        def data_received(data: bytes) -> None:
-            # What the reader's consumers write meanwhile goes out in one call.
-            hold()
-            try:
-                receive(data)
-            finally:
-                release()
-
-        self.dataReceived = data_received  # type: ignore[method-assign]
         transport.registerProducer(writer, False)  # type: ignore[attr-defined]
-        held, self._held = self._held, []
+        held, self._held = self._held or [], None
         for data in held:
             reader.data_received(data)
         if self._read_eof or self.closed:
@@ -190,7 +187,7 @@ class Connection(Protocol):
         self._user = protocol
         self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
         protocol.makeConnection(self.transport)  # type: ignore[arg-type]
-        held, self._held = self._held, []
+        held, self._held = self._held or [], None
         for data in held:
             protocol.dataReceived(data)
         if not self.closed:

@@ -16,40 +16,48 @@ class OneShot(Generic[T]):
 
     Every L{wait} gets a Deferred of its own, so one waiter's callbacks never
     change what another waiter sees, and a failure nobody waits for is never
-    reported as unhandled.
+    reported as unhandled.  Nothing is allocated until someone waits: an idle
+    connection holds several of these.
     """
 
-    __slots__ = ("_result", "_waiters")
+    __slots__ = ("_fired", "_result", "_waiters")
 
     def __init__(self) -> None:
-        self._waiters: list[Deferred[T]] | None = []
+        self._fired = False
+        self._waiters: list[Deferred[T]] | None = None
         self._result: T | Failure | None = None
 
     @property
     def fired(self) -> bool:
         """Whether the event has happened."""
-        return self._waiters is None
+        return self._fired
 
     def wait(self) -> Deferred[T]:
         """Return a Deferred that fires with the result once it is decided."""
-        waiters = self._waiters
-        if waiters is None:
+        if self._fired:
             result = self._result
             if isinstance(result, Failure):
                 return fail(result)
             return succeed(result)  # type: ignore[arg-type]
-        d: Deferred[T] = Deferred(waiters.remove)
-        waiters.append(d)
+        d: Deferred[T] = Deferred(self._forget)
+        if self._waiters is None:
+            self._waiters = [d]
+        else:
+            self._waiters.append(d)
         return d
+
+    def _forget(self, d: Deferred[T]) -> None:
+        if self._waiters is not None and d in self._waiters:
+            self._waiters.remove(d)
 
     def fire(self, result: T | Failure) -> None:
         """Decide the result (only the first call counts) and fire every waiter."""
-        waiters = self._waiters
-        if waiters is None:
+        if self._fired:
             return
-        self._waiters = None
+        self._fired = True
         self._result = result
-        for d in tuple(waiters):
+        waiters, self._waiters = self._waiters, None
+        for d in waiters or ():
             if isinstance(result, Failure):
                 d.errback(result)
             else:

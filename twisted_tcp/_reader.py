@@ -12,7 +12,6 @@ C{max_line_length} instead of buffering it.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -77,7 +76,9 @@ class Reader:
         self._producer = producer
         self.buffer_size = buffer_size
         self.max_line_length = max_line_length
-        self._chunks: deque[bytes] = deque()
+        # A list, not a deque: it usually holds a chunk or two, and an empty
+        # list costs an idle connection 56 bytes where a deque costs 600.
+        self._chunks: list[bytes] = []
         self._pos = 0  # bytes of _chunks[0] already consumed
         self._size = 0  # unread bytes in _chunks
         self._scan_idx = 0  # chunks already searched for "\n" ...
@@ -207,7 +208,7 @@ class Reader:
             return None
         after = end + 1
         if after == len(first):
-            chunks.popleft()
+            del chunks[0]
             self._pos = 0
         else:
             self._pos = after
@@ -301,22 +302,24 @@ class Reader:
             self._pos = end
             return first[pos:end]
         if end == len(first):
-            chunks.popleft()
+            del chunks[0]
             self._pos = 0
             return first[pos:] if pos else first
         parts = [first[pos:] if pos else first]
-        chunks.popleft()
         need = end - len(first)
         self._pos = 0
+        taken = 1  # whole chunks taken, removed at once below
         while need:
-            chunk = chunks[0]
+            chunk = chunks[taken]
             if len(chunk) <= need:
-                parts.append(chunks.popleft())
+                parts.append(chunk)
                 need -= len(chunk)
+                taken += 1
             else:
                 parts.append(chunk[:need])
                 self._pos = need
                 break
+        del chunks[:taken]
         return b"".join(parts)
 
     def _take_record(self, n: int, skip: int) -> bytes:
@@ -327,7 +330,7 @@ class Reader:
         end = pos + n + skip
         if end <= len(first):  # the common case: the record lies inside one chunk
             if end == len(first):
-                chunks.popleft()
+                del chunks[0]
                 self._pos = 0
             else:
                 self._pos = end
@@ -353,10 +356,8 @@ class Reader:
         if width > 1:
             # The delimiter may straddle chunks: search them joined.
             if len(chunks) > 1:
-                first = chunks.popleft()
-                joined = b"".join([first[self._pos :], *chunks])
-                chunks.clear()
-                chunks.append(joined)
+                first = chunks[0]
+                chunks[:] = [b"".join([first[self._pos :], *chunks[1:]])]
                 self._pos = 0
             pos = self._pos
             i = chunks[0].find(delimiter, pos + max(0, self._scan_off - width + 1))

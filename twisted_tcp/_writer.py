@@ -110,7 +110,7 @@ class Writer:
         self._age_timer: IDelayedCall | None = None
         self._close_timer: IDelayedCall | None = None
         self._error: BaseException | None = None
-        self._flush_waiters: list[Deferred[None]] = []
+        self._flush_waiters: list[Deferred[None]] | None = None  # made by the first flushed()
         self._consumer_left: OneShot[None] = OneShot()
         self._done: OneShot[None] = OneShot()
         self._eof_sent: OneShot[None] = OneShot()
@@ -190,8 +190,11 @@ class Writer:
             lost = ConnectionLost(f"connection to {self._peer_text()} lost before flush")
             lost.__cause__ = self._lost_reason
             return fail(lost)
-        d: Deferred[None] = Deferred(self._flush_waiters.remove)
-        self._flush_waiters.append(d)
+        d: Deferred[None] = Deferred(self._forget_flush)
+        if self._flush_waiters is None:
+            self._flush_waiters = [d]
+        else:
+            self._flush_waiters.append(d)
         return d
 
     @property
@@ -304,9 +307,13 @@ class Writer:
         self._flushed_count = self._written
         waiters = self._flush_waiters
         if waiters:
-            self._flush_waiters = []
+            self._flush_waiters = None
             for d in waiters:
                 d.callback(None)
+
+    def _forget_flush(self, d: Deferred[None]) -> None:
+        if self._flush_waiters is not None and d in self._flush_waiters:
+            self._flush_waiters.remove(d)
 
     def stopProducing(self) -> None:
         pass
@@ -334,8 +341,8 @@ class Writer:
             # close() flushed everything before the connection closed cleanly.
             self.resumeProducing()
         waiters = self._flush_waiters
-        self._flush_waiters = []
-        for d in waiters:
+        self._flush_waiters = None
+        for d in waiters or ():
             d.errback(error or reason)
         self._eof_sent.fire(Failure(error) if error is not None else reason)
         if error is not None:
@@ -390,8 +397,8 @@ class Writer:
             return
         self._error = BufferAgeLimitError(self._peer_text(), limit, self.bytes_to_write)
         waiters = self._flush_waiters
-        self._flush_waiters = []
-        for d in waiters:
+        self._flush_waiters = None
+        for d in waiters or ():
             d.errback(Failure(self._error))
         # Not self.abort(): the writer is stopped, not closed, so a handler
         # still writing has its bytes dropped instead of getting an exception.
