@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import pytest
@@ -22,6 +24,8 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
+
+import twisted_tcp
 
 T = TypeVar("T")
 
@@ -128,6 +132,78 @@ def open_fds() -> set[int]:
             continue  # the listdir's own descriptor, already closed
         fds.add(int(name))
     return fds
+
+
+# -- servers and clients on loopback -------------------------------------------
+
+LOCAL = "127.0.0.1"
+
+
+def where_of(server: twisted_tcp.Server, host: str = LOCAL) -> twisted_tcp.WhereToConnect:
+    """Where to connect to C{server}, listening on a port of C{host}."""
+    return twisted_tcp.to_host_and_port(host, server.listening_on)
+
+
+@asynccontextmanager
+async def serving(
+    handler: Callable[..., Any],
+    where: twisted_tcp.WhereToListen | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[twisted_tcp.Server]:
+    """A running server (on 127.0.0.1 by default), closed with its connections and drained."""
+    if where is None:
+        where = twisted_tcp.on_port(0, interface=LOCAL)
+    server = await within(twisted_tcp.Server.create(where, handler, **kwargs))
+    try:
+        yield server
+    finally:
+        await within(server.close(close_existing_connections=True))
+        await within(server.drained())
+
+
+async def echo(address: Any, reader: twisted_tcp.Reader, writer: twisted_tcp.Writer) -> None:
+    """A line echo handler."""
+    async for line in reader.lines():
+        writer.write_line(line)
+
+
+async def chat(where: twisted_tcp.WhereToConnect, lines: list[bytes]) -> list[bytes | None]:
+    """Send each line and read one line back after each; then close."""
+
+    async def f(
+        sock: twisted_tcp.Socket, reader: twisted_tcp.Reader, writer: twisted_tcp.Writer
+    ) -> list[bytes | None]:
+        replies = []
+        for line in lines:
+            writer.write_line(line)
+            replies.append(await reader.read_line())
+        return replies
+
+    return await within(twisted_tcp.with_connection(where, f, timeout=WAIT))  # type: ignore[no-any-return]
+
+
+def raw_client(port: int, host: str = LOCAL, rcvbuf: int | None = None) -> socket.socket:
+    """
+    A plain socket connected to a server (the connect completes in the
+    kernel's backlog, without the reactor), then made non-blocking.
+    """
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(WAIT)
+        s.connect((host, port))
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def reset(s: socket.socket) -> None:
+    """Close C{s} with SO_LINGER 0: the peer gets a RST."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
 
 
 def _describe(fd: int) -> str:

@@ -15,12 +15,11 @@ import re
 import resource
 import selectors
 import socket
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,22 @@ try:
 except ImportError:  # pragma: no cover - the kv example is optional
     kv = None  # type: ignore[assignment]
 
-from .conftest import WAIT, logged_errors, open_fds, sleep, until, within
+from .conftest import (
+    LOCAL,
+    WAIT,
+    chat,
+    echo,
+    logged_errors,
+    open_fds,
+    raw_client,
+    reset,
+    serving,
+    sleep,
+    until,
+    where_of,
+    within,
+)
 
-LOCAL = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 KiB = 1 << 10
 MiB = 1 << 20
@@ -58,65 +70,8 @@ GiB = 1 << 30
 # -- helpers -------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def serving(handler: Callable[..., Any], **kwargs: Any) -> AsyncIterator[tt.Server]:
-    """A server on 127.0.0.1, closed (with its connections) and drained on exit."""
-    server = await within(tt.Server.create(tt.on_port(0, interface=LOCAL), handler, **kwargs))
-    try:
-        yield server
-    finally:
-        await within(server.close(close_existing_connections=True))
-        await within(server.drained())
-
-
-def where_of(server: tt.Server) -> tt.WhereToConnect:
-    return tt.to_host_and_port(LOCAL, server.listening_on)
-
-
 def show(events: list[dict[str, Any]]) -> list[str]:
     return [formatEvent(e) + "\n" + str(e.get("log_failure", "")) for e in events]
-
-
-async def echo(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
-    async for line in reader.lines():
-        writer.write_line(line)
-
-
-async def chat(where: tt.WhereToConnect, lines: list[bytes]) -> list[bytes | None]:
-    """Send each line and read one line back after each; then close."""
-
-    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> list[bytes | None]:
-        replies = []
-        for line in lines:
-            writer.write_line(line)
-            replies.append(await reader.read_line())
-        return replies
-
-    return await within(tt.with_connection(where, f, timeout=WAIT))  # type: ignore[no-any-return]
-
-
-def raw_client(port: int, rcvbuf: int | None = None) -> socket.socket:
-    """
-    A plain socket connected to the server (the connect completes in the
-    kernel's backlog, without the reactor), then made non-blocking.
-    """
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        if rcvbuf is not None:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        s.settimeout(WAIT)
-        s.connect((LOCAL, port))
-        s.setblocking(False)
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
-def reset(s: socket.socket) -> None:
-    """Close C{s} with SO_LINGER 0: the peer gets a RST."""
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
 
 
 async def read_to_end(s: socket.socket) -> bytes:

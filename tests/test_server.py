@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import struct
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,65 +29,23 @@ from twisted.logger import formatEvent
 
 import twisted_tcp as tt
 
-from .conftest import WAIT, logged_errors, open_fds, sleep, until, within
-
-LOCAL = "127.0.0.1"
-
+from .conftest import (
+    LOCAL,
+    WAIT,
+    chat,
+    echo,
+    logged_errors,
+    open_fds,
+    raw_client,
+    reset,
+    serving,
+    sleep,
+    until,
+    where_of,
+    within,
+)
 
 # -- helpers -------------------------------------------------------------------
-
-
-def where_of(server: tt.Server, host: str = LOCAL) -> tt.WhereToConnect:
-    return tt.to_host_and_port(host, server.listening_on)
-
-
-@asynccontextmanager
-async def serving(
-    handler: Callable[..., Any], where: tt.WhereToListen | None = None, **kwargs: Any
-) -> AsyncIterator[tt.Server]:
-    """A running server, closed (with its connections) and drained on exit."""
-    if where is None:
-        where = tt.on_port(0, interface=LOCAL)
-    server = await within(tt.Server.create(where, handler, **kwargs))
-    try:
-        yield server
-    finally:
-        await within(server.close(close_existing_connections=True))
-        await within(server.drained())
-
-
-async def chat(where: tt.WhereToConnect, lines: list[bytes]) -> list[bytes | None]:
-    """Send each line and read one line back after each; then close."""
-
-    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> list[bytes | None]:
-        replies = []
-        for line in lines:
-            writer.write_line(line)
-            replies.append(await reader.read_line())
-        return replies
-
-    return await within(tt.with_connection(where, f, timeout=WAIT))  # type: ignore[no-any-return]
-
-
-async def echo(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
-    async for line in reader.lines():
-        writer.write_line(line)
-
-
-def raw_client(port: int, host: str = LOCAL) -> socket.socket:
-    """
-    A plain socket connected to the server, then made non-blocking.  (The
-    connect completes in the kernel's backlog, without the reactor.)
-    """
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.settimeout(WAIT)
-        s.connect((host, port))
-        s.setblocking(False)
-    except BaseException:
-        s.close()
-        raise
-    return s
 
 
 async def raw_read_line(s: socket.socket) -> bytes:
@@ -109,12 +65,6 @@ async def raw_read_line(s: socket.socket) -> bytes:
         return data
 
     return await within(read())  # type: ignore[no-any-return]
-
-
-def reset(s: socket.socket) -> None:
-    """Close C{s} with SO_LINGER 0: the peer gets a RST."""
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
 
 
 def listening_port_reading(server: tt.Server) -> bool:
