@@ -14,7 +14,6 @@ is left behind.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import select
 import signal
@@ -22,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
@@ -38,6 +37,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 import twisted_tcp as tt
 
 from .conftest import WAIT, sleep, within
+from .processes import Process, start, subprocess_env, twistd_command
+
+__all__ = ["start"]  # the fixture, imported for the tests below
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -86,85 +88,6 @@ async def started(creating: Deferred[tt.Server]) -> AsyncIterator[tt.Server]:
 
 def where_of(server: tt.Server) -> tt.WhereToConnect:
     return tt.to_host_and_port(LOCAL, server.listening_on)  # type: ignore[arg-type]
-
-
-def subprocess_env(*paths: Path) -> dict[str, str]:
-    extra = [str(p) for p in (*paths, ROOT)]
-    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(extra + inherited))
-
-
-class Process:
-    """A subprocess whose stdout and stderr go to files; waited on by polling."""
-
-    def __init__(self, args: list[str], directory: Path, env: dict[str, str]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.args = args
-        self.out_path = directory / "stdout.txt"
-        self.err_path = directory / "stderr.txt"
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.popen = subprocess.Popen(
-                args, cwd=directory, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
-            )
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def output(self) -> str:
-        return self.stdout + self.err_path.read_text(errors="replace")
-
-    async def wait_for(self, pattern: re.Pattern[str]) -> re.Match[str]:
-        """Wait (bounded) for C{pattern} to appear in the output."""
-
-        async def poll() -> re.Match[str]:
-            while (match := pattern.search(self.output())) is None:
-                if self.popen.poll() is not None:
-                    raise AssertionError(f"{self.args} exited:\n{self.output()}")
-                await sleep(0.05)
-            return match
-
-        return await within(poll())  # type: ignore[no-any-return]
-
-    async def exited(self) -> int:
-        """Wait (bounded) for the process to end; return its status."""
-
-        async def poll() -> int:
-            while self.popen.poll() is None:
-                await sleep(0.02)
-            return self.popen.returncode
-
-        return await within(poll(), WAIT * 2)  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(timeout=WAIT)
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """Start subprocesses; kill and reap every one when the test ends."""
-    processes: list[Process] = []
-
-    def start(*args: str | Path, env: dict[str, str] | None = None) -> Process:
-        directory = tmp_path / f"process-{len(processes)}"
-        process = Process([str(a) for a in args], directory, env or subprocess_env())
-        processes.append(process)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in processes:
-            process.stop()
-
-
-def twistd_command() -> list[str]:
-    script = Path(sys.executable).parent / "twistd"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()"]
 
 
 def like_nc(port: int, data: bytes) -> bytes:
@@ -287,7 +210,7 @@ async def test_tutorial_twistd_and_nc(
     port = int(match.group(1).rsplit(":", 1)[1])
     assert like_nc(port, sent) == expected  # blocking: the server is another process
     process.popen.send_signal(signal.SIGTERM)
-    assert await process.exited() == -signal.SIGTERM
+    assert await process.exited(WAIT * 2) == -signal.SIGTERM
     assert "Traceback" not in process.output()
 
 
@@ -300,8 +223,8 @@ async def test_tutorial_client_scripts(start: Callable[..., Process]) -> None:
                        "hello", "quiet please")  # fmt: skip
         coroutine = start(sys.executable, EXAMPLES / "client_async.py", LOCAL, port,
                           "hello", "quiet please")  # fmt: skip
-        assert await inline.exited() == 0, inline.output()
-        assert await coroutine.exited() == 0, coroutine.output()
+        assert await inline.exited(WAIT * 2) == 0, inline.output()
+        assert await coroutine.exited(WAIT * 2) == 0, coroutine.output()
     assert inline.stdout.splitlines() == [
         "hello -> HELLO",
         "quiet please -> QUIET PLEASE",
@@ -319,7 +242,7 @@ async def test_tutorial_client_sees_the_server_close(start: Callable[..., Proces
     async with serving(example("shout").handle) as server:
         client = start(sys.executable, EXAMPLES / "client_inlinecallbacks.py", LOCAL,
                        str(server.listening_on), "a", "quit", "b")  # fmt: skip
-        assert await client.exited() == 0, client.output()
+        assert await client.exited(WAIT * 2) == 0, client.output()
     assert client.stdout.splitlines() == [
         "a -> A",
         "quit -> 1 line(s) from 127.0.0.1, bye",
@@ -605,7 +528,7 @@ async def test_unix_socket_script(
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
             dead.bind(str(path))  # what a server that died leaves behind
     script = start(sys.executable, EXAMPLES / "unix_socket.py", path)
-    assert await script.exited() == 0, script.output()
+    assert await script.exited(WAIT * 2) == 0, script.output()
     assert script.stdout.splitlines() == [
         f"listening on {path}",
         "reply: ping",

@@ -40,6 +40,9 @@ from twisted_tcp.examples import echo, kv
 
 from .conftest import WAIT, sleep, within
 from .helpers.twistd_handlers import slow_reply
+from .processes import Process, start, subprocess_env, twistd_command
+
+__all__ = ["start"]  # the fixture, imported for the tests below
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = "127.0.0.1"
@@ -476,88 +479,6 @@ async def test_service_closes_what_remains_after_the_shutdown_timeout() -> None:
 
 
 # -- twistd in a subprocess ----------------------------------------------------
-
-
-def twistd_command() -> list[str]:
-    script = Path(sys.executable).parent / "twistd"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()"]
-
-
-def subprocess_env() -> dict[str, str]:
-    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-
-
-class Process:
-    """A subprocess whose stdout and stderr go to files; waited on by polling."""
-
-    def __init__(self, args: list[str], directory: Path) -> None:
-        self.args = args
-        self.out_path = directory / "stdout.txt"
-        self.err_path = directory / "stderr.txt"
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.popen = subprocess.Popen(
-                args, cwd=directory, env=subprocess_env(), stdout=out, stderr=err,
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-
-    def output(self) -> str:
-        return self.out_path.read_text(errors="replace") + self.err_path.read_text(
-            errors="replace"
-        )
-
-    async def wait_for(self, pattern: re.Pattern[str]) -> re.Match[str]:
-        """Wait (bounded) for C{pattern} to appear in the output."""
-
-        async def poll() -> re.Match[str]:
-            while True:
-                match = pattern.search(self.output())
-                if match is not None:
-                    return match
-                if self.popen.poll() is not None:
-                    raise AssertionError(
-                        f"{self.args} exited with {self.popen.returncode}:\n{self.output()}"
-                    )
-                await sleep(0.05)
-
-        return await within(poll())  # type: ignore[no-any-return]
-
-    async def exited(self, seconds: float = WAIT) -> int:
-        """Wait (bounded) for the process to end; return its status."""
-
-        async def poll() -> int:
-            while self.popen.poll() is None:
-                await sleep(0.02)
-            return self.popen.returncode
-
-        return await within(poll(), seconds)  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        """Kill the process if it still runs, and reap it."""
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait(timeout=WAIT)
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    """Start subprocesses in directories of tmp_path; kill and reap them all at the end."""
-    processes: list[Process] = []
-
-    def start(*args: str) -> Process:
-        directory = tmp_path / f"process-{len(processes)}"
-        directory.mkdir()
-        process = Process(list(args), directory)
-        processes.append(process)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in processes:
-            process.stop()
 
 
 def twistd(start: Callable[..., Process], *args: str) -> Process:

@@ -19,7 +19,8 @@ from twisted.internet.defer import DeferredList, ensureDeferred
 import twisted_tcp as tt
 
 from .conftest import sleep, within
-from .test_plugin import LOCAL, SLOW, Process, listening, start, twistd_command
+from .processes import Process, start, twistd_command
+from .test_plugin import LOCAL, SLOW, listening
 
 __all__ = ["start"]  # the fixture, imported for the tests below
 
