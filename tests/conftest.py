@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, tcp
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
@@ -180,6 +180,37 @@ async def chat(where: twisted_tcp.WhereToConnect, lines: list[bytes]) -> list[by
         return replies
 
     return await within(twisted_tcp.with_connection(where, f, timeout=WAIT))  # type: ignore[no-any-return]
+
+
+async def echo_in_batches(batches: int, size: int, backlog: int) -> int:
+    """
+    Serve C{batches} rounds of C{size} concurrent one-line echo connections
+    with a fresh server, checking every reply; return how many handlers ran.
+    """
+    served = 0
+
+    async def handler(
+        address: Any, reader: twisted_tcp.Reader, writer: twisted_tcp.Writer
+    ) -> None:
+        nonlocal served
+        served += 1
+        await echo(address, reader, writer)
+
+    async with serving(handler, backlog=backlog) as server:
+        where = where_of(server)
+        for batch in range(batches):
+            results = await within(
+                DeferredList(
+                    [
+                        Deferred.fromCoroutine(chat(where, [b"%d-%d" % (batch, i)]))
+                        for i in range(size)
+                    ],
+                    consumeErrors=True,
+                )
+            )
+            assert list(results) == [(True, [b"%d-%d" % (batch, i)]) for i in range(size)]
+        await until(lambda: server.num_connections == 0)
+    return served
 
 
 def raw_client(port: int, host: str = LOCAL, rcvbuf: int | None = None) -> socket.socket:

@@ -30,7 +30,6 @@ from hypothesis import strategies as st
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    DeferredList,
     gatherResults,
 )
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -50,6 +49,7 @@ from .conftest import (
     WAIT,
     chat,
     echo,
+    echo_in_batches,
     logged_errors,
     open_fds,
     raw_client,
@@ -978,30 +978,5 @@ async def test_fuzz_kv_example_over_a_socket(
 async def test_10000_connections_leave_no_descriptor() -> None:
     """10,000 connections, 500 at a time: every one served, no descriptor left."""
     fds = open_fds()
-    served = 0
-
-    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
-        nonlocal served
-        served += 1
-        await echo(address, reader, writer)
-
-    server = await within(tt.Server.create(tt.on_port(0, interface=LOCAL), handler, backlog=512))
-    try:
-        where = where_of(server)
-        for batch in range(20):
-            results = await within(
-                DeferredList(
-                    [
-                        Deferred.fromCoroutine(chat(where, [b"%d-%d" % (batch, i)]))
-                        for i in range(500)
-                    ],
-                    consumeErrors=True,
-                )
-            )
-            assert list(results) == [(True, [b"%d-%d" % (batch, i)]) for i in range(500)]
-        await until(lambda: server.num_connections == 0)
-    finally:
-        await within(server.close(close_existing_connections=True))
-        await within(server.drained())
-    assert served == 10000
+    assert await echo_in_batches(20, 500, backlog=512) == 10000
     assert open_fds() == fds

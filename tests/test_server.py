@@ -21,7 +21,6 @@ from twisted.internet import error, reactor, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import (
     Deferred,
-    DeferredList,
     gatherResults,
     inlineCallbacks,
 )
@@ -34,6 +33,7 @@ from .conftest import (
     WAIT,
     chat,
     echo,
+    echo_in_batches,
     logged_errors,
     open_fds,
     raw_client,
@@ -826,29 +826,5 @@ async def test_port_in_use() -> None:
 @pytest_twisted.ensureDeferred
 async def test_2000_connections_leave_no_fd() -> None:
     fds = open_fds()
-    served = 0
-
-    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
-        nonlocal served
-        served += 1
-        await echo(address, reader, writer)
-
-    server = await within(tt.Server.create(tt.on_port(0, interface=LOCAL), handler, backlog=128))
-    try:
-        where = where_of(server)
-        for batch in range(20):
-            results = await within(
-                DeferredList(
-                    [
-                        Deferred.fromCoroutine(chat(where, [b"%d-%d" % (batch, i)]))
-                        for i in range(100)
-                    ],
-                    consumeErrors=True,
-                )
-            )
-            assert list(results) == [(True, [b"%d-%d" % (batch, i)]) for i in range(100)]
-    finally:
-        await within(server.close(close_existing_connections=True))
-        await within(server.drained())
-    assert served == 2000
+    assert await echo_in_batches(20, 100, backlog=128) == 2000
     assert open_fds() == fds
