@@ -35,7 +35,7 @@ from zope.interface.verify import verifyObject
 
 import twisted_tcp as tt
 from twisted_tcp import _twistd
-from twisted_tcp._where import OnEndpointDescription, OnFile, OnPort, on_endpoint_description
+from twisted_tcp._where import OnEndpoint, OnFile, OnPort, on_endpoint
 from twisted_tcp.examples import echo, kv
 
 from .conftest import WAIT, sleep, within
@@ -75,7 +75,7 @@ def test_make_service_from_options() -> None:
     options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "--handler", ECHO])
     service = _twistd.makeService(options)
     assert verifyObject(IService, service)
-    assert service.where == on_endpoint_description("tcp:0:interface=127.0.0.1")
+    assert service.where == on_endpoint("tcp:0:interface=127.0.0.1")
     assert service.handler is echo.handle
     assert service.handler_name == ECHO
     assert service.server is None  # nothing listens before the service starts
@@ -196,7 +196,7 @@ def test_buffer_age_limit_unlimited(text: str) -> None:
 )
 def test_port_as_endpoint_description(port: str) -> None:
     where = parse("--port", port, "--handler", ECHO)["where"]
-    assert isinstance(where, OnEndpointDescription)
+    assert isinstance(where, OnEndpoint)
     assert str(where) == port
 
 

@@ -1,10 +1,11 @@
 """
 Connecting: C{connect_sock}, C{connect} and C{with_connection}.
 
-One deadline covers the whole attempt, DNS included, and so does
-C{interrupt}: both work by cancelling the endpoint's Deferred, which closes
-any socket the attempt had opened.  What comes back is then replaced by an
-error of our own that names the address.
+One deadline covers the whole attempt, DNS and the TLS handshake included,
+and so does C{interrupt}: both work by cancelling the endpoint's Deferred,
+which closes any socket the attempt had opened, or, during the handshake, by
+aborting the connection.  What comes back is then replaced by an error of our
+own that names the address.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._connection import Connection, Socket, StreamOptions
-from ._errors import ConnectInterruptedError, ConnectTimeoutError
+from ._errors import ConnectInterruptedError, ConnectTimeoutError, TLSHandshakeError
 from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
-from ._where import WhereToConnect
+from ._tls import describe_tls_error
+from ._where import HostAndPort, WhereToConnect
 from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
 
 if TYPE_CHECKING:
@@ -82,7 +84,7 @@ def _attempt(
 ) -> Deferred[Connection]:
     if not isinstance(where, WhereToConnect):
         raise TypeError(
-            "where must be made by to_host_and_port() or to_file(), "
+            "where must be made by to_host_and_port(), to_file() or to_endpoint(), "
             f"not {type(where).__name__}: {where!r}"
         )
     if timeout is not None and not timeout > 0:
@@ -91,18 +93,43 @@ def _attempt(
     # The endpoint's own per-attempt timeout is a backstop only: ours fires first.
     endpoint = where.endpoint(reactor, None if timeout is None else timeout + 1.0)
     why: str | None = None
+    securing: Connection | None = None  # connected, its TLS handshake under way
 
     def stop(reason: str) -> None:
         nonlocal why
         if why is None and not result.called:
             why = reason
-            attempt.cancel()
+            if securing is None:
+                attempt.cancel()
+            else:
+                securing.transport.abortConnection()  # type: ignore[union-attr]
+                result.errback(_failure(Failure(error.ConnectionAborted())))
 
     result: Deferred[Connection] = Deferred(lambda _: stop("cancel"))
     attempt = endpoint.connect(_ConnectionFactory(reactor, options))
     timer = reactor.callLater(timeout, stop, "timeout") if timeout is not None else None
 
+    def _failure(outcome: Failure) -> Failure:
+        if why == "timeout" or outcome.check(error.TimeoutError):
+            return Failure(ConnectTimeoutError(where, timeout or DEFAULT_TIMEOUT))
+        if why == "interrupt":
+            return Failure(ConnectInterruptedError(where))
+        if why == "cancel":
+            return Failure(CancelledError(f"connecting to {where} was cancelled"))
+        if securing is not None:
+            host = where.host if isinstance(where, HostAndPort) else None
+            reason = describe_tls_error(outcome.value or Exception(), host)
+            return Failure(TLSHandshakeError(where, reason))
+        return _name_address(outcome, where)
+
     def finish(outcome: Any) -> None:
+        nonlocal securing
+        if isinstance(outcome, Connection) and securing is None and not result.called:
+            handshake = outcome.secured()
+            if handshake is not None:
+                securing = outcome
+                handshake.addCallbacks(lambda _: finish(outcome), finish)
+                return
         if timer is not None and timer.active():
             timer.cancel()
         if result.called:  # cancelled by the user after connecting; do not leak
@@ -110,15 +137,7 @@ def _attempt(
                 outcome.transport.abortConnection()  # type: ignore[union-attr]
             return
         if isinstance(outcome, Failure):
-            if why == "timeout" or outcome.check(error.TimeoutError):
-                outcome = Failure(ConnectTimeoutError(where, timeout or DEFAULT_TIMEOUT))
-            elif why == "interrupt":
-                outcome = Failure(ConnectInterruptedError(where))
-            elif why == "cancel":
-                outcome = Failure(CancelledError(f"connecting to {where} was cancelled"))
-            else:
-                outcome = _name_address(outcome, where)
-            result.errback(outcome)
+            result.errback(_failure(outcome))
         else:
             result.callback(outcome)
 

@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IProtocol,
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from ._oneshot import OneShot
 from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
+from ._tls import split_transport
 from ._where import show_address
 from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
 
@@ -78,17 +80,43 @@ class Connection(Protocol):
         self._holding = False  # the transport is paused until something is attached
         self._held: list[bytes] | None = None  # received before anything was attached
         self._user: IProtocol | None = None
+        self._secured: OneShot[None] | None = None  # made by secured()
+        self._handshake_done = False
 
     # -- IProtocol -----------------------------------------------------------
 
     def connectionMade(self) -> None:
         transport = self.transport
+        if split_transport(transport)[1] is not None:
+            # Said only now, and only over TLS: a client endpoint's wrapper
+            # checks its protocol's interfaces when it is built and keeps
+            # just the last one it finds (directlyProvides in a loop), so a
+            # class that declared both would lose IHalfCloseableProtocol.
+            alsoProvides(self, IHandshakeListener)
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
         if self.options is None:
             self.hold()
         else:
             self.start_stream(self.options)
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake succeeded (Twisted's TLS layer calls this)."""
+        self._handshake_done = True
+        if self._secured is not None:
+            self._secured.fire(None)
+
+    def secured(self) -> Deferred[None] | None:
+        """
+        C{None} if the connection is not over TLS or its handshake is done;
+        else a Deferred that fires when the handshake is done, or fails with
+        the reason the connection was lost first.
+        """
+        if self._handshake_done or self.closed or split_transport(self.transport)[1] is None:
+            return None
+        if self._secured is None:
+            self._secured = OneShot()
+        return self._secured.wait()
 
     def hold(self) -> None:
         """Stop reading until a reader/writer or a protocol is attached."""
@@ -139,6 +167,8 @@ class Connection(Protocol):
         # told: the socket is closed, then the writer (whose error, if any,
         # is the connection's), then the reader, then whoever waits on lost.
         self.closed = True
+        if self._secured is not None:
+            self._secured.fire(reason)
         if self.writer is not None:
             self.writer.connection_lost(reason)
         if self.reader is not None:
@@ -167,7 +197,7 @@ class Connection(Protocol):
         )
         self.reader = reader
         self.writer = writer
-        transport.registerProducer(writer, False)  # type: ignore[attr-defined]
+        writer.start()
         held, self._held = self._held or [], None
         for data in held:
             reader.data_received(data)
@@ -228,13 +258,17 @@ class Socket:
         """The socket's file descriptor (-1 once closed)."""
         return self.transport.fileno()  # type: ignore[no-any-return]
 
+    def _handle(self) -> Any:
+        """The socket object (under TLS or any other protocol wrapper)."""
+        return split_transport(self.transport)[0].getHandle()
+
     def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
         """Set a socket option, as L{socket.socket.setsockopt}."""
-        self.transport.getHandle().setsockopt(level, option, value)
+        self._handle().setsockopt(level, option, value)
 
     def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
         """Read a socket option, as L{socket.socket.getsockopt}."""
-        handle = self.transport.getHandle()
+        handle = self._handle()
         if buflen is None:
             return handle.getsockopt(level, option)  # type: ignore[no-any-return]
         return handle.getsockopt(level, option, buflen)  # type: ignore[no-any-return]

@@ -52,6 +52,26 @@ class ConnectInterruptedError(error.ConnectingCancelledError):
         return f"connecting to {self.where} was interrupted"
 
 
+class TLSHandshakeError(error.ConnectError):
+    """
+    The TLS handshake of a new connection failed: the server's certificate
+    is not trusted or not valid for the host name, no protocol version or
+    cipher is shared, or the peer does not speak TLS.  The connection was
+    closed.  Also an instance of Twisted's L{twisted.internet.error.ConnectError}.
+
+    @ivar where: the L{WhereToConnect} the attempt was connecting to.
+    @ivar reason: what went wrong, as text.
+    """
+
+    def __init__(self, where: object, reason: str) -> None:
+        super().__init__(string=reason)
+        self.where = where
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"TLS handshake with {self.where} failed: {self.reason}"
+
+
 class LineTooLongError(ValueError):
     """
     A line (or a record read with ``read_until``) exceeded the reader's
@@ -63,8 +83,7 @@ class LineTooLongError(ValueError):
 
     def __init__(self, max_line_length: int) -> None:
         super().__init__(
-            f"line longer than max_line_length={max_line_length} bytes; "
-            "its bytes were discarded"
+            f"line longer than max_line_length={max_line_length} bytes; its bytes were discarded"
         )
         self.max_line_length = max_line_length
 

@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 
 from ._connect import default_reactor
 from ._server import Handler, Server
-from ._where import WhereToListen, on_endpoint_description, on_file, on_port, show_address
+from ._where import WhereToListen, on_endpoint, on_file, on_port, show_address
 
 _log = Logger()
 
@@ -188,7 +188,7 @@ def _where_from_port(text: str) -> WhereToListen:
         return on_port(port)
     if ":" in text:
         try:
-            return on_endpoint_description(text)
+            return on_endpoint(text)
         except ValueError as e:
             raise usage.UsageError(f"--port: {e}") from None
     raise usage.UsageError(

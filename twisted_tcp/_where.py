@@ -19,14 +19,16 @@ from twisted.internet import endpoints
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+
+from ._tls import client_creator, server_options
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import (
-        IListeningPort,
-        IProtocolFactory,
-        IStreamClientEndpoint,
-        IStreamServerEndpoint,
-    )
+    from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 
 
 def _check_port(port: object, *, allow_zero: bool) -> int:
@@ -89,7 +91,8 @@ def show_address(address: object) -> str:
 
 class WhereToConnect:
     """
-    Where a client connects: made by L{to_host_and_port} or L{to_file}.
+    Where a client connects: made by L{to_host_and_port}, L{to_file} or
+    L{to_endpoint}.
     """
 
     __slots__ = ()
@@ -104,8 +107,8 @@ class WhereToConnect:
 
 class WhereToListen:
     """
-    Where a server listens: made by L{on_port}, L{on_file} or
-    L{on_port_chosen_by_os}.
+    Where a server listens: made by L{on_port}, L{on_file},
+    L{on_port_chosen_by_os} or L{on_endpoint}.
     """
 
     __slots__ = ()
@@ -123,19 +126,25 @@ class WhereToListen:
 
 @attrs.frozen(repr=False)
 class HostAndPort(WhereToConnect):
-    """A TCP address: a host name or an IPv4/IPv6 literal, and a port."""
+    """
+    A TCP address: a host name or an IPv4/IPv6 literal, and a port; over TLS
+    if C{tls} (Twisted's client TLS options) is set.
+    """
 
     host: str
     port: int
     via_local_interface: str | None = None
+    tls: Any = None
 
     def __repr__(self) -> str:
         via = self.via_local_interface
         via = f", via_local_interface={via!r}" if via else ""
-        return f"to_host_and_port({self.host!r}, {self.port}{via})"
+        tls = ", tls=..." if self.tls is not None else ""
+        return f"to_host_and_port({self.host!r}, {self.port}{via}{tls})"
 
     def __str__(self) -> str:
-        return f"{_show_host(self.host)}:{self.port}"
+        address = f"{_show_host(self.host)}:{self.port}"
+        return f"tls:{address}" if self.tls is not None else address
 
     def endpoint(self, reactor: object, timeout: float | None) -> IStreamClientEndpoint:
         bind = (self.via_local_interface, 0) if self.via_local_interface else None
@@ -143,15 +152,17 @@ class HostAndPort(WhereToConnect):
         # resolved address tried, IPv4 and IPv6, with Happy Eyeballs.  A
         # timeout of None (no deadline) is what Twisted's connectors take to
         # mean none, whatever the annotations say.
+        endpoint: IStreamClientEndpoint
+        seconds: Any = timeout
         if isIPAddress(self.host):
-            return endpoints.TCP4ClientEndpoint(
-                reactor, self.host, self.port, timeout, bind  # type: ignore[arg-type]
-            )
-        if isIPv6Address(self.host):
-            return endpoints.TCP6ClientEndpoint(reactor, self.host, self.port, timeout, bind)
-        return endpoints.HostnameEndpoint(
-            reactor, self.host, self.port, timeout, bind  # type: ignore[arg-type]
-        )
+            endpoint = endpoints.TCP4ClientEndpoint(reactor, self.host, self.port, seconds, bind)
+        elif isIPv6Address(self.host):
+            endpoint = endpoints.TCP6ClientEndpoint(reactor, self.host, self.port, seconds, bind)
+        else:
+            endpoint = endpoints.HostnameEndpoint(reactor, self.host, self.port, seconds, bind)
+        if self.tls is not None:
+            endpoint = endpoints.wrapClientTLS(self.tls, endpoint)
+        return endpoint
 
 
 @attrs.frozen(repr=False)
@@ -172,24 +183,41 @@ class File(WhereToConnect):
 
 @attrs.frozen(repr=False)
 class OnPort(WhereToListen):
-    """Listen on a TCP port, on every interface or on one."""
+    """
+    Listen on a TCP port, on every interface or on one; over TLS if C{tls}
+    (Twisted's server TLS options) is set.
+    """
 
     port: int
     interface: str = ""
+    tls: Any = None
 
     def __repr__(self) -> str:
-        if self.port == 0 and not self.interface:
+        if self.port == 0 and not self.interface and self.tls is None:
             return "on_port_chosen_by_os"
         iface = f", interface={self.interface!r}" if self.interface else ""
-        return f"on_port({self.port}{iface})"
+        tls = ", tls=..." if self.tls is not None else ""
+        return f"on_port({self.port}{iface}{tls})"
 
     def __str__(self) -> str:
-        return f"{_show_host(self.interface or '0.0.0.0')}:{self.port}"
+        address = f"{_show_host(self.interface or '0.0.0.0')}:{self.port}"
+        return f"tls:{address}" if self.tls is not None else address
 
     def endpoint(self, reactor: object, backlog: int) -> IStreamServerEndpoint:
         if isIPv6Address(self.interface):
             return endpoints.TCP6ServerEndpoint(reactor, self.port, backlog, self.interface)
         return endpoints.TCP4ServerEndpoint(reactor, self.port, backlog, self.interface)
+
+    def listen(
+        self, reactor: Any, backlog: int, factory: IProtocolFactory
+    ) -> Deferred[IListeningPort]:
+        """Listen with C{factory}, behind TLS if this port has it."""
+        if self.tls is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(self.tls, False, factory)
+            factory.noisy = False
+        return self.endpoint(reactor, backlog).listen(factory)
 
 
 @attrs.frozen(repr=False)
@@ -263,38 +291,107 @@ def _claim_socket_path(path: str) -> None:
     raise CannotListenError("unix", path, "another server is listening on this path")
 
 
+def _describe(source: object) -> str:
+    return source if isinstance(source, str) else f"{type(source).__name__} endpoint"
+
+
 @attrs.frozen(repr=False)
-class OnEndpointDescription(WhereToListen):
+class Endpoint(WhereToConnect):
     """
-    Listen where a Twisted server endpoint description says, such as
-    C{"tcp:9000:interface=127.0.0.1"}, C{"tcp6:9000"} or C{"unix:/run/s.sock"}
-    (see L{twisted.internet.endpoints.serverFromString}).  The backlog is the
-    description's own C{backlog=} option, not the server's C{backlog}.
+    Connect where a Twisted client endpoint, or its description (such as
+    C{"tls:example.com:443"} or C{"unix:/run/s.sock"}), says.
     """
 
-    description: str
+    source: str | IStreamClientEndpoint
 
     def __repr__(self) -> str:
-        return f"on_endpoint_description({self.description!r})"
+        return f"to_endpoint({self.source!r})"
 
     def __str__(self) -> str:
-        return self.description
+        return _describe(self.source)
+
+    def endpoint(self, reactor: object, timeout: float | None) -> IStreamClientEndpoint:
+        """
+        The endpoint: an object as given (its own reactor and timeout), or
+        one made from the description with C{reactor}.
+        """
+        if isinstance(self.source, str):
+            endpoint: IStreamClientEndpoint = endpoints.clientFromString(reactor, self.source)
+            return endpoint
+        return self.source
+
+
+@attrs.frozen(repr=False)
+class OnEndpoint(WhereToListen):
+    """
+    Listen where a Twisted server endpoint, or its description (such as
+    C{"tcp:9000:interface=127.0.0.1"}, C{"tcp6:9000"}, C{"unix:/run/s.sock"},
+    C{"ssl:443:privateKey=key.pem:certKey=cert.pem"}, C{"systemd:domain=INET:index=0"}
+    or C{"haproxy:tcp:9000"}; see L{endpoints.serverFromString}) says.  The
+    backlog is the endpoint's own (a description's C{backlog=} option), not
+    the server's C{backlog}.
+    """
+
+    source: str | IStreamServerEndpoint
+
+    def __repr__(self) -> str:
+        return f"on_endpoint({self.source!r})"
+
+    def __str__(self) -> str:
+        return _describe(self.source)
 
     def endpoint(self, reactor: object, backlog: int) -> IStreamServerEndpoint:
-        endpoint: IStreamServerEndpoint = endpoints.serverFromString(reactor, self.description)
-        return endpoint
+        if isinstance(self.source, str):
+            endpoint: IStreamServerEndpoint = endpoints.serverFromString(
+                reactor, self._proxied() or self.source
+            )
+            return endpoint
+        return self.source
+
+    def _proxied(self) -> str | None:
+        """The description under C{haproxy:}, if this is one."""
+        source = self.source
+        if isinstance(source, str) and source.startswith("haproxy:"):
+            return source[len("haproxy:") :]
+        return None
+
+    def listen(
+        self, reactor: Any, backlog: int, factory: IProtocolFactory
+    ) -> Deferred[IListeningPort]:
+        """
+        Listen with C{factory}.  Behind C{haproxy:}, a connection reaches
+        C{factory}'s protocol once its PROXY header is read, with the
+        client's address as its peer.
+        """
+        if self._proxied() is not None:
+            from ._haproxy import ProxyHeaderFactory
+
+            factory = ProxyHeaderFactory(factory, reactor)
+        return self.endpoint(reactor, backlog).listen(factory)
 
 
 def to_host_and_port(
-    host: str, port: int, *, via_local_interface: str | None = None
+    host: str,
+    port: int,
+    *,
+    via_local_interface: str | None = None,
+    tls: bool | IOpenSSLClientConnectionCreator = False,
 ) -> HostAndPort:
     """
-    Connect over TCP to C{host} (a name, resolved at every connect, or an IPv4
-    or IPv6 literal, with or without brackets) on C{port}.
+    Connect over TCP to C{host} (a name, resolved at every connect, every
+    address tried, IPv4 and IPv6; or an IPv4 or IPv6 literal, with or
+    without brackets) on C{port}.
 
     @param via_local_interface: a local IP address to connect from.
-    @raise TypeError: if C{host} is not a str or C{port} not an int.
+    @param tls: C{True} for TLS, the server's certificate checked against
+        the system's trust store and C{host}; or Twisted's client TLS options
+        (C{twisted.internet.ssl.optionsForClientTLS(host, trustRoot=...)}).
+        The connection is returned once the handshake has succeeded; a failed
+        one is a L{TLSHandshakeError}.  Needs the C{tls} extra.
+    @raise TypeError: if C{host} is not a str, C{port} not an int, or C{tls}
+        not one of the above.
     @raise ValueError: if C{host} is empty or C{port} is not in 1..65535.
+    @raise ImportError: if C{tls} is given and pyOpenSSL is not installed.
     """
     host = _check_host(host, "host")
     if not host:
@@ -306,7 +403,8 @@ def to_host_and_port(
             raise ValueError(
                 f"via_local_interface must be an IP address, not {via_local_interface!r}"
             )
-    return HostAndPort(host, _check_port(port, allow_zero=False), via_local_interface)
+    creator = None if tls is False else client_creator(host, tls)
+    return HostAndPort(host, _check_port(port, allow_zero=False), via_local_interface, creator)
 
 
 def to_file(path: str | os.PathLike[str]) -> File:
@@ -319,19 +417,26 @@ def to_file(path: str | os.PathLike[str]) -> File:
     return File(_check_path(path))
 
 
-def on_port(port: int, *, interface: str = "") -> OnPort:
+def on_port(port: int, *, interface: str = "", tls: object = None) -> OnPort:
     """
     Listen on TCP C{port} (0: chosen by the OS) on every IPv4 interface, or
     on C{interface} (an IPv4 or IPv6 address; C{"::"} for every IPv6 one).
 
-    @raise TypeError: if C{port} is not an int.
-    @raise ValueError: if C{port} is not in 0..65535 or C{interface} is not an
-        IP address.
+    @param tls: serve TLS: C{(certificate_file, key_file)} (PEM; the
+        certificate file may hold intermediate certificates after the
+        server's), one PEM file holding both, or a Twisted context factory
+        such as C{CertificateOptions}.  Files are read now.  Needs the
+        C{tls} extra.
+    @raise TypeError: if C{port} is not an int, or C{tls} not one of the above.
+    @raise ValueError: if C{port} is not in 0..65535, C{interface} is not an
+        IP address, or a TLS file cannot be read or used (the message names it).
+    @raise ImportError: if C{tls} is given and pyOpenSSL is not installed.
     """
     interface = _check_host(interface, "interface")
     if interface and not (isIPAddress(interface) or isIPv6Address(interface)):
         raise ValueError(f"interface must be an IP address or '', not {interface!r}")
-    return OnPort(_check_port(port, allow_zero=True), interface)
+    port = _check_port(port, allow_zero=True)
+    return OnPort(port, interface, None if tls is None else server_options(tls))
 
 
 on_port_chosen_by_os: Final[OnPort] = OnPort(0)
@@ -349,23 +454,60 @@ def on_file(path: str | os.PathLike[str]) -> OnFile:
     return OnFile(_check_path(path))
 
 
-def on_endpoint_description(description: str) -> OnEndpointDescription:
+def to_endpoint(endpoint: str | IStreamClientEndpoint) -> Endpoint:
     """
-    Listen where the Twisted server endpoint description C{description} says,
-    e.g. C{"tcp:9000:interface=127.0.0.1"}: the description is parsed here,
-    so a wrong one fails now, and the endpoint is made when the server starts.
+    Connect where a Twisted client endpoint says: an object providing
+    C{IStreamClientEndpoint} (used as it is, with its own reactor), or a
+    description for L{endpoints.clientFromString} such as
+    C{"tls:example.com:443"}, C{"tcp:host=10.0.0.1:port=80"} or
+    C{"unix:path=/run/s.sock"}, parsed now and made into an endpoint at each
+    connect.  The deadline and the C{interrupt} of L{connect} apply as to
+    any other address.
 
-    @raise TypeError: if C{description} is not a str.
-    @raise ValueError: if Twisted cannot parse C{description} (an unknown
-        endpoint type, a bare port number, a bad or unknown option).
+    @raise TypeError: if C{endpoint} is neither.
+    @raise ValueError: if Twisted cannot parse the description.
     """
-    if not isinstance(description, str):
+    if isinstance(endpoint, str):
+        try:
+            endpoints.clientFromString(None, endpoint)
+        except Exception as e:
+            raise ValueError(f"not a valid client endpoint description: {endpoint!r}: {e}") from e
+    elif not IStreamClientEndpoint.providedBy(endpoint):
         raise TypeError(
-            f"description must be a str, not {type(description).__name__}: {description!r}"
+            "endpoint must be a client endpoint description (str) or provide "
+            f"IStreamClientEndpoint, not {type(endpoint).__name__}: {endpoint!r:.80}"
         )
-    try:
-        # Parsing needs no reactor: the parsers only store it in the endpoint.
-        endpoints.serverFromString(None, description)
-    except Exception as e:
-        raise ValueError(f"not a valid server endpoint description: {description!r}: {e}") from e
-    return OnEndpointDescription(description)
+    return Endpoint(endpoint)
+
+
+def on_endpoint(endpoint: str | IStreamServerEndpoint) -> OnEndpoint:
+    """
+    Listen where a Twisted server endpoint says: an object providing
+    C{IStreamServerEndpoint}, or a description for
+    L{endpoints.serverFromString} (C{tcp:}, C{tcp6:}, C{unix:}, C{ssl:},
+    C{systemd:}, C{haproxy:}, ...), parsed now, so a wrong one fails here.
+    Behind C{haproxy:}, the handler's address is the client's, from the
+    PROXY protocol header (v1 or v2).
+
+    @raise TypeError: if C{endpoint} is neither.
+    @raise ValueError: if Twisted cannot parse the description (an unknown
+        endpoint type, a bare port number, a bad or unknown option, a
+        C{systemd:} one without sockets passed in C{LISTEN_FDS}).
+    """
+    if isinstance(endpoint, str):
+        try:
+            # Parsing needs no reactor: the parsers only store it in the endpoint.
+            endpoints.serverFromString(None, endpoint)
+        except Exception as e:
+            hint = ""
+            if endpoint.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+                hint = " (no socket passed by systemd: LISTEN_FDS and LISTEN_PID not set)"
+            raise ValueError(
+                f"not a valid server endpoint description: {endpoint!r}: {e}{hint}"
+            ) from e
+    elif not IStreamServerEndpoint.providedBy(endpoint):
+        raise TypeError(
+            "endpoint must be a server endpoint description (str) or provide "
+            f"IStreamServerEndpoint, not {type(endpoint).__name__}: {endpoint!r:.80}"
+        )
+    return OnEndpoint(endpoint)

@@ -13,6 +13,14 @@ small write would never be reported.)
 The buffer-age check costs one timer per connection, and only while written
 bytes are waiting: it is armed when the transport's buffer goes from empty to
 non-empty and rearmed from there, never per write.
+
+Over TLS the writer registers with the socket transport under the TLS layer
+(Twisted's TLS layer would turn a non-streaming producer into one resumed on
+every turn of the reactor), and the buffer has drained when that transport's
+has and the TLS layer holds no plaintext of ours either.  The end of the
+stream over TLS is a TLS close_notify: reading goes on until the peer sends
+its own, which closes the connection (Twisted's TLS layer answers it and
+closes; it has no half-open state).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from zope.interface import implementer
 
 from ._errors import BufferAgeLimitError, WriterClosedError
 from ._oneshot import OneShot
+from ._tls import split_transport, tls_held
 from ._where import show_address
 
 if TYPE_CHECKING:
@@ -73,6 +82,8 @@ class Writer:
         "_lost",
         "_lost_reason",
         "_peer",
+        "_sink",
+        "_tls",
         "_transport",
         "_written",
         "buffer_age_limit",
@@ -88,10 +99,10 @@ class Writer:
         peer: object = None,
     ) -> None:
         if buffer_age_limit is not None and buffer_age_limit <= 0:
-            raise ValueError(
-                f"buffer_age_limit must be positive or None, not {buffer_age_limit}"
-            )
+            raise ValueError(f"buffer_age_limit must be positive or None, not {buffer_age_limit}")
         self._transport = transport
+        # The transport that writes to the kernel, and the TLS layer between.
+        self._sink, self._tls = split_transport(transport)
         self._clock = clock
         self._peer = peer
         self.buffer_age_limit = buffer_age_limit
@@ -219,12 +230,16 @@ class Writer:
             if not self._lost:
                 self._cancel_age_timer()
                 self.release()
-                transport = self._transport
-                transport.unregisterProducer()  # type: ignore[attr-defined]
-                transport.loseConnection()
+                self._sink.unregisterProducer()
+                self._transport.loseConnection()
                 # With nothing left to send the transport closes by itself;
-                # else the peer has close_timeout seconds to take the rest.
-                if self.close_timeout is not None and not self._clean and not self._lost:
+                # else the peer has close_timeout seconds to take the rest
+                # (and, over TLS, to answer our close_notify).
+                if (
+                    self.close_timeout is not None
+                    and (not self._clean or self._tls is not None)
+                    and not self._lost
+                ):
                     self._close_timer = self._clock.callLater(self.close_timeout, self.abort)
         elif self._half_closed:
             # After write_eof() only our side was closed: close the rest now,
@@ -235,7 +250,11 @@ class Writer:
                 # loseConnection() may report the connection lost at once.
                 if self.close_timeout is not None:
                     self._close_timer = self._clock.callLater(self.close_timeout, self.abort)
-                self._transport.loseConnection()
+                if self._tls is not None:  # close_notify is sent or on its way
+                    self._sink.unregisterProducer()
+                    self._sink.loseConnection()
+                else:
+                    self._transport.loseConnection()
         return self._done.wait()
 
     def write_eof(self) -> Deferred[None]:
@@ -253,9 +272,13 @@ class Writer:
         # The age check stays on: a peer that never reads fails this Deferred
         # with BufferAgeLimitError instead of leaving it pending for ever.
         self.release()
-        transport = self._transport
-        transport.unregisterProducer()  # type: ignore[attr-defined]
-        transport.loseWriteConnection()  # type: ignore[attr-defined]
+        if self._tls is not None:
+            # close_notify after what was written; this writer stays
+            # registered to learn when it has left (resumeProducing).
+            self._transport.loseConnection()
+        else:
+            self._sink.unregisterProducer()
+            self._transport.loseWriteConnection()  # type: ignore[attr-defined]
         return self._eof_sent.wait()
 
     def abort(self) -> None:
@@ -298,9 +321,29 @@ class Writer:
             elif held:
                 self._transport.writeSequence(held)
 
+    def start(self) -> None:
+        """Start learning when the transport's buffer drains."""
+        self._sink.registerProducer(self, False)
+
     # -- IPullProducer: the transport calls this whenever its buffer drained --
 
     def resumeProducing(self) -> None:
+        sink = self._sink
+        if sink.disconnecting:
+            # Closed under us (over TLS: the peer's close_notify, an error):
+            # a registered producer would keep the transport from closing.
+            sink.unregisterProducer()
+        tls = self._tls
+        if tls is not None:
+            if tls_held(tls):
+                return  # on its way to the sink, which will call again once it drained
+            if self._half_closed and tls.disconnecting and not self._eof_sent.fired:
+                sink.unregisterProducer()
+                self.eof_sent()
+                return
+        self._drained()
+
+    def _drained(self) -> None:
         if not self._clean:
             self._clean = True
             self._drained_at = self._clock.seconds()
@@ -322,7 +365,7 @@ class Writer:
 
     def eof_sent(self) -> None:
         """Everything was flushed and the end of the stream sent (L{write_eof})."""
-        self.resumeProducing()
+        self._drained()
         self._eof_sent.fire(None)
 
     def connection_lost(self, reason: Failure) -> None:
@@ -339,7 +382,7 @@ class Writer:
         error = self._error
         if self._closed and error is None and reason.check(ConnectionDone):
             # close() flushed everything before the connection closed cleanly.
-            self.resumeProducing()
+            self._drained()
         waiters = self._flush_waiters
         self._flush_waiters = None
         for d in waiters or ():
@@ -408,13 +451,18 @@ class Writer:
         """
         The bytes the transport still holds, where it says (Twisted's own
         socket transports do, through attributes of FileDescriptor), or None.
+        Over TLS, those are encrypted bytes, and the TLS layer's plaintext is
+        added: a little more than the plaintext unsent, which errs towards
+        calling a slow reader stuck, by TLS's overhead of about 0.2 %.
         """
-        transport: Any = self._transport
+        sink: Any = self._sink
         try:
-            held: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-            return held
+            held: int = len(sink.dataBuffer) - sink.offset + sink._tempDataLen
         except (AttributeError, TypeError):
             return None
+        if self._tls is not None:
+            held += tls_held(self._tls)
+        return held
 
     def _cancel_age_timer(self) -> None:
         timer = self._age_timer

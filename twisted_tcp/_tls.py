@@ -1,0 +1,194 @@
+"""
+TLS: the Twisted options objects behind C{tls=}, made from what a user
+gives, and the layers of a transport that TLS (or another protocol wrapper)
+sits on.
+
+pyOpenSSL and service_identity (the C{tls} extra) are imported only when TLS
+is asked for, so everything else works without them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any
+
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
+from twisted.protocols.policies import ProtocolWrapper
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.S
+)
+
+
+def require_tls(what: str) -> None:
+    """
+    @raise ImportError: naming C{what} and the extra to install, if pyOpenSSL
+        or service_identity is missing.
+    """
+    try:
+        import OpenSSL  # noqa: F401
+        import service_identity  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            f"{what} needs pyOpenSSL and service_identity: "
+            "pip install 'twisted_tcp[tls]' (or 'twisted[tls]')"
+        ) from e
+
+
+def client_creator(host: str, tls: object) -> IOpenSSLClientConnectionCreator:
+    """
+    The client TLS options for C{tls=}: C{True} verifies the server's
+    certificate against the system's trust store and C{host}; an object made
+    by Twisted's C{optionsForClientTLS} is used as it is.
+
+    @raise TypeError: for anything else.
+    @raise ImportError: if TLS support is not installed.
+    """
+    if tls is True:
+        require_tls("tls=True")
+        from twisted.internet.ssl import optionsForClientTLS
+
+        return optionsForClientTLS(host)
+    if IOpenSSLClientConnectionCreator.providedBy(tls):
+        return tls  # type: ignore[return-value]
+    raise TypeError(
+        "tls must be True (the system's trust store, the host name verified) or client "
+        "TLS options from twisted.internet.ssl.optionsForClientTLS(host, trustRoot=...), "
+        f"not {type(tls).__name__}: {tls!r:.80}"
+    )
+
+
+def server_options(tls: object) -> Any:
+    """
+    The server TLS options for C{tls=}: a C{(certificate_file, key_file)}
+    pair, one PEM file holding both, or a Twisted context factory (such as
+    C{CertificateOptions}) used as it is.  Files are read now, so a missing
+    file or a key that does not match the certificate fails here.
+
+    @raise TypeError: for anything else.
+    @raise ValueError: naming the file, if a file cannot be read or used.
+    @raise ImportError: if TLS support is not installed.
+    """
+    if IOpenSSLServerConnectionCreator.providedBy(tls) or callable(
+        getattr(tls, "getContext", None)
+    ):
+        return tls
+    if isinstance(tls, (str, os.PathLike)):
+        certificate = key = tls
+    elif isinstance(tls, tuple) and len(tls) == 2:
+        certificate, key = tls
+    else:
+        raise TypeError(
+            "tls must be (certificate_file, key_file), one PEM file holding both, or a "
+            f"Twisted context factory such as CertificateOptions, not {type(tls).__name__}: "
+            f"{tls!r:.80}"
+        )
+    return load_certificate(certificate, key)
+
+
+def _read(path: object, what: str) -> bytes:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"the TLS {what} file must be a path, not {type(path).__name__}")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read the TLS {what} file {os.fspath(path)!r}: {e}") from None
+
+
+def load_certificate(certificate: object, key: object) -> Any:
+    """
+    Server TLS options from PEM files: the certificate file holds the
+    server's certificate followed by any intermediate ones, the key file its
+    private key (both may be one file).
+
+    @raise ValueError: naming the file that cannot be read or used.
+    """
+    require_tls("a TLS server")
+    from OpenSSL import SSL, crypto
+    from twisted.internet.ssl import Certificate, CertificateOptions, KeyPair
+
+    certificate_pem, key_pem = _read(certificate, "certificate"), _read(key, "key")
+    found = _PEM_CERTIFICATE.findall(certificate_pem)
+    if not found:
+        raise ValueError(f"no PEM certificate in the TLS certificate file {certificate!s}")
+    try:
+        chain = [Certificate.loadPEM(pem).original for pem in found]
+    except (crypto.Error, ValueError) as e:
+        raise ValueError(f"the TLS certificate file {certificate!s} is not valid: {e}") from None
+    try:
+        private_key = KeyPair.load(key_pem, crypto.FILETYPE_PEM).original
+    except (crypto.Error, ValueError) as e:
+        raise ValueError(
+            f"no usable PEM private key in the TLS key file {key!s}: {describe_tls_error(e)}"
+        ) from None
+    options = CertificateOptions(
+        privateKey=private_key, certificate=chain[0], extraCertChain=chain[1:]
+    )
+    try:
+        options.getContext()  # checks that the key is the certificate's
+    except SSL.Error as e:
+        raise ValueError(
+            f"the TLS key in {key!s} does not go with the certificate in {certificate!s}: "
+            f"{describe_tls_error(e)}"
+        ) from None
+    return options
+
+
+def describe_tls_error(error: BaseException, host: str | None = None) -> str:
+    """A short text for what made a TLS handshake fail."""
+    name = type(error).__name__
+    if name == "VerificationError" and host is not None:
+        return f"the server's certificate is not valid for {host!r} ({error})"
+    reasons = error.args[0] if error.args else None
+    if isinstance(reasons, list) and all(isinstance(r, tuple) and len(r) == 3 for r in reasons):
+        # pyOpenSSL's errors: [(library, function, reason), ...]
+        text = "; ".join(str(r[2]) for r in reasons if r[2])
+        return text or name
+    if name in ("ConnectionLost", "ConnectionDone"):
+        return "the connection was closed during the handshake (does the peer speak TLS?)"
+    return f"{name}: {error}"
+
+
+# -- the layers of a transport --------------------------------------------------
+
+
+def _tls_class() -> type | None:
+    # Without twisted.protocols.tls imported, no transport can be TLS; this
+    # avoids importing OpenSSL to find out.
+    module = sys.modules.get("twisted.protocols.tls")
+    return getattr(module, "TLSMemoryBIOProtocol", None)
+
+
+def split_transport(transport: Any) -> tuple[Any, Any]:
+    """
+    C{(sink, tls)}: the transport under every protocol wrapper (TLS, the
+    PROXY protocol), which writes to the kernel, and the TLS layer if there
+    is one, else C{None}.
+    """
+    tls_class = _tls_class()
+    tls = None
+    sink = transport
+    while isinstance(sink, ProtocolWrapper):
+        if tls is None and tls_class is not None and isinstance(sink, tls_class):
+            tls = sink
+        sink = sink.transport
+    return sink, tls
+
+
+def tls_held(tls: Any) -> int:
+    """
+    The plaintext bytes that a TLS layer holds and has not encrypted and
+    passed to its transport yet: gathered for its next write (Twisted's
+    C{BufferingTLSTransport}), or waiting for the handshake.
+    """
+    held = sum(map(len, getattr(tls, "_appSendBuffer", None) or ()))
+    aggregator = getattr(tls, "_aggregator", None)
+    if aggregator is not None:
+        held += sum(map(len, getattr(aggregator, "_buffer", ())))
+    return held
