@@ -1,8 +1,9 @@
 """
 twisted_tcp: the API of Jane Street Async's C{Tcp} module on Twisted.
 
-Where to connect (L{to_host_and_port}, L{to_file}) and where to listen
-(L{on_port}, L{on_port_chosen_by_os}, L{on_file}); L{connect_sock},
+Where to connect (L{to_host_and_port}, L{to_file}, L{to_endpoint}) and where
+to listen (L{on_port}, L{on_port_chosen_by_os}, L{on_file}, L{on_endpoint}),
+over TLS with C{tls=} or any Twisted endpoint; L{connect_sock},
 L{connect} and L{with_connection}, each with one deadline for the whole
 attempt and an C{interrupt}; a pull-style L{Reader} and a L{Writer} over a
 connection; and a L{Server} that runs a handler per connection behind a
@@ -19,6 +20,7 @@ from ._errors import (
     IncompleteReadError,
     LineTooLongError,
     ReadInProgressError,
+    TLSHandshakeError,
     WriterClosedError,
 )
 from ._reader import Reader
@@ -26,9 +28,11 @@ from ._server import Server
 from ._where import (
     WhereToConnect,
     WhereToListen,
+    on_endpoint,
     on_file,
     on_port,
     on_port_chosen_by_os,
+    to_endpoint,
     to_file,
     to_host_and_port,
 )
@@ -46,15 +50,18 @@ __all__ = [
     "Reader",
     "Server",
     "Socket",
+    "TLSHandshakeError",
     "WhereToConnect",
     "WhereToListen",
     "Writer",
     "WriterClosedError",
     "connect",
     "connect_sock",
+    "on_endpoint",
     "on_file",
     "on_port",
     "on_port_chosen_by_os",
+    "to_endpoint",
     "to_file",
     "to_host_and_port",
     "with_connection",
