@@ -110,25 +110,29 @@ def load_certificate(certificate: object, key: object) -> Any:
     @raise ValueError: naming the file that cannot be read or used.
     """
     require_tls("a TLS server")
-    from OpenSSL import SSL, crypto
-    from twisted.internet.ssl import Certificate, CertificateOptions, KeyPair
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from OpenSSL import SSL
+    from twisted.internet.ssl import CertificateOptions
 
     certificate_pem, key_pem = _read(certificate, "certificate"), _read(key, "key")
     found = _PEM_CERTIFICATE.findall(certificate_pem)
     if not found:
         raise ValueError(f"no PEM certificate in the TLS certificate file {certificate!s}")
     try:
-        chain = [Certificate.loadPEM(pem).original for pem in found]
-    except (crypto.Error, ValueError) as e:
+        chain = [x509.load_pem_x509_certificate(pem) for pem in found]
+    except ValueError as e:
         raise ValueError(f"the TLS certificate file {certificate!s} is not valid: {e}") from None
     try:
-        private_key = KeyPair.load(key_pem, crypto.FILETYPE_PEM).original
-    except (crypto.Error, ValueError) as e:
-        raise ValueError(
-            f"no usable PEM private key in the TLS key file {key!s}: {describe_tls_error(e)}"
-        ) from None
+        private_key = load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"no usable PEM private key in the TLS key file {key!s}: {e}") from None
+    # pyOpenSSL takes cryptography's objects (and deprecates its own).
+    leaf: Any = chain[0]
     options = CertificateOptions(
-        privateKey=private_key, certificate=chain[0], extraCertChain=chain[1:]
+        privateKey=private_key,  # type: ignore[arg-type]
+        certificate=leaf,
+        extraCertChain=chain[1:],  # type: ignore[arg-type]
     )
     try:
         options.getContext()  # checks that the key is the certificate's
@@ -143,13 +147,21 @@ def load_certificate(certificate: object, key: object) -> Any:
 def describe_tls_error(error: BaseException, host: str | None = None) -> str:
     """A short text for what made a TLS handshake fail."""
     name = type(error).__name__
-    if name == "VerificationError" and host is not None:
-        return f"the server's certificate is not valid for {host!r} ({error})"
+    if name == "VerificationError":  # service_identity's: the name did not match
+        names = []
+        for mismatch in getattr(error, "errors", ()):
+            wanted = getattr(mismatch, "mismatched_id", None)
+            value = getattr(wanted, "hostname", None) or getattr(wanted, "ip", None)
+            if value is not None:
+                names.append(value.decode() if isinstance(value, bytes) else str(value))
+        return f"the server's certificate is not valid for {' or '.join(names) or host}"
     reasons = error.args[0] if error.args else None
     if isinstance(reasons, list) and all(isinstance(r, tuple) and len(r) == 3 for r in reasons):
         # pyOpenSSL's errors: [(library, function, reason), ...]
-        text = "; ".join(str(r[2]) for r in reasons if r[2])
-        return text or name
+        text = "; ".join(str(r[2]) for r in reasons if r[2]) or name
+        if "wrong version number" in text or "record layer" in text:
+            text += " (does the peer speak TLS on this port?)"
+        return text
     if name in ("ConnectionLost", "ConnectionDone"):
         return "the connection was closed during the handshake (does the peer speak TLS?)"
     return f"{name}: {error}"

@@ -42,7 +42,7 @@ from twisted.python.failure import Failure
 
 from ._connect import default_reactor
 from ._server import Handler, Server
-from ._where import WhereToListen, on_endpoint, on_file, on_port, show_address
+from ._where import OnPort, WhereToListen, on_endpoint, on_file, on_port, show_address
 
 _log = Logger()
 
@@ -229,6 +229,19 @@ class Options(usage.Options):
             "server stops).",
         ],
         [
+            "tls-cert",
+            None,
+            None,
+            "Serve TLS on --port with this certificate (PEM; the server's certificate, then "
+            "any intermediate ones). Needs --tls-key and twisted_tcp[tls].",
+        ],
+        [
+            "tls-key",
+            None,
+            None,
+            "The private key (PEM) of --tls-cert; may be the same file.",
+        ],
+        [
             "handler",
             None,
             None,
@@ -298,7 +311,7 @@ class Options(usage.Options):
                 "--backlog does not apply to an endpoint description: add backlog=N to it "
                 f"instead (e.g. {port}:backlog={backlog})"
             )
-        self["where"] = where
+        self["where"] = self._with_tls(where)
         self["max-connections"] = _count("max-connections", self["max-connections"])
         self["backlog"] = DEFAULT_BACKLOG if backlog is None else _count("backlog", backlog)
         age = self["buffer-age-limit"]
@@ -319,6 +332,23 @@ class Options(usage.Options):
                 "idle-timeout", idle, allow_zero=False, or_else=", or 'none'"
             )
         self["handler-function"] = load_handler(self["handler"])
+
+
+    def _with_tls(self, where: WhereToListen) -> WhereToListen:
+        cert, key = self["tls-cert"], self["tls-key"]
+        if cert is None and key is None:
+            return where
+        if cert is None or key is None:
+            raise usage.UsageError("--tls-cert and --tls-key go together: give both")
+        if not isinstance(where, OnPort):
+            raise usage.UsageError(
+                "--tls-cert/--tls-key apply to --port PORT only; with an endpoint description "
+                "use its own TLS, e.g. --port ssl:9000:certKey=cert.pem:privateKey=key.pem"
+            )
+        try:
+            return on_port(where.port, interface=where.interface, tls=(cert, key))
+        except (ValueError, ImportError) as e:
+            raise usage.UsageError(f"--tls-cert/--tls-key: {e}") from None
 
 
 def makeService(options: Options) -> TcpServerService:

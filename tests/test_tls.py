@@ -1,0 +1,438 @@
+"""
+TLS, over real sockets on 127.0.0.1: a certificate authority and a server
+certificate for C{localhost} and 127.0.0.1 are made for the session (the
+C{cryptography} package); the client trusts that authority through Twisted's
+C{optionsForClientTLS}.  The Reader and Writer must behave as over plain TCP:
+flushes, back-pressure, the end of the stream; the deadline and the
+interrupt cover the handshake; a failed handshake is a clear error.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+import twisted_tcp as tt
+
+from .conftest import LOCAL, WAIT, echo, logged_errors, serving, sleep, until, within
+from .processes import Process, start
+from .test_plugin import ECHO, listening, twistd
+
+__all__ = ["start"]  # the fixture, imported for the tests below
+
+MiB = 1 << 20
+
+
+# -- certificates ----------------------------------------------------------------
+
+
+@attrs.frozen
+class Pki:
+    """PEM files: an authority, and a certificate and key it signed."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    self_signed_cert: Path
+    self_signed_key: Path
+
+    def trust(self, host: str = "localhost") -> Any:
+        """Client TLS options that trust the authority and check C{host}."""
+        return optionsForClientTLS(host, trustRoot=Certificate.loadPEM(self.ca.read_bytes()))
+
+    @property
+    def files(self) -> tuple[Path, Path]:
+        return self.cert, self.key
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: str,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCAL))]
+            ),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(path: Path, *items: x509.Certificate | ec.EllipticCurvePrivateKey) -> Path:
+    pem = b""
+    for item in items:
+        if isinstance(item, x509.Certificate):
+            pem += item.public_bytes(serialization.Encoding.PEM)
+        else:
+            pem += item.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+    path.write_bytes(pem)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    ca_key, key, other_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _certificate("twisted_tcp test CA", ca_key, "twisted_tcp test CA", ca_key, ca=True)
+    cert = _certificate("localhost", key, "twisted_tcp test CA", ca_key, ca=False)
+    self_signed = _certificate("localhost", other_key, "localhost", other_key, ca=False)
+    return Pki(
+        ca=_write(directory / "ca.pem", ca),
+        cert=_write(directory / "cert.pem", cert),
+        key=_write(directory / "key.pem", key),
+        self_signed_cert=_write(directory / "self-signed.pem", self_signed),
+        self_signed_key=_write(directory / "self-signed-key.pem", other_key),
+    )
+
+
+def tls_server_where(pki: Pki) -> tt.WhereToListen:
+    return tt.on_port(0, interface=LOCAL, tls=pki.files)
+
+
+def to(server: tt.Server, pki: Pki, host: str = "localhost") -> tt.WhereToConnect:
+    return tt.to_host_and_port(host, server.listening_on, tls=pki.trust(host))
+
+
+# -- round trips -------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_round_trip(pki: Pki) -> None:
+    """Lines go both ways over TLS; flushed() fires; the server saw a TLS peer."""
+    seen: list[Any] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        seen.append(address)
+        await echo(address, reader, writer)
+
+    async with serving(handler, tls_server_where(pki)) as server:
+
+        async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> list[bytes | None]:
+            writer.write_line(b"hello")
+            await within(writer.flushed())
+            assert writer.bytes_to_write == 0
+            first = await reader.read_line()
+            writer.write_line(b"x" * 60_000)
+            writer.write_line(b"bye")
+            return [first, await reader.read_line(), await reader.read_line()]
+
+        assert await within(tt.with_connection(to(server, pki), f)) == [
+            b"hello",
+            b"x" * 60_000,
+            b"bye",
+        ]
+    assert len(seen) == 1 and seen[0].host == LOCAL
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_to_an_ip_address(pki: Pki) -> None:
+    """The certificate names 127.0.0.1 too: TLS to the IP literal is verified against it."""
+    async with serving(echo, tls_server_where(pki)) as server:
+        sock, reader, writer = await within(tt.connect(to(server, pki, LOCAL)))
+        try:
+            writer.write_line(b"by address")
+            assert await within(reader.read_line()) == b"by address"
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert sock.fileno() >= 0
+        finally:
+            await within(writer.close())
+    assert sock.is_closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_sixteen_mib_with_back_pressure(pki: Pki) -> None:
+    """
+    16 MiB over TLS arrive intact.  While the server's handler does not read,
+    the client's flushed() stays pending (its bytes are held by the kernel
+    and TLS buffers); it fires once the handler reads.
+    """
+    may_read: Deferred[None] = Deferred()
+    digest: list[str] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await may_read
+        h = hashlib.sha256()
+        while chunk := await reader.read():
+            h.update(chunk)
+        digest.append(h.hexdigest())
+        writer.write_line(b"got it")
+
+    data = os.urandom(16 * MiB)
+    async with serving(handler, tls_server_where(pki), reader_buffer_size=64 * 1024) as server:
+        _, reader, writer = await within(tt.connect(to(server, pki)))
+        try:
+            for i in range(0, len(data), MiB):
+                writer.write(data[i : i + MiB])
+            flushed = writer.flushed()
+            await sleep(0.3)
+            assert not flushed.called
+            assert writer.bytes_to_write > 0
+            may_read.callback(None)
+            await within(flushed, 30)
+            assert writer.bytes_to_write == 0
+            await within(writer.write_eof())
+            assert await within(reader.read_line()) is None or digest
+        finally:
+            await within(writer.close())
+        await until(lambda: digest)
+    assert digest == [hashlib.sha256(data).hexdigest()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_write_eof_is_a_close_notify(pki: Pki) -> None:
+    """
+    write_eof() sends TLS's close_notify once everything written has left:
+    the server reads every line, then the end of the stream.
+    """
+    received: list[list[bytes]] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        received.append([line async for line in reader.lines()])
+
+    async with serving(handler, tls_server_where(pki)) as server:
+        _, reader, writer = await within(tt.connect(to(server, pki)))
+        try:
+            for i in range(1000):
+                writer.write_line(b"line %d" % i)
+            await within(writer.write_eof())
+            assert writer.is_closed
+            with pytest.raises(tt.WriterClosedError):
+                writer.write(b"more")
+            # The server's TLS layer answers close_notify and closes: we read the end.
+            assert await within(reader.read_line()) is None
+        finally:
+            await within(writer.close())
+        await until(lambda: received)
+    assert received == [[b"line %d" % i for i in range(1000)]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_close_flushes_then_closes(pki: Pki) -> None:
+    """writer.close() flushes a large write, sends close_notify, and the connection ends."""
+    sizes: list[int] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        sizes.append(len(await reader.contents()))
+
+    async with serving(handler, tls_server_where(pki)) as server:
+        sock, _, writer = await within(tt.connect(to(server, pki)))
+        writer.write(b"z" * (3 * MiB))
+        await within(writer.close())
+        assert sock.is_closed
+        await until(lambda: sizes)
+    assert sizes == [3 * MiB]
+
+
+# -- failures ----------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_wrong_host_name_fails_clearly(pki: Pki) -> None:
+    """A certificate not valid for the name asked for: TLSHandshakeError naming it."""
+    async with serving(echo, tls_server_where(pki)) as server:
+        where = tt.to_host_and_port(LOCAL, server.listening_on, tls=pki.trust("wrong.example"))
+        with pytest.raises(tt.TLSHandshakeError) as caught:
+            await within(tt.connect(where))
+        message = str(caught.value)
+        assert f"tls:{LOCAL}:{server.listening_on}" in message
+        assert "wrong.example" in message
+        assert isinstance(caught.value, tt.TLSHandshakeError)
+        await until(lambda: server.num_connections == 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_untrusted_certificate_fails_clearly(pki: Pki) -> None:
+    """tls=True checks the system's trust store, which does not hold the test authority."""
+    async with serving(echo, tls_server_where(pki)) as server:
+        where = tt.to_host_and_port("localhost", server.listening_on, tls=True)
+        with pytest.raises(tt.TLSHandshakeError, match="certificate verify failed"):
+            await within(tt.connect(where))
+        # A self-signed certificate is refused the same way by a client that trusts the CA.
+    where_self_signed = tt.on_port(
+        0, interface=LOCAL, tls=(pki.self_signed_cert, pki.self_signed_key)
+    )
+    async with serving(echo, where_self_signed) as server:
+        with pytest.raises(tt.TLSHandshakeError, match="certificate verify failed"):
+            await within(tt.connect(to(server, pki)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_client_to_a_plain_server(pki: Pki) -> None:
+    """A TLS client meeting a server that answers in plain text gets a TLSHandshakeError."""
+
+    async def banner(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.write_line(b"220 plain text service ready")
+        await echo(address, reader, writer)
+
+    async with serving(banner) as server:
+        with pytest.raises(tt.TLSHandshakeError, match="handshake with tls:localhost"):
+            await within(tt.connect(to(server, pki), timeout=WAIT))
+
+
+@pytest_twisted.ensureDeferred
+async def test_plain_client_to_a_tls_server_does_not_hurt_it(pki: Pki) -> None:
+    """Plaintext to a TLS port closes that connection; the server goes on serving TLS."""
+    async with serving(echo, tls_server_where(pki)) as server:
+        _, reader, writer = await within(
+            tt.connect(tt.to_host_and_port(LOCAL, server.listening_on))
+        )
+        try:
+            writer.write_line(b"GET / HTTP/1.0\r\n")
+            assert await within(reader.contents()) == b""
+        finally:
+            await within(writer.close())
+        _, reader, writer = await within(tt.connect(to(server, pki)))
+        writer.write_line(b"still here")
+        assert await within(reader.read_line()) == b"still here"
+        await within(writer.close())
+
+
+class Silent(Protocol):
+    """Accepts and never answers: a TLS client's handshake never completes."""
+
+
+@pytest.mark.parametrize("how", ["timeout", "interrupt", "cancel"])
+@pytest_twisted.ensureDeferred
+async def test_tls_handshake_is_under_the_deadline(how: str, pki: Pki) -> None:
+    """The deadline, the interrupt and cancel() cover the handshake; nothing is left open."""
+    port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface=LOCAL)  # type: ignore[attr-defined]
+    try:
+        where = tt.to_host_and_port("localhost", port.getHost().port, tls=pki.trust())
+        interrupt: Deferred[None] = Deferred()
+        attempt = tt.connect(
+            where,
+            timeout=0.3 if how == "timeout" else WAIT,
+            interrupt=interrupt if how == "interrupt" else None,
+        )
+        if how == "interrupt":
+            await sleep(0.2)
+            interrupt.callback(None)
+            expected: type[BaseException] = tt.ConnectInterruptedError
+        elif how == "cancel":
+            await sleep(0.2)
+            attempt.cancel()
+            from twisted.internet.defer import CancelledError
+
+            expected = CancelledError
+        else:
+            expected = tt.ConnectTimeoutError
+        with pytest.raises(expected, match="localhost"):
+            await within(attempt)
+    finally:
+        await within(port.stopListening())
+        await sleep(0.05)  # the aborted connection's server side closes
+
+
+def test_tls_server_files_are_checked_when_made(pki: Pki, tmp_path: Path) -> None:
+    """A missing file, a file without a certificate, a key of another certificate: ValueError."""
+    with pytest.raises(ValueError, match=r"cannot read the TLS certificate file .*missing\.pem"):
+        tt.on_port(0, tls=(tmp_path / "missing.pem", pki.key))
+    with pytest.raises(ValueError, match="no PEM certificate"):
+        tt.on_port(0, tls=(pki.key, pki.key))
+    with pytest.raises(ValueError, match="does not go with the certificate"):
+        tt.on_port(0, tls=(pki.cert, pki.self_signed_key))
+    with pytest.raises(TypeError, match="tls must be"):
+        tt.on_port(0, tls=42)
+    with pytest.raises(TypeError, match="tls must be True"):
+        tt.to_host_and_port("localhost", 443, tls="yes")  # type: ignore[arg-type]
+    both = tmp_path / "both.pem"
+    both.write_bytes(pki.cert.read_bytes() + pki.key.read_bytes())
+    assert tt.on_port(443, tls=both).tls is not None
+    assert str(tt.on_port(443, tls=pki.files)) == "tls:0.0.0.0:443"
+    assert repr(tt.to_host_and_port("localhost", 443, tls=True)).endswith("tls=...)")
+
+
+# -- twistd ------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_serves_tls(start: Callable[..., Process], pki: Pki) -> None:
+    """twistd tcpserver --tls-cert/--tls-key serves TLS; a client that trusts the CA talks."""
+    process = twistd(
+        start,
+        "--port", "0",
+        "--tls-cert", str(pki.cert),
+        "--tls-key", str(pki.key),
+        "--handler", ECHO,
+    )  # fmt: skip
+    address = await listening(process, ECHO)
+    port = int(address.rsplit(":", 1)[1])
+    where = tt.to_host_and_port("localhost", port, tls=pki.trust())
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes | None:
+        writer.write_line(b"over tls")
+        return await reader.read_line()
+
+    assert await within(tt.with_connection(where, f)) == b"over tls"
+    with logged_errors():
+        with pytest.raises(tt.TLSHandshakeError):
+            await within(tt.connect(tt.to_host_and_port("localhost", port, tls=True)))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tls-cert", "{cert}"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "{missing}", "--tls-key", "{key}"], "cannot read the TLS certificate"),
+        (["--tls-cert", "{cert}", "--tls-key", "{cert}"], "no usable PEM private key"),
+    ],
+)
+def test_twistd_tls_option_errors(pki: Pki, tmp_path: Path, args: list[str], message: str) -> None:
+    """Wrong TLS options are usage errors that say what is wrong."""
+    from twisted.python import usage
+
+    from twisted_tcp import _twistd
+
+    values = {"cert": pki.cert, "key": pki.key, "missing": tmp_path / "missing.pem"}
+    options = _twistd.Options()
+    with pytest.raises(usage.UsageError, match=message):
+        options.parseOptions(
+            ["--port", "0", "--handler", ECHO, *(a.format(**values) for a in args)]
+        )
+    with pytest.raises(usage.UsageError, match="apply to --port PORT only"):
+        _twistd.Options().parseOptions(
+            ["--port", "tcp:0", "--handler", ECHO, "--tls-cert", str(pki.cert),
+             "--tls-key", str(pki.key)]
+        )  # fmt: skip
