@@ -265,6 +265,43 @@ async def test_tls_close_flushes_then_closes(pki: Pki) -> None:
     assert sizes == [3 * MiB]
 
 
+@pytest_twisted.ensureDeferred
+async def test_tls_peer_that_never_reads_hits_the_buffer_age_limit(pki: Pki) -> None:
+    """
+    A TLS client that stops reading: the server's flushed() fails with
+    BufferAgeLimitError after the limit, the connection is aborted, and the
+    error is reported once.
+    """
+    errors: list[BaseException] = []
+    outcome: list[Any] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.write(b"y" * (16 * MiB))
+        try:
+            await writer.flushed()
+            outcome.append("flushed")
+        except Exception as e:
+            outcome.append(e)
+            raise
+
+    async with serving(
+        handler,
+        tls_server_where(pki),
+        buffer_age_limit=0.5,
+        on_handler_error=lambda address, exc: errors.append(exc),
+    ) as server:
+        _, _, writer = await within(tt.connect(to(server, pki), reader_buffer_size=1024))
+        try:
+            await until(lambda: outcome)
+            assert isinstance(outcome[0], tt.BufferAgeLimitError)
+            assert "stopped reading" in str(outcome[0])
+            await until(lambda: server.num_connections == 0)
+            # The client, not reading, learns of the abort when it next writes.
+        finally:
+            await within(writer.close())
+    assert len(errors) == 1 and isinstance(errors[0], tt.BufferAgeLimitError)
+
+
 # -- failures ----------------------------------------------------------------------
 
 
