@@ -182,6 +182,20 @@ async def test_tls_to_an_ip_address(pki: Pki) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_tls_connect_sock_then_reader_writer(pki: Pki) -> None:
+    """connect_sock over TLS returns after the handshake; a reader and writer attach later."""
+    async with serving(echo, tls_server_where(pki)) as server:
+        sock = await within(tt.connect_sock(to(server, pki)))
+        try:
+            await sleep(0.05)  # bytes arriving now wait for the reader
+            reader, writer = sock.reader_writer()
+            writer.write_line(b"attached late")
+            assert await within(reader.read_line()) == b"attached late"
+        finally:
+            await within(sock.close())
+
+
+@pytest_twisted.ensureDeferred
 async def test_tls_sixteen_mib_with_back_pressure(pki: Pki) -> None:
     """
     16 MiB over TLS arrive intact.  While the server's handler does not read,

@@ -87,7 +87,8 @@ class Connection(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
-        if split_transport(transport)[1] is not None:
+        tls = split_transport(transport)[1] is not None
+        if tls:
             # Said only now, and only over TLS: a client endpoint's wrapper
             # checks its protocol's interfaces when it is built and keeps
             # just the last one it finds (directlyProvides in a loop), so a
@@ -95,14 +96,18 @@ class Connection(Protocol):
             alsoProvides(self, IHandshakeListener)
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
-        if self.options is None:
-            self.hold()
-        else:
+        if self.options is not None:
             self.start_stream(self.options)
+        elif tls:
+            self._holding = True  # paused once the handshake, which must read, is done
+        else:
+            self.hold()
 
     def handshakeCompleted(self) -> None:
         """The TLS handshake succeeded (Twisted's TLS layer calls this)."""
         self._handshake_done = True
+        if self._holding:
+            self.hold()
         if self._secured is not None:
             self._secured.fire(None)
 
