@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -394,3 +395,22 @@ async def test_a_second_signal_while_stopping_changes_nothing(
     finally:
         await within(writer.close())
     assert await process.exited() == 0, process.output()
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_port_in_use(twistd: Callable[..., Process]) -> None:
+    """A port in use ends twistd with status 1 and the reason, before any worker starts."""
+    taken = socket.socket()
+    try:
+        taken.bind((LOCAL, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = twistd("--port", f"tcp:{port}:interface={LOCAL}", "--workers", "2",
+                         "--handler", PID)  # fmt: skip
+        assert await process.exited() == 1
+    finally:
+        taken.close()
+    output = process.output()
+    assert f"cannot listen on tcp:{port}:interface={LOCAL}: [Errno 98]" in output
+    assert "started" not in output
+    assert "Traceback" not in output

@@ -55,7 +55,7 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ProcessDone, ProcessTerminated, ReactorNotRunning
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.logger import (
     FileLogObserver,
@@ -196,6 +196,7 @@ def _exit_text(reason: Failure) -> str:
     return f"ended: {error}"
 
 
+_MAX_LOG_LINE = 65536
 _LOG_LINE = re.compile(r"\[(?P<namespace>[^\]#\s]+)#(?P<level>\w+)\] (?P<text>.*)")
 
 
@@ -248,6 +249,9 @@ class _Worker(ProcessProtocol):
     def errReceived(self, data: bytes) -> None:
         self._log_text += data
         *lines, self._log_text = self._log_text.split(b"\n")
+        if len(self._log_text) > _MAX_LOG_LINE:  # no end of line in sight: log what came
+            lines.append(self._log_text)
+            self._log_text = b""
         for line in lines:
             self._relay(line)
 
@@ -385,7 +389,9 @@ class WorkersService(Service):
         listening.addBoth(result.append)
         if not result:  # every shareable kind of address listens at once
             listening.cancel()
-            raise ListenError(f"twisted_tcp tcpserver: cannot listen on {self.where}: no socket")
+            raise ListenError(
+                f"twisted_tcp tcpserver: cannot listen on {self.where}: it did not listen at once"
+            )
         if isinstance(result[0], Failure):
             raise ListenError(
                 f"twisted_tcp tcpserver: cannot listen on {self.where}: {_reason(result[0])}"
@@ -507,8 +513,10 @@ class WorkersService(Service):
             )
             return
         _log.info("received {signal}: stopping the workers", signal=name)
-        if self.reactor.running:
+        try:
             self.reactor.stop()
+        except ReactorNotRunning:  # already on its way down
+            pass
 
     def _restart_signal(self, signum: int) -> None:
         self.restart_workers()
