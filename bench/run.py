@@ -8,6 +8,7 @@ and ratios to raw Twisted, and writes it to bench/RESULTS.md.
     python bench/run.py --quick         # smaller amounts, 3 rounds
     python bench/run.py --only pingpong,bulk --rounds 7
     python bench/run.py --smoke --results /tmp/R.md   # a few KiB, 1 round (the smoke test)
+    python bench/run.py --only workers  # twistd tcpserver --workers 1 and 2, and uvloop
     bench/setup.sh                      # installs redis-benchmark and wrk (Debian)
 
 Processes: every client and every server is a worker process of its own
@@ -16,7 +17,10 @@ stdin/stdout; this process only starts them, sends commands and waits, so a
 measurement keeps one core busy with the client and the other with the
 server.  The real-client workloads run redis-benchmark and wrk (from the
 load-generator process) and are skipped, with a note, where they are not
-installed.  See bench/README.md.
+installed.  The last workload, workers_conc_conns, runs real
+`twistd tcpserver --workers N` processes (N = 1 and 2) as the servers, next
+to the uvloop streams server, and has a table of its own.  See
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import selectors
 import shlex
 import shutil
@@ -52,6 +57,8 @@ IMPL_TITLES = {
     "twisted_tcp": "twisted_tcp",
     "asyncio": "asyncio streams",
     "uvloop": "uvloop streams",
+    "twistd_w1": "twistd --workers 1",
+    "twistd_w2": "twistd --workers 2",
 }
 BASELINE = "twisted"
 MiB = 1 << 20
@@ -474,6 +481,177 @@ def first_line(exc: BaseException) -> str:
     return lines[-1] if len(lines) > 1 and "Traceback" in text else (lines[0] if lines else "")
 
 
+# -- twistd tcpserver --workers N ------------------------------------------------
+
+WORKERS_WORKLOAD = "workers_conc_conns"
+WORKER_COUNTS = (1, 2)
+ECHO_HANDLER = "twisted_tcp.examples.echo:handle"
+ROOT = os.path.dirname(HERE)
+
+
+def workers_what(s: Scale) -> str:
+    return (f"{s.clients} concurrent clients x {s.per_client} sequential connections (as "
+            "server_conc_conns) against `twistd tcpserver --workers N` (N = 1, 2) serving "
+            "twisted_tcp.examples.echo, next to the uvloop streams server (one process)")
+
+
+def workers_impls(uvloop: bool) -> list[str]:
+    """The columns of the workers comparison: twistd with each N, then one event loop."""
+    return [f"twistd_w{n}" for n in WORKER_COUNTS] + ["uvloop" if uvloop else "asyncio"]
+
+
+class TwistdServer:
+    """
+    A real `twistd -n tcpserver --workers N` serving the line-echo example
+    on a port of 127.0.0.1 (backlog 1024 and --max-connections 100000, as
+    the other servers), with this checkout first on its PYTHONPATH.
+    """
+
+    LISTENING = re.compile(rb"tcpserver listening on 127\.0\.0\.1:(\d+) ")
+
+    def __init__(self, workers: int, logdir: str) -> None:
+        self.workers = workers
+        self.name = f"twistd tcpserver --workers {workers}"
+        self.log_path = os.path.join(logdir, f"twistd-workers-{workers}.log")
+        self._log = open(self.log_path, "wb")  # closed in close()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
+        env.pop("BENCH_CPU", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "tcpserver",
+             "--port", "tcp:0:interface=127.0.0.1:backlog=1024",
+             "--workers", str(workers), "--max-connections", "100000",
+             "--handler", ECHO_HANDLER],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=logdir, env=env,
+        )
+        self.port: int | None = None
+
+    def log_text(self) -> bytes:
+        with open(self.log_path, "rb") as f:
+            return f.read()
+
+    def wait_ready(self, timeout: float) -> int:
+        """Wait until it listens and every worker accepts; return the port."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            match = self.LISTENING.search(text)
+            accepting = text.count(b"] twisted_tcp tcpserver listening on ")  # workers' lines
+            if match and (self.workers == 1 or accepting >= self.workers):
+                self.port = int(match.group(1))
+                return self.port
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise WorkerError(f"{self.name} did not start ({self.proc.poll()}):\n"
+                                  + text.decode(errors="replace")[-1500:])
+            time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self, grace: float = 10.0) -> None:
+        """SIGTERM (twistd stops its workers and waits for them), then SIGKILL if need be."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def run_workers_comparison(
+    workers: Workers,
+    impls: list[str],
+    scale: Scale,
+    rounds: int,
+    timeout: float,
+    results: Results,
+    log: Callable[[str], None],
+) -> None:
+    """
+    The conc_conns workload against `twistd tcpserver --workers N` for each
+    N of WORKER_COUNTS, and against the event-loop server of impls[-1] (a
+    bench worker), interleaved over the rounds as the other workloads are.
+    """
+    params = {"clients": scale.clients, "per_client": scale.per_client}
+    servers: dict[str, TwistdServer] = {}
+    try:
+        for n in WORKER_COUNTS:
+            servers[f"twistd_w{n}"] = TwistdServer(n, workers.logdir)
+        ports = {impl: server.wait_ready(workers.ready_timeout)
+                 for impl, server in servers.items()}
+
+        def one(impl: str, params: dict[str, int]) -> float:
+            if impl in servers:
+                port = ports[impl]
+            else:
+                server = workers.get(("server", impl))
+                assert server.ready is not None
+                port = server.ready["ports"]["echo"]
+            loadgen = workers.get(("loadgen",))
+            command = {"workload": "conc_conns", "port": port,
+                       "params": {**params, "timeout": timeout}}
+            try:
+                answer = loadgen.request(command, timeout)
+            except WorkerError:
+                workers.discard(("loadgen",))
+                raise
+            if impl in servers and not servers[impl].alive():
+                raise WorkerError(f"{servers[impl].name} died")
+            if not answer.get("ok"):
+                raise WorkerError(str(answer.get("error")))
+            return float(answer["work"]) / float(answer["elapsed"])
+
+        failed: set[str] = set()
+        if scale.warmup > 0:
+            warm = {"clients": _n(scale.clients * scale.warmup), "per_client": scale.per_client}
+            for impl in impls:
+                try:
+                    one(impl, warm)
+                except WorkerError as exc:
+                    failed.add(impl)
+                    results.fail(WORKERS_WORKLOAD, impl, f"warm-up: {exc}")
+                    log(f"{WORKERS_WORKLOAD:<18} warm-up {impl:<12} FAILED: {first_line(exc)}")
+        for r in range(rounds):
+            k = r % len(impls)
+            for impl in impls[k:] + impls[:k]:
+                if impl in failed:
+                    continue
+                try:
+                    value = one(impl, params)
+                except WorkerError as exc:
+                    results.fail(WORKERS_WORKLOAD, impl, f"round {r + 1}: {exc}")
+                    log(f"{WORKERS_WORKLOAD:<18} round {r + 1}/{rounds} {impl:<12} "
+                        f"FAILED: {first_line(exc)}")
+                    continue
+                results.add(WORKERS_WORKLOAD, impl, value, r)
+                log(f"{WORKERS_WORKLOAD:<18} round {r + 1}/{rounds} {impl:<12} "
+                    f"{value:>14,.1f} conn/s")
+    except WorkerError as exc:
+        for impl in impls:
+            results.fail(WORKERS_WORKLOAD, impl, f"start: {exc}")
+        log(f"{WORKERS_WORKLOAD:<18} FAILED: {first_line(exc)}")
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+def workers_table(results: Results, impls: list[str]) -> str:
+    """One row: the medians, twistd --workers 2 over --workers 1, each over the event loop."""
+    loop = impls[-1]
+    med = {impl: results.median(WORKERS_WORKLOAD, impl) for impl in impls}
+    head = ["workload", "unit", *[IMPL_TITLES.get(i, i) for i in impls],
+            "--workers 2 ÷ --workers 1", f"--workers 1 ÷ {loop}", f"--workers 2 ÷ {loop}"]
+    row = [WORKERS_WORKLOAD, "conn/s", *[fmt_value(med[i]) for i in impls],
+           fmt_ratio(med["twistd_w2"], med["twistd_w1"]),
+           fmt_ratio(med["twistd_w1"], med[loop]), fmt_ratio(med["twistd_w2"], med[loop])]
+    rows = [head, ["---"] * 2 + ["---:"] * (len(head) - 2), row]
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
 # -- reporting -------------------------------------------------------------------
 
 
@@ -647,6 +825,7 @@ def report(
     load_end: str,
     command: str,
     notes: list[str],
+    w_impls: list[str] | None = None,
 ) -> str:
     m = machine()
     described = "\n".join(f"- `{wl.name}` ({wl.side} side): {wl.what(scale)}" for wl in workloads)
@@ -675,6 +854,20 @@ def report(
         "",
         table(results, workloads, impls),
         "",
+        *([
+            "## Several processes: `twistd tcpserver --workers N`",
+            "",
+            f"{WORKERS_WORKLOAD}: {workers_what(scale)}.  Medians over the rounds; the",
+            "load generator is one process, on the same machine.",
+            "",
+            workers_table(results, w_impls),
+            "",
+            *[f"- {impl}: "
+              + (", ".join(fmt_value(v) for v in results.samples.get(WORKERS_WORKLOAD, {})
+                           .get(impl, [])) or "none")
+              for impl in w_impls],
+            "",
+        ] if w_impls else []),
         "## Workloads",
         "",
         described,
@@ -768,6 +961,7 @@ def main(argv: list[str]) -> int:
             skip = why_skipped(wl, scale)
             print(f"{wl.name:<18} {wl.side:<6} {wl.unit:<14} {wl.what(scale)}"
                   + (f" [skipped here: {skip}]" if skip else ""))
+        print(f"{WORKERS_WORKLOAD:<18} {'server':<6} {'conn/s':<14} {workers_what(scale)}")
         return 0
     rounds = args.rounds or scale.rounds
     timeout = args.timeout or scale.timeout
@@ -775,10 +969,12 @@ def main(argv: list[str]) -> int:
         raise SystemExit("--rounds must be at least 1")
 
     workloads = WORKLOADS
+    run_workers = True
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
         workloads = [wl for wl in WORKLOADS if any(w in wl.name for w in wanted)]
-        if not workloads:
+        run_workers = any(w in WORKERS_WORKLOAD for w in wanted)
+        if not workloads and not run_workers:
             raise SystemExit(f"--only {args.only}: no such workload (see --list)")
 
     notes = []
@@ -793,6 +989,10 @@ def main(argv: list[str]) -> int:
         impls.remove("uvloop")
         if not args.no_uvloop:
             notes.append("uvloop is not installed: its column is left out")
+    uvloop = not args.no_uvloop and importlib.util.find_spec("uvloop") is not None
+    w_impls = workers_impls(uvloop)
+    if run_workers and not uvloop:
+        notes.append(f"{WORKERS_WORKLOAD}: compared with asyncio streams, uvloop being left out")
 
     results_path = None
     if not args.no_results:
@@ -833,11 +1033,15 @@ def main(argv: list[str]) -> int:
                 keys += [("server", "fixed")] + [("client", i) for i in impls]
             if any(wl.side == "server" and not wl.fresh_server for wl in measured):
                 keys += [("server", i) for i in impls]
-            if any(wl.side == "server" for wl in measured):
+            if any(wl.side == "server" for wl in measured) or run_workers:
                 keys += [("loadgen",)]
-            workers.start(keys)
+            if run_workers:
+                keys += [("server", w_impls[-1])]
+            workers.start(list(dict.fromkeys(keys)))
             for wl in measured:
                 run_workload(workers, wl, impls, scale, rounds, timeout, results, log)
+            if run_workers:
+                run_workers_comparison(workers, w_impls, scale, rounds, timeout, results, log)
         except WorkerError as exc:
             log(f"a worker could not start: {exc}")
             return 2
@@ -845,11 +1049,15 @@ def main(argv: list[str]) -> int:
             workers.close_all()
 
     text = report(results, workloads, impls, scale, rounds, workers.info, started,
-                  load_start, loadavg(), command, notes)
-    print()
-    print(table(results, workloads, impls))
-    print()
-    print(spread_table(results, workloads, impls))
+                  load_start, loadavg(), command, notes, w_impls if run_workers else None)
+    if workloads:
+        print()
+        print(table(results, workloads, impls))
+        print()
+        print(spread_table(results, workloads, impls))
+    if run_workers:
+        print()
+        print(workers_table(results, w_impls))
     if results_path:
         with open(results_path, "w") as f:
             f.write(text)

@@ -167,6 +167,15 @@ def describe_tls_error(error: BaseException, host: str | None = None) -> str:
     return f"{name}: {error}"
 
 
+def wrap_server_factory(tls: Any, factory: Any) -> Any:
+    """C{factory}, behind a TLS layer with the server TLS options C{tls}."""
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    wrapped = TLSMemoryBIOFactory(tls, False, factory)
+    wrapped.noisy = False
+    return wrapped
+
+
 # -- the layers of a transport --------------------------------------------------
 
 

@@ -21,6 +21,10 @@ The life of the service, as twistd drives it:
        their replies to be flushed, closes whatever connections remain, and
        only then lets the reactor stop (twistd waits for its Deferred).
        twistd then ends the process with the same signal.
+
+With C{--workers N} (N > 1), L{makeService} returns the supervisor of
+L{twisted_tcp._workers} instead, which listens here and runs this service in
+N worker processes.
 """
 
 from __future__ import annotations
@@ -209,6 +213,9 @@ class Options(usage.Options):
         "coroutine, and the connection is flushed and closed when it finishes. "
         "On SIGTERM or SIGINT the server stops accepting, lets running handlers finish for "
         "up to --shutdown-timeout seconds, closes the connections that remain, and exits. "
+        "With --workers N, N worker processes serve on the one listening socket; a worker "
+        "that dies is restarted, SIGHUP restarts them one by one, and SIGTERM or SIGINT stop "
+        "them all as above, then twistd exits with status 0. "
         f"Example: twistd -n --pidfile= tcpserver --port 9000 --handler {_HANDLER_EXAMPLE}"
     )
 
@@ -252,7 +259,16 @@ class Options(usage.Options):
             "max-connections",
             None,
             str(DEFAULT_MAX_CONNECTIONS),
-            "Most connections served at once; beyond, new clients wait in the backlog.",
+            "Most connections served at once (by each worker, with --workers); beyond, new "
+            "clients wait in the backlog.",
+        ],
+        [
+            "workers",
+            None,
+            "1",
+            "Worker processes that accept connections on the one listening socket, each "
+            "running the handler with the limits given here (--max-connections is per "
+            "worker). 1: serve in the twistd process itself. Use up to one per CPU core.",
         ],
         [
             "backlog",
@@ -313,6 +329,11 @@ class Options(usage.Options):
             )
         self["where"] = self._with_tls(where)
         self["max-connections"] = _count("max-connections", self["max-connections"])
+        self["workers"] = _count("workers", self["workers"])
+        if self["workers"] > 1:
+            from ._workers import check_shareable
+
+            check_shareable(where, self["workers"])
         self["backlog"] = DEFAULT_BACKLOG if backlog is None else _count("backlog", backlog)
         age = self["buffer-age-limit"]
         if isinstance(age, str) and age.lower() == "unlimited":
@@ -351,8 +372,26 @@ class Options(usage.Options):
             raise usage.UsageError(f"--tls-cert/--tls-key: {e}") from None
 
 
-def makeService(options: Options) -> TcpServerService:
-    """Make the service of C{twistd tcpserver} from its parsed L{Options}."""
+def makeService(options: Options) -> Service:
+    """
+    Make the service of C{twistd tcpserver} from its parsed L{Options}: a
+    L{TcpServerService}, or with C{--workers} N > 1 the supervisor of N
+    worker processes that each run one.
+    """
+    if options["workers"] > 1:
+        from ._workers import WorkersService
+
+        return WorkersService(
+            options["where"],
+            options["handler"],
+            workers=options["workers"],
+            max_connections=options["max-connections"],
+            backlog=options["backlog"],
+            buffer_age_limit=options["buffer-age-limit"],
+            idle_timeout=options["idle-timeout"],
+            shutdown_timeout=options["shutdown-timeout"],
+            tls_files=(options["tls-cert"], options["tls-key"]) if options["tls-cert"] else None,
+        )
     return TcpServerService(
         options["where"],
         options["handler-function"],

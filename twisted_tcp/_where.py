@@ -25,7 +25,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 
-from ._tls import client_creator, server_options
+from ._tls import client_creator, server_options, wrap_server_factory
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IListeningPort, IProtocolFactory
@@ -213,10 +213,7 @@ class OnPort(WhereToListen):
     ) -> Deferred[IListeningPort]:
         """Listen with C{factory}, behind TLS if this port has it."""
         if self.tls is not None:
-            from twisted.protocols.tls import TLSMemoryBIOFactory
-
-            factory = TLSMemoryBIOFactory(self.tls, False, factory)
-            factory.noisy = False
+            factory = wrap_server_factory(self.tls, factory)
         return self.endpoint(reactor, backlog).listen(factory)
 
 

@@ -6,6 +6,8 @@ tcpserver} subprocess imports as C{tests.helpers.twistd_handlers:NAME}
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet.interfaces import IAddress
 from twisted.internet.task import deferLater
 
@@ -38,3 +40,14 @@ handlers = _Handlers()
 
 not_callable = 42
 """Not a handler: C{--handler tests.helpers.twistd_handlers:not_callable} fails."""
+
+
+async def pid_then_hold(address: IAddress, reader: Reader, writer: Writer) -> None:
+    """
+    Reply at once with the process id of the worker that serves the
+    connection, then hold the connection until the client closes it (so
+    that, with C{--max-connections 1}, the next connection must be served
+    by another worker).
+    """
+    writer.write_line(b"%d" % os.getpid())
+    await reader.contents()

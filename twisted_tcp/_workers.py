@@ -1,0 +1,819 @@
+"""
+C{twistd tcpserver --workers N}: one listening socket, N worker processes
+that accept connections on it.
+
+The supervisor, L{WorkersService}, is the service of the twistd process:
+
+    1. C{privilegedStartService} listens exactly as the single-process server
+       does (the same addresses, checks and error messages), but never
+       accepts: its port is paused at once.  It only holds the socket open,
+       so that connections wait in the kernel's queue whenever no worker
+       accepts, and are never refused while the supervisor runs.
+    2. C{startService} starts N workers.  A worker is C{python -m
+       twisted_tcp._workers INDEX SETTINGS}, spawned with the listening
+       socket as its descriptor 3, a pipe as its stdin (its end is closed
+       when the supervisor dies, whereupon the worker shuts down: no orphan
+       keeps the port), its stdout a pipe for two control lines
+       (C{listening}, C{closed}), and its stderr a pipe of log lines, which
+       the supervisor logs again with a C{[worker I pid P]} prefix.
+    3. A worker that exits is restarted after a back-off (L{FIRST_DELAY},
+       doubling up to L{MAX_DELAY}; back to the first after a worker ran
+       L{STABLE_AFTER} seconds), and its exit status is logged.
+    4. SIGHUP restarts the workers one by one: a new worker for slot 1 is
+       started, and once it accepts, the old one is stopped gracefully; then
+       slot 2, and so on.  The socket stays open throughout.
+    5. SIGTERM or SIGINT stop the supervisor: every worker is sent SIGTERM
+       and stops accepting; once they all have, the supervisor closes its
+       socket (removing a Unix socket's file), so new clients are refused;
+       then each worker gets C{--shutdown-timeout} seconds to let its handlers
+       finish, and one still running L{KILL_MARGIN} seconds after that is
+       killed.  The process then exits with status 0: the supervisor
+       handles these signals itself, so twistd does not end by re-raising
+       the signal as a single-process twistd does.
+
+A worker (L{main}) adopts the socket, runs a L{TcpServerService} on it, says
+C{listening}, and on SIGTERM or when its stdin closes shuts the service down
+gracefully, says C{closed} once it no longer accepts, and exits with status
+0.  It ignores SIGINT: a Ctrl-C in a terminal reaches the whole process group,
+and it is the supervisor's to act on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.error import ProcessDone, ProcessTerminated, ReactorNotRunning
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.logger import (
+    FileLogObserver,
+    InvalidLogLevelError,
+    Logger,
+    LogLevel,
+    eventAsText,
+    globalLogBeginner,
+)
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from ._connect import default_reactor
+from ._oneshot import OneShot
+from ._tls import load_certificate, wrap_server_factory
+from ._twistd import (
+    DEFAULT_BUFFER_AGE_LIMIT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    ListenError,
+    TcpServerService,
+    _reason,
+    load_handler,
+)
+from ._where import OnEndpoint, OnFile, OnPort, WhereToListen, show_address
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProtocolFactory
+
+_log = Logger()
+
+WORKER_FD = 3
+"""The descriptor number of the listening socket in a worker."""
+
+FIRST_DELAY = 0.5
+"""Seconds before a worker that exited is restarted, the first time."""
+
+MAX_DELAY = 30.0
+"""The longest wait before a restart: the delay doubles up to this."""
+
+STABLE_AFTER = 10.0
+"""A worker that ran this many seconds before exiting is restarted after L{FIRST_DELAY}."""
+
+KILL_MARGIN = 5.0
+"""Seconds after C{--shutdown-timeout} that a stopping worker is killed (SIGKILL)."""
+
+READY_TIMEOUT = 30.0
+"""Seconds a new worker of a rolling restart gets to start accepting."""
+
+WORKER_ENVIRONMENT_VARIABLE = "TWISTED_TCP_WORKER"
+"""Set to the worker's index (1 to N) in each worker's environment."""
+
+_WORKER_MODULE = "twisted_tcp._workers"
+_LISTENING = b"listening"
+_CLOSED = b"closed"
+
+
+# -- what a worker is told ----------------------------------------------------
+
+
+@attrs.frozen
+class WorkerSettings:
+    """
+    Everything a worker needs besides its index and the socket: passed to
+    it as one JSON argument.
+    """
+
+    handler: str
+    family: int
+    backlog: int
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT
+    idle_timeout: float | None = None
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    reactor: str | None = None  # the module of the supervisor's reactor, installed first
+    tls_files: tuple[str, str] | None = None  # certificate and key: each worker serves TLS
+
+    def to_json(self) -> str:
+        """This, as the JSON text that L{from_json} reads."""
+        return json.dumps(attrs.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSettings:
+        """Settings from the text L{to_json} made."""
+        settings = json.loads(text)
+        if settings.get("tls_files") is not None:
+            settings["tls_files"] = tuple(settings["tls_files"])
+        return cls(**settings)
+
+
+def check_shareable(where: WhereToListen, workers: int) -> None:
+    """
+    Check that the supervisor can hand a socket listening at C{where} to
+    worker processes: a TCP port, a Unix socket, or a C{tcp:}, C{tcp6:} or
+    C{unix:} endpoint description.
+
+    @raise usage.UsageError: for any other endpoint description (one that
+        wraps the socket, as C{ssl:} does, or that is not a plain socket).
+    """
+    if isinstance(where, (OnPort, OnFile)):
+        return
+    if isinstance(where, OnEndpoint) and isinstance(where.source, str):
+        endpoint = endpoints.serverFromString(None, where.source)
+        if isinstance(
+            endpoint,
+            (
+                endpoints.TCP4ServerEndpoint,
+                endpoints.TCP6ServerEndpoint,
+                endpoints.UNIXServerEndpoint,
+            ),
+        ):
+            return
+    raise usage.UsageError(
+        f"--workers {workers}: the workers share one listening socket, which works with "
+        "--port PORT, --file PATH and tcp:, tcp6: or unix: endpoint descriptions, "
+        f"not with {where}"
+    )
+
+
+# -- the supervisor -----------------------------------------------------------
+
+
+class _NoAccept(Factory):
+    """The factory of the supervisor's own port, which is paused and never accepts."""
+
+    noisy = False
+
+    def buildProtocol(self, addr: object) -> None:
+        return None
+
+
+def _exit_text(reason: Failure) -> str:
+    """How a process ended: C{"exited with status 1"} or C{"was killed by signal 9 (SIGKILL)"}."""
+    error = reason.value
+    if isinstance(error, ProcessTerminated) and error.signal is not None:
+        try:
+            name = f" ({signal.Signals(error.signal).name})"
+        except ValueError:
+            name = ""
+        return f"was killed by signal {error.signal}{name}"
+    if isinstance(error, (ProcessDone, ProcessTerminated)):
+        return f"exited with status {error.exitCode}"
+    return f"ended: {error}"
+
+
+_MAX_LOG_LINE = 65536
+_LOG_LINE = re.compile(r"\[(?P<namespace>[^\]#\s]+)#(?P<level>\w+)\] (?P<text>.*)")
+
+
+class _Worker(ProcessProtocol):
+    """
+    One worker process, seen from the supervisor: its control lines, its
+    log lines (logged again with the worker's index and pid) and its end.
+
+    @ivar listening: fires when the worker accepts connections; fails if it
+        exits first.
+    @ivar closed: fires when the worker no longer accepts (it said so, or it
+        exited).
+    @ivar ended: fires once the process has exited.
+    @ivar retired: whether the worker was replaced or told to stop, so that
+        its exit is expected and it is not restarted.
+    @ivar promoted: whether it serves its slot (a new worker of a rolling
+        restart is not promoted until it accepts).
+    """
+
+    pid: int | None = None
+
+    def __init__(self, supervisor: WorkersService, index: int, started_at: float) -> None:
+        self.supervisor = supervisor
+        self.index = index
+        self.started_at = started_at
+        self.listening: OneShot[None] = OneShot()
+        self.closed: OneShot[None] = OneShot()
+        self.ended: OneShot[None] = OneShot()
+        self.retired = False
+        self.promoted = False
+        self.kill_timer: IDelayedCall | None = None
+        self._control = b""
+        self._log_text = b""
+
+    def __str__(self) -> str:
+        return f"worker {self.index} (pid {self.pid})"
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid  # type: ignore[union-attr]
+
+    def outReceived(self, data: bytes) -> None:
+        self._control += data
+        *lines, self._control = self._control.split(b"\n")
+        for line in lines:
+            if line == _LISTENING:
+                self.listening.fire(None)
+            elif line == _CLOSED:
+                self.closed.fire(None)
+
+    def errReceived(self, data: bytes) -> None:
+        self._log_text += data
+        *lines, self._log_text = self._log_text.split(b"\n")
+        if len(self._log_text) > _MAX_LOG_LINE:  # no end of line in sight: log what came
+            lines.append(self._log_text)
+            self._log_text = b""
+        for line in lines:
+            self._relay(line)
+
+    def _relay(self, line: bytes) -> None:
+        """Log one line of the worker's log with its index and pid."""
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        namespace, level = __name__, LogLevel.warn  # not a log line: early output, a crash
+        match = _LOG_LINE.fullmatch(text)
+        if match is not None:
+            try:
+                level = LogLevel.levelWithName(match["level"])
+            except InvalidLogLevelError:
+                pass
+            else:
+                namespace, text = match["namespace"], match["text"]
+        Logger(namespace=namespace).emit(
+            level,
+            "[worker {worker} pid {worker_pid}] {line}",
+            worker=self.index,
+            worker_pid=self.pid,
+            line=text,
+        )
+
+    def terminate(self, kill_after: float) -> None:
+        """Send SIGTERM now, and SIGKILL if it still runs C{kill_after} seconds later."""
+        self.retired = True
+        if self.ended.fired:
+            return
+        self._signal("TERM")
+        if self.kill_timer is None:
+            self.kill_timer = self.supervisor.reactor.callLater(kill_after, self._kill)
+
+    def _kill(self) -> None:
+        self.kill_timer = None
+        _log.warn(
+            "{worker} still runs {seconds:g} s after SIGTERM; killing it",
+            worker=str(self),
+            seconds=self.supervisor.shutdown_timeout + KILL_MARGIN,
+        )
+        self._signal("KILL")
+
+    def _signal(self, name: str) -> None:
+        try:
+            self.transport.signalProcess(name)  # type: ignore[union-attr]
+        except Exception:  # it has exited, and Twisted has not reaped it yet
+            pass
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._log_text:
+            self._relay(self._log_text)
+            self._log_text = b""
+        if self.kill_timer is not None:
+            self.kill_timer.cancel()
+            self.kill_timer = None
+        self.listening.fire(Failure(RuntimeError(f"{self} {_exit_text(reason)}")))
+        self.closed.fire(None)
+        self.ended.fire(None)
+        self.supervisor._ended(self, reason)
+
+
+class WorkersService(Service):
+    """
+    The supervisor of C{twistd tcpserver --workers N}: it listens, starts N
+    worker processes that serve on its socket, restarts those that die,
+    restarts them all one by one on SIGHUP, and stops them gracefully on
+    SIGTERM or SIGINT (see the module's description).
+
+    @ivar port: the supervisor's listening port (paused), or C{None} before it
+        listens and after it stopped.
+    """
+
+    name = "tcpserver"
+    port: IListeningPort | None = None
+
+    def __init__(
+        self,
+        where: WhereToListen,
+        handler_name: str,
+        *,
+        workers: int,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        backlog: int = 64,
+        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
+        idle_timeout: float | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        tls_files: tuple[str, str] | None = None,
+        handle_signals: bool = True,
+        reactor: Any = None,
+    ) -> None:
+        self.where = where
+        self.tls_files = tls_files
+        self.handler_name = handler_name
+        self.workers = workers
+        self.max_connections = max_connections
+        self.backlog = backlog
+        self.buffer_age_limit = buffer_age_limit
+        self.idle_timeout = idle_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.handle_signals = handle_signals
+        self.reactor = reactor
+        self._settings: WorkerSettings | None = None
+        self._slots: list[_Worker | None] = [None] * workers
+        self._alive: set[_Worker] = set()
+        self._failures = [0] * workers
+        self._restart_timers: dict[int, IDelayedCall] = {}
+        self._rolling: Deferred[None] | None = None
+        self._roll_again = False
+        self._stopping = False
+
+    # -- starting --------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self._listen()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self.port is None:  # not started by twistd: privilegedStartService was not called
+            self._listen()
+        if self.handle_signals:
+            # Once the reactor runs: it installs its own handlers as it starts.
+            self.reactor.callWhenRunning(self._install_signal_handlers)
+        for index in range(1, self.workers + 1):
+            self._start_worker(index)
+
+    def _listen(self) -> None:
+        """
+        Listen as the single-process server would, and pause the port at
+        once: only the workers accept.
+
+        @raise ListenError: if it cannot listen, which makes twistd exit with
+            status 1 and the message.
+        """
+        self.reactor = default_reactor(self.reactor)
+        listening = self.where.listen(self.reactor, self.backlog, _NoAccept())
+        result: list[Any] = []
+        listening.addBoth(result.append)
+        if not result:  # every shareable kind of address listens at once
+            listening.cancel()
+            raise ListenError(
+                f"twisted_tcp tcpserver: cannot listen on {self.where}: it did not listen at once"
+            )
+        if isinstance(result[0], Failure):
+            raise ListenError(
+                f"twisted_tcp tcpserver: cannot listen on {self.where}: {_reason(result[0])}"
+            )
+        port: Any = result[0]
+        port.pauseProducing()
+        self.port = port
+        self._settings = WorkerSettings(
+            handler=self.handler_name,
+            family=int(port.addressFamily),
+            backlog=int(getattr(port, "backlog", self.backlog)),
+            max_connections=self.max_connections,
+            buffer_age_limit=self.buffer_age_limit,
+            idle_timeout=self.idle_timeout,
+            shutdown_timeout=self.shutdown_timeout,
+            reactor=type(self.reactor).__module__,
+            tls_files=self.tls_files,
+        )
+        _log.info(
+            "twisted_tcp tcpserver listening on {address} (handler {handler}) "
+            "with {workers} worker processes",
+            address=show_address(port.getHost()),
+            handler=self.handler_name,
+            workers=self.workers,
+        )
+
+    def _start_worker(self, index: int, *, promote: bool = True) -> _Worker:
+        """Start a worker for slot C{index}; it serves the slot now if C{promote}."""
+        assert self.port is not None and self._settings is not None
+        worker = _Worker(self, index, self.reactor.seconds())
+        # The same interpreter and environment as this process: the worker
+        # imports twisted_tcp and the handler as this process did.
+        self.reactor.spawnProcess(
+            worker,
+            sys.executable,
+            [sys.executable, "-m", _WORKER_MODULE, str(index), self._settings.to_json()],
+            env={**os.environ, WORKER_ENVIRONMENT_VARIABLE: str(index)},
+            childFDs={0: "w", 1: "r", 2: "r", WORKER_FD: self.port.fileno()},  # type: ignore[attr-defined]
+        )
+        self._alive.add(worker)
+        if promote:
+            self._promote(worker)
+        _log.info("{worker} started", worker=str(worker))
+        return worker
+
+    def _promote(self, worker: _Worker) -> _Worker | None:
+        """Make C{worker} serve its slot; return the worker it replaces, if any."""
+        index = worker.index
+        timer = self._restart_timers.pop(index, None)
+        if timer is not None:
+            timer.cancel()
+        old, self._slots[index - 1] = self._slots[index - 1], worker
+        worker.promoted = True
+        return old
+
+    # -- workers that exit -----------------------------------------------------
+
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
+        """A worker exited: log it, and restart its slot if it was serving it."""
+        self._alive.discard(worker)
+        how = _exit_text(reason)
+        index = worker.index
+        if self._stopping or worker.retired or self._slots[index - 1] is not worker:
+            if worker.promoted or self._stopping:
+                _log.info("{worker} {how}", worker=str(worker), how=how)
+            else:
+                _log.warn(
+                    "{worker}, started to replace worker {index}, {how} before it accepted",
+                    worker=str(worker),
+                    index=index,
+                    how=how,
+                )
+            return
+        self._slots[index - 1] = None
+        if self.reactor.seconds() - worker.started_at >= STABLE_AFTER:
+            self._failures[index - 1] = 0
+        delay = min(FIRST_DELAY * 2 ** self._failures[index - 1], MAX_DELAY)
+        self._failures[index - 1] += 1
+        _log.warn(
+            "{worker} {how}; restarting in {delay:g} s", worker=str(worker), how=how, delay=delay
+        )
+        self._restart_timers[index] = self.reactor.callLater(delay, self._restart, index)
+
+    def _restart(self, index: int) -> None:
+        del self._restart_timers[index]
+        if not self._stopping:
+            self._start_worker(index)
+
+    # -- signals ---------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        """
+        Handle SIGTERM and SIGINT (stop, then exit with status 0) and SIGHUP
+        (a rolling restart) here, instead of the reactor's own handlers,
+        which would make twistd exit by re-raising the signal.
+        """
+        actions: dict[int, Callable[[int], None]] = {
+            signal.SIGTERM: self._stop_signal,
+            signal.SIGINT: self._stop_signal,
+            signal.SIGHUP: self._restart_signal,
+        }
+        for signum, action in actions.items():
+            signal.signal(signum, self._signal_handler(action))
+
+    def _signal_handler(self, action: Callable[[int], None]) -> Callable[[int, Any], None]:
+        """A signal handler that runs C{action(signum)} in the reactor, as Twisted's do."""
+
+        def handler(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(action, signum)
+
+        return handler
+
+    def _stop_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping:
+            _log.info(
+                "received {signal} while stopping: the workers are already stopping "
+                "(SIGKILL stops everything at once)",
+                signal=name,
+            )
+            return
+        _log.info("received {signal}: stopping the workers", signal=name)
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:  # already on its way down
+            pass
+
+    def _restart_signal(self, signum: int) -> None:
+        self.restart_workers()
+
+    # -- rolling restart -------------------------------------------------------
+
+    def restart_workers(self) -> None:
+        """
+        Restart every worker, one at a time: start a new worker for a slot,
+        and once it accepts connections stop the old one gracefully (it
+        lets its handlers finish), then go to the next slot.  The listening
+        socket stays open, so no client is refused meanwhile.  A restart
+        asked for while one runs is done once more after it.
+
+        If a new worker exits before it accepts (say, the new code of the
+        handler fails to import), the old worker keeps its slot and the
+        restart stops there.
+        """
+        if self._stopping:
+            return
+        if self._rolling is not None:
+            _log.info("a rolling restart of the workers is running; another one follows it")
+            self._roll_again = True
+            return
+        _log.info("restarting the {n} workers one by one", n=self.workers)
+        self._rolling = Deferred.fromCoroutine(self._roll())
+
+        def done(result: Failure | None) -> None:
+            self._rolling = None
+            if isinstance(result, Failure):
+                _log.failure("the rolling restart of the workers failed", result)
+
+        self._rolling.addBoth(done)
+
+    async def _roll(self) -> None:
+        while True:
+            self._roll_again = False
+            for index in range(1, self.workers + 1):
+                if self._stopping:
+                    return
+                new = self._start_worker(index, promote=False)
+                try:
+                    await new.listening.wait().addTimeout(READY_TIMEOUT, self.reactor)
+                except Exception as e:
+                    if self._stopping:
+                        return
+                    new.terminate(self.shutdown_timeout + KILL_MARGIN)
+                    _log.error(
+                        "rolling restart stopped: the new worker {index} (pid {pid}) did not "
+                        "start accepting ({why}); the other workers keep running",
+                        index=index,
+                        pid=new.pid,
+                        why=str(e) or type(e).__name__,
+                    )
+                    return
+                if self._stopping:
+                    return
+                old = self._promote(new)
+                if old is not None:
+                    old.terminate(self.shutdown_timeout + KILL_MARGIN)
+                    await old.closed.wait()
+            if not self._roll_again:
+                break
+        _log.info("rolling restart done: {n} new workers", n=self.workers)
+
+    # -- stopping --------------------------------------------------------------
+
+    def stopService(self) -> Deferred[None] | None:
+        """
+        Stop every worker gracefully and close the socket; the Deferred
+        fires once every worker has exited (at most C{shutdown_timeout} +
+        L{KILL_MARGIN} seconds, then they are killed).
+        """
+        Service.stopService(self)
+        if self._stopping:
+            return None
+        self._stopping = True
+        for timer in self._restart_timers.values():
+            timer.cancel()
+        self._restart_timers.clear()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        workers = sorted(self._alive, key=lambda w: (w.index, w.started_at))
+        _log.info(
+            "twisted_tcp tcpserver stopping {n} worker(s); each lets its handlers finish for "
+            "up to {timeout:g} s",
+            n=len(workers),
+            timeout=self.shutdown_timeout,
+        )
+        for worker in workers:
+            worker.terminate(self.shutdown_timeout + KILL_MARGIN)
+        # Once no worker accepts, close the socket: new clients are refused.
+        await DeferredList([w.closed.wait() for w in workers])
+        port, self.port = self.port, None
+        if port is not None:
+            await Deferred.fromCoroutine(_stop_listening(port))
+        await DeferredList([w.ended.wait() for w in workers])
+        if self.handle_signals:
+            # Python restores the default handlers as it exits: a late
+            # signal would then end the process by that signal.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _log.info("twisted_tcp tcpserver stopped")
+
+
+async def _stop_listening(port: IListeningPort) -> None:
+    stopped = port.stopListening()
+    if stopped is not None:
+        await stopped
+
+
+# -- the worker ---------------------------------------------------------------
+
+
+@attrs.frozen
+class _OnSharedSocket(WhereToListen):
+    """
+    The socket a worker was handed by its supervisor, already listening:
+    adopting it neither changes it nor removes a Unix socket's file (the
+    supervisor's to remove).
+    """
+
+    fd: int
+    family: int
+    backlog: int
+    tls: Any = None  # server TLS options
+
+    def __str__(self) -> str:
+        return f"the socket of the supervisor (descriptor {self.fd})"
+
+    def listen(
+        self, reactor: Any, backlog: int, factory: IProtocolFactory
+    ) -> Deferred[IListeningPort]:
+        if self.tls is not None:
+            factory = wrap_server_factory(self.tls, factory)
+        try:
+            try:
+                if self.family == socket.AF_UNIX:
+                    port = _adopt_unix_socket(reactor, self.fd, self.backlog, factory)
+                else:
+                    port = reactor.adoptStreamPort(self.fd, self.family, factory)
+            finally:
+                os.close(self.fd)  # the port holds its own duplicate
+        except Exception:
+            return fail()
+        return succeed(port)
+
+
+def _adopt_unix_socket(
+    reactor: Any, fd: int, backlog: int, factory: IProtocolFactory
+) -> IListeningPort:
+    """
+    Adopt a listening Unix socket another process made and owns.  Twisted's
+    adopted Unix port would set its file's mode to 0666, listen with its
+    own backlog, shut the socket down for every process when it stops
+    (C{shutdown(2)}, not only C{close}) and remove the file: this one keeps
+    the file's mode and the supervisor's backlog, and only closes its
+    descriptor.
+    """
+    from twisted.internet import tcp, unix
+
+    class SharedUNIXPort(unix.Port):  # type: ignore[misc]
+        _shouldShutdown = False
+
+        def connectionLost(self, reason: Failure) -> None:
+            tcp.Port.connectionLost(self, reason)  # not unix.Port's, which removes the file
+
+    with socket.socket(fileno=os.dup(fd)) as probe:
+        name = probe.getsockname()
+    port = SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    port.backlog = backlog
+    if isinstance(name, str) and name and not name.startswith("\0"):
+        port.mode = stat.S_IMODE(os.stat(name).st_mode)
+    port.startListening()
+    return port  # type: ignore[no-any-return]
+
+
+def _log_line(event: dict[str, Any]) -> str:
+    """One event as lines C{[namespace#level] text}, which the supervisor reads."""
+    level = event.get("log_level", LogLevel.info)
+    namespace = event.get("log_namespace", "-")
+    text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+    return "".join(f"[{namespace}#{level.name}] {line}\n" for line in text.splitlines() or [""])
+
+
+class _Control(Protocol):
+    """The worker's stdin and stdout: stdin closing (the supervisor died) stops the worker."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+
+    def say(self, line: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(line + b"\n")
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._stop()
+
+
+def _install_reactor(module: str | None) -> None:
+    """Install the supervisor's kind of reactor (best effort: else the default one)."""
+    if not module or "twisted.internet.reactor" in sys.modules:
+        return
+    try:
+        importlib.import_module(module).install()
+    except Exception:
+        pass
+
+
+def main(argv: list[str]) -> int:
+    """
+    Run a worker: C{argv} is C{[INDEX, SETTINGS_JSON]}.  Serve on descriptor
+    L{WORKER_FD} until SIGTERM or the end of stdin; return the exit status
+    (0 after a graceful stop, 1 if it could not start).
+    """
+    index, settings = int(argv[0]), WorkerSettings.from_json(argv[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    log_file = sys.stderr
+    globalLogBeginner.beginLoggingTo(
+        [FileLogObserver(log_file, _log_line)], redirectStandardIO=True
+    )
+    _install_reactor(settings.reactor)
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor
+    try:
+        handler = load_handler(settings.handler)
+        tls = None if settings.tls_files is None else load_certificate(*settings.tls_files)
+    except (usage.UsageError, ValueError, ImportError) as e:
+        _log.critical("worker {index} cannot start: {error}", index=index, error=str(e))
+        return 1
+    service = TcpServerService(
+        _OnSharedSocket(WORKER_FD, settings.family, settings.backlog, tls),
+        handler,
+        settings.handler,
+        max_connections=settings.max_connections,
+        buffer_age_limit=settings.buffer_age_limit,
+        idle_timeout=settings.idle_timeout,
+        shutdown_timeout=settings.shutdown_timeout,
+        reactor=reactor,
+    )
+    status = 0
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            # Once is enough; and Python restores the default handler as it
+            # exits, so that a late SIGTERM would end the worker by it.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            reactor.stop()
+
+    control = _Control(stop)
+
+    def stop_service() -> Deferred[None] | None:
+        server = service.server
+        if server is not None:
+            server.close_finished.addBoth(lambda _: control.say(_CLOSED))
+        return service.stopService()
+
+    def start() -> None:
+        nonlocal status
+        signal.signal(signal.SIGTERM, lambda signum, frame: reactor.callFromThread(stop))
+        try:
+            service.startService()
+        except ListenError as e:
+            _log.critical("worker {index} cannot start: {error}", index=index, error=str(e))
+            status = 1
+            stop()
+            return
+        from twisted.internet.stdio import StandardIO
+
+        StandardIO(control, reactor=reactor)
+        control.say(_LISTENING)
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop_service)
+    reactor.callWhenRunning(start)
+    reactor.run()
+    return status
+
+
+if __name__ == "__main__":
+    # Run as `python -m twisted_tcp._workers`: use the module under its own
+    # name (its logger's namespace is twisted_tcp._workers, not __main__).
+    from twisted_tcp._workers import main as _main
+
+    sys.exit(_main(sys.argv[1:]))
+
+
+__all__ = ["WorkerSettings", "WorkersService", "check_shareable", "main"]
