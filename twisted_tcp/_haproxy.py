@@ -13,8 +13,11 @@ server's protocol at all.
 
 from __future__ import annotations
 
-from typing import Any
+import ipaddress
+from typing import Any, Literal
 
+import attrs
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -30,12 +33,40 @@ HEADER_TIMEOUT = 30.0
 
 _log = Logger()
 _V1_START = V1Parser.PROXYSTR + b" "
+_V1_MAX = 107  # the longest v1 header, CRLF included
+
+
+@attrs.frozen
+class _Addresses:
+    source: IPv4Address | IPv6Address | None
+    destination: IPv4Address | IPv6Address | None
+
+
+_NO_ADDRESSES = _Addresses(None, None)
+
+
+def _checked(address: Any) -> IPv4Address | IPv6Address | Literal[False] | None:
+    """
+    C{address} with its host in the usual form (IPv6 compressed), C{None}
+    if there is none (UNKNOWN, LOCAL), or False if it is not a valid
+    address of its family and a port in 0..65535.
+    """
+    if address is None or not isinstance(address, (IPv4Address, IPv6Address)):
+        return None
+    try:
+        host = ipaddress.ip_address(address.host)
+    except ValueError:
+        return False
+    if not 0 <= address.port <= 65535 or host.version != (
+        6 if isinstance(address, IPv6Address) else 4
+    ):
+        return False
+    return type(address)(address.type, str(host), address.port)  # type: ignore[arg-type]
 
 
 @implementer(IHalfCloseableProtocol)
 class _HeaderFirst(ProtocolWrapper):
-    _parser: V1Parser | V2Parser | None = None
-    _info: Any = None
+    _info: _Addresses | None = None
     _start = b""
     _timer: Any = None
 
@@ -63,31 +94,53 @@ class _HeaderFirst(ProtocolWrapper):
         if self._info is not None:
             self.wrappedProtocol.dataReceived(data)
             return
-        parser = self._parser
-        if parser is None:
-            data = self._start + data
-            self._start = b""
-            if data[:6] == _V1_START:
-                parser = V1Parser()
-            elif len(data) > 12 and data[:12] == V2Parser.PREFIX and data[12] & 0xF0 == 0x20:
-                parser = V2Parser()
-            elif len(data) <= 12 and (
-                V2Parser.PREFIX.startswith(data) or _V1_START.startswith(data)
-            ):
-                self._start = data  # too short to tell yet
+        data = self._start + data
+        self._start = b""
+        if data[:6] == _V1_START:
+            end = data.find(b"\r\n")
+            if end < 0:
+                if len(data) > _V1_MAX:
+                    self._refuse("a PROXY v1 header longer than 107 bytes")
+                else:
+                    self._start = data
                 return
-            else:
-                self._refuse("not a PROXY protocol header")
+            self._parsed(self._v1(data[:end]), data[end + 2 :])
+        elif len(data) >= 16 and data[:12] == V2Parser.PREFIX and data[12] & 0xF0 == 0x20:
+            try:
+                info, rest = V2Parser().feed(data)
+            except (InvalidProxyHeader, ValueError) as e:
+                self._refuse(f"an invalid PROXY v2 header ({type(e).__name__})")
                 return
-            self._parser = parser
+            if info is None:  # not all of it yet (at most 64 KiB): parse again with more
+                self._start = data
+                return
+            self._parsed(info, rest or b"")
+        elif len(data) < 16 and (
+            V2Parser.PREFIX.startswith(data[:12]) or _V1_START.startswith(data)
+        ):
+            self._start = data  # too short to tell yet
+        else:
+            self._refuse("not a PROXY protocol header")
+
+    def _v1(self, line: bytes) -> Any:
+        """The addresses of a v1 header line, or None if it is not a valid one."""
+        if line == b"PROXY UNKNOWN" or line.startswith(b"PROXY UNKNOWN "):
+            return _NO_ADDRESSES  # the spec's minimal form, which Twisted's parser refuses
         try:
-            info, rest = parser.feed(data)
-        except InvalidProxyHeader as e:
-            self._refuse(f"invalid PROXY protocol header ({type(e).__name__})")
-            return
+            return V1Parser.parse(line)
+        except (InvalidProxyHeader, ValueError, UnicodeDecodeError) as e:
+            self._refuse(f"an invalid PROXY v1 header ({type(e).__name__})")
+            return None
+
+    def _parsed(self, info: Any, rest: bytes) -> None:
+        """The header is read: check its addresses, then connect the server's protocol."""
         if info is None:
             return
-        self._info = info
+        source, destination = (_checked(a) for a in (info.source, info.destination))
+        if source is False or destination is False:
+            self._refuse("a PROXY header with an invalid address or port")
+            return
+        self._info = _Addresses(source, destination)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -151,3 +204,14 @@ class ProxyHeaderFactory(WrappingFactory):
 
     def logPrefix(self) -> str:
         return f"{super().logPrefix()} (PROXY)"
+
+    def doStop(self) -> None:
+        """
+        The port stopped listening: connections still waiting for their
+        header never reached the server, which no longer takes any, so
+        they are closed now.
+        """
+        for protocol in list(self.protocols):
+            if isinstance(protocol, _HeaderFirst) and protocol._info is None:
+                protocol._below().abortConnection()
+        super().doStop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import warnings
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -466,7 +467,10 @@ def to_endpoint(endpoint: str | IStreamClientEndpoint) -> Endpoint:
     """
     if isinstance(endpoint, str):
         try:
-            endpoints.clientFromString(None, endpoint)
+            with warnings.catch_warnings():
+                # Made with no reactor, some endpoints warn (HostnameEndpoint does).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                endpoints.clientFromString(None, endpoint)
         except Exception as e:
             raise ValueError(f"not a valid client endpoint description: {endpoint!r}: {e}") from e
     elif not IStreamClientEndpoint.providedBy(endpoint):
@@ -484,7 +488,9 @@ def on_endpoint(endpoint: str | IStreamServerEndpoint) -> OnEndpoint:
     L{endpoints.serverFromString} (C{tcp:}, C{tcp6:}, C{unix:}, C{ssl:},
     C{systemd:}, C{haproxy:}, ...), parsed now, so a wrong one fails here.
     Behind C{haproxy:}, the handler's address is the client's, from the
-    PROXY protocol header (v1 or v2).
+    PROXY protocol header (v1 or v2); that takes the description: an
+    endpoint object made by Twisted's C{proxyEndpoint} connects the handler
+    before the header, with the load balancer's address.
 
     @raise TypeError: if C{endpoint} is neither.
     @raise ValueError: if Twisted cannot parse the description (an unknown
@@ -498,7 +504,10 @@ def on_endpoint(endpoint: str | IStreamServerEndpoint) -> OnEndpoint:
         except Exception as e:
             hint = ""
             if endpoint.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
-                hint = " (no socket passed by systemd: LISTEN_FDS and LISTEN_PID not set)"
+                hint = (
+                    " (no socket passed by systemd: Twisted needs LISTEN_PID, LISTEN_FDS "
+                    "and LISTEN_FDNAMES, which systemd 227 and later set)"
+                )
             raise ValueError(
                 f"not a valid server endpoint description: {endpoint!r}: {e}{hint}"
             ) from e
