@@ -12,7 +12,6 @@ fires is a stub endpoint driven by a Clock.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import re
@@ -27,10 +26,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import endpoints, error, reactor
 from twisted.internet._resolver import HostResolution
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -45,10 +40,9 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import twisted_tcp as tt
@@ -71,8 +65,9 @@ from .conftest import (
     within,
 )
 from .processes import Process, start, subprocess_env, twistd_command
+from .test_tls import Pki, pki
 
-__all__ = ["start"]  # the fixture, imported for the tests below
+__all__ = ["pki", "start"]  # the fixtures, imported for the tests below
 
 V6 = "::1"
 TELL = "tests.helpers.endpoint_handlers:tell_address"
@@ -409,53 +404,14 @@ def test_cancel_and_no_deadline_on_an_endpoint_that_never_connects() -> None:
 # -- TLS through descriptions ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(certificate, key, directory of trust roots): a self-signed CA certificate for localhost."""
-    directory = tmp_path_factory.mktemp("endpoint-tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCAL))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / "cert.pem"
-    key_path = directory / "key.pem"
-    roots = directory / "roots"
-    roots.mkdir()
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (roots / "ca.pem").write_bytes(cert_path.read_bytes())
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path, roots
-
-
 @pytest_twisted.ensureDeferred
-async def test_tls_descriptions_both_ways(self_signed: tuple[Path, Path, Path]) -> None:
+async def test_tls_descriptions_both_ways(pki: Pki) -> None:
     """An ssl: server description and a tls: client description with trustRoots talk."""
-    cert, key, roots = self_signed
-    server_where = tt.on_endpoint(f"ssl:0:interface={LOCAL}:privateKey={key}:certKey={cert}")
+    server_where = tt.on_endpoint(
+        f"ssl:0:interface={LOCAL}:privateKey={pki.key}:certKey={pki.cert}"
+    )
     async with serving(echo, server_where) as server:
-        client = tt.to_endpoint(f"tls:localhost:{server.listening_on}:trustRoots={roots}")
+        client = tt.to_endpoint(f"tls:localhost:{server.listening_on}:trustRoots={pki.roots}")
 
         # No write_eof: over TLS it is a close_notify, and the server closes.
         async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> list[Any]:
@@ -467,48 +423,6 @@ async def test_tls_descriptions_both_ways(self_signed: tuple[Path, Path, Path]) 
             b"over tls",
             b"again",
         ]
-
-
-class Silent(Protocol):
-    """Accepts and never answers: a TLS client's handshake never completes."""
-
-    lost: list[Silent] = []
-
-    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:  # type: ignore[assignment]  # noqa: B008
-        Silent.lost.append(self)
-
-
-@pytest.mark.parametrize("how", ["timeout", "interrupt"])
-@pytest_twisted.ensureDeferred
-async def test_tls_description_handshake_is_under_the_deadline(
-    how: str, self_signed: tuple[Path, Path, Path]
-) -> None:
-    """
-    The deadline and the interrupt also stop a tls: description's
-    handshake: the connection is aborted (the server sees it go).
-    """
-    _, _, roots = self_signed
-    Silent.lost = []
-    factory = Factory.forProtocol(Silent)
-    port = reactor.listenTCP(0, factory, interface=LOCAL)  # type: ignore[attr-defined, arg-type]
-    try:
-        port_number = port.getHost().port  # type: ignore[attr-defined]
-        where = tt.to_endpoint(f"tls:localhost:{port_number}:trustRoots={roots}")
-        interrupt: Deferred[None] = Deferred()
-        attempt = tt.connect(
-            where,
-            timeout=0.3 if how == "timeout" else WAIT,
-            interrupt=interrupt if how == "interrupt" else None,
-        )
-        if how == "interrupt":
-            await sleep(0.2)
-            interrupt.callback(None)
-        expected = tt.ConnectTimeoutError if how == "timeout" else tt.ConnectInterruptedError
-        with pytest.raises(expected, match=re.escape(str(where))):
-            await within(attempt)
-        await until(lambda: len(Silent.lost) == 1)
-    finally:
-        await within(port.stopListening())
 
 
 # -- IPv6 ---------------------------------------------------------------------------

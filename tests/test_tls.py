@@ -13,10 +13,11 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pytest
@@ -26,9 +27,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.python.failure import Failure
 
 import twisted_tcp as tt
 
@@ -53,6 +55,7 @@ class Pki:
     key: Path
     self_signed_cert: Path
     self_signed_key: Path
+    roots: Path  # a directory holding only the authority (a tls: description's trustRoots)
 
     def trust(self, host: str = "localhost") -> Any:
         """Client TLS options that trust the authority and check C{host}."""
@@ -118,7 +121,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     ca = _certificate("twisted_tcp test CA", ca_key, "twisted_tcp test CA", ca_key, ca=True)
     cert = _certificate("localhost", key, "twisted_tcp test CA", ca_key, ca=False)
     self_signed = _certificate("localhost", other_key, "localhost", other_key, ca=False)
+    (directory / "roots").mkdir()
+    _write(directory / "roots" / "ca.pem", ca)
     return Pki(
+        roots=directory / "roots",
         ca=_write(directory / "ca.pem", ca),
         cert=_write(directory / "cert.pem", cert),
         key=_write(directory / "key.pem", key),
@@ -383,37 +389,49 @@ async def test_plain_client_to_a_tls_server_does_not_hurt_it(pki: Pki) -> None:
 class Silent(Protocol):
     """Accepts and never answers: a TLS client's handshake never completes."""
 
+    lost: ClassVar[list[Silent]] = []
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        Silent.lost.append(self)
+
 
 @pytest.mark.parametrize("how", ["timeout", "interrupt", "cancel"])
+@pytest.mark.parametrize("kind", ["tls=", "tls: description"])
 @pytest_twisted.ensureDeferred
-async def test_tls_handshake_is_under_the_deadline(how: str, pki: Pki) -> None:
-    """The deadline, the interrupt and cancel() cover the handshake; nothing is left open."""
+async def test_tls_handshake_is_under_the_deadline(how: str, kind: str, pki: Pki) -> None:
+    """
+    The deadline, the interrupt and cancel() cover the handshake, with tls=
+    as with a tls: endpoint description: the connection is aborted (the
+    server sees it go) and the error names the address.
+    """
+    Silent.lost = []
     port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface=LOCAL)  # type: ignore[attr-defined]
     try:
-        where = tt.to_host_and_port("localhost", port.getHost().port, tls=pki.trust())
+        number = port.getHost().port
+        if kind == "tls=":
+            where = tt.to_host_and_port("localhost", number, tls=pki.trust())
+        else:
+            where = tt.to_endpoint(f"tls:localhost:{number}:trustRoots={pki.roots}")
         interrupt: Deferred[None] = Deferred()
         attempt = tt.connect(
             where,
             timeout=0.3 if how == "timeout" else WAIT,
             interrupt=interrupt if how == "interrupt" else None,
         )
-        if how == "interrupt":
+        expected: type[BaseException] = tt.ConnectTimeoutError
+        if how != "timeout":
             await sleep(0.2)
-            interrupt.callback(None)
-            expected: type[BaseException] = tt.ConnectInterruptedError
-        elif how == "cancel":
-            await sleep(0.2)
-            attempt.cancel()
-            from twisted.internet.defer import CancelledError
-
-            expected = CancelledError
-        else:
-            expected = tt.ConnectTimeoutError
-        with pytest.raises(expected, match="localhost"):
+            if how == "interrupt":
+                interrupt.callback(None)
+                expected = tt.ConnectInterruptedError
+            else:
+                attempt.cancel()
+                expected = CancelledError
+        with pytest.raises(expected, match=re.escape(str(where))):
             await within(attempt)
+        await until(lambda: len(Silent.lost) == 1)
     finally:
         await within(port.stopListening())
-        await sleep(0.05)  # the aborted connection's server side closes
 
 
 def test_tls_server_files_are_checked_when_made(pki: Pki, tmp_path: Path) -> None:

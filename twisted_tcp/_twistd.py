@@ -378,29 +378,26 @@ def makeService(options: Options) -> Service:
     L{TcpServerService}, or with C{--workers} N > 1 the supervisor of N
     worker processes that each run one.
     """
+    limits: dict[str, Any] = {
+        "max_connections": options["max-connections"],
+        "backlog": options["backlog"],
+        "buffer_age_limit": options["buffer-age-limit"],
+        "idle_timeout": options["idle-timeout"],
+        "shutdown_timeout": options["shutdown-timeout"],
+    }
     if options["workers"] > 1:
         from ._workers import WorkersService
 
+        cert, key = options["tls-cert"], options["tls-key"]
         return WorkersService(
             options["where"],
             options["handler"],
             workers=options["workers"],
-            max_connections=options["max-connections"],
-            backlog=options["backlog"],
-            buffer_age_limit=options["buffer-age-limit"],
-            idle_timeout=options["idle-timeout"],
-            shutdown_timeout=options["shutdown-timeout"],
-            tls_files=(options["tls-cert"], options["tls-key"]) if options["tls-cert"] else None,
+            tls_files=(cert, key) if cert is not None else None,
+            **limits,
         )
     return TcpServerService(
-        options["where"],
-        options["handler-function"],
-        options["handler"],
-        max_connections=options["max-connections"],
-        backlog=options["backlog"],
-        buffer_age_limit=options["buffer-age-limit"],
-        idle_timeout=options["idle-timeout"],
-        shutdown_timeout=options["shutdown-timeout"],
+        options["where"], options["handler-function"], options["handler"], **limits
     )
 
 
