@@ -322,6 +322,91 @@ async def test_tls_peer_that_never_reads_hits_the_buffer_age_limit(pki: Pki) -> 
     assert len(errors) == 1 and isinstance(errors[0], tt.BufferAgeLimitError)
 
 
+@pytest_twisted.ensureDeferred
+async def test_tls_reply_after_the_clients_close_notify_is_not_called_flushed(pki: Pki) -> None:
+    """
+    Twisted's TLS layer closes when the peer's close_notify arrives, and drops
+    what is written after: a reply written then must not be reported flushed.
+    """
+    outcome: list[Any] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        lines = [line async for line in reader.lines()]
+        writer.write_line(b"reply to %d lines" % len(lines))
+        try:
+            await writer.flushed()
+            outcome.append("flushed")
+        except Exception as e:
+            outcome.append(e)
+
+    async with serving(handler, tls_server_where(pki)) as server:
+        _, reader, writer = await within(tt.connect(to(server, pki)))
+        try:
+            writer.write_line(b"request")
+            await within(writer.write_eof())
+            assert await within(reader.read_line()) is None
+        finally:
+            await within(writer.close())
+        await until(lambda: outcome)
+    assert outcome != ["flushed"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_server_closes_without_waiting_for_the_peers_close_notify(pki: Pki) -> None:
+    """
+    A handler's reply is flushed and the connection closed once our
+    close_notify has left, even with a client that never reads (and so never
+    answers it): the slot is free long before close_timeout.
+    """
+
+    async def reply(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.write_line(b"bye")
+
+    async with serving(reply, tls_server_where(pki), close_timeout=10 * WAIT) as server:
+        sock = await within(tt.connect_sock(to(server, pki)))
+        try:
+            await until(lambda: server.num_connections == 0)
+        finally:
+            await within(sock.close())  # nothing attached: close_notify, then the socket
+        assert sock.is_closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_write_eof_not_awaited_before_the_handshake(pki: Pki) -> None:
+    """
+    A handler that writes a banner, calls write_eof() without waiting and
+    returns, before the handshake is even done: the client still gets the
+    banner, then the end of the stream.
+    """
+
+    async def banner(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.write_line(b"220 hello")
+        writer.write_eof()
+
+    async with serving(banner, tls_server_where(pki)) as server:
+        _, reader, writer = await within(tt.connect(to(server, pki)))
+        try:
+            assert await within(reader.read_line()) == b"220 hello"
+            assert await within(reader.read_line()) is None
+        finally:
+            await within(writer.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_ssl_client_endpoint(pki: Pki) -> None:
+    """An ssl: client description (connectSSL, with a wrapper of its own) does its handshake."""
+    async with serving(echo, tls_server_where(pki)) as server:
+        where = tt.to_endpoint(
+            f"ssl:host=localhost:port={server.listening_on}:caCertsDir={pki.roots}"
+        )
+        _, reader, writer = await within(tt.connect(where))
+        try:
+            writer.write_line(b"through connectSSL")
+            assert await within(reader.read_line()) == b"through connectSSL"
+        finally:
+            await within(writer.close())
+
+
 # -- failures ----------------------------------------------------------------------
 
 

@@ -87,18 +87,25 @@ class Connection(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
-        tls = split_transport(transport)[1] is not None
-        if tls:
+        tls = split_transport(transport)[1]
+        if tls is not None:
             # Said only now, and only over TLS: a client endpoint's wrapper
             # checks its protocol's interfaces when it is built and keeps
             # just the last one it finds (directlyProvides in a loop), so a
             # class that declared both would lose IHalfCloseableProtocol.
-            alsoProvides(self, IHandshakeListener)
+            # A wrapper between the TLS layer and this protocol (connectSSL's)
+            # relays handshakeCompleted, once it says it can.
+            protocol = tls.wrappedProtocol
+            for _ in range(4):
+                alsoProvides(protocol, IHandshakeListener)
+                if protocol is self:
+                    break
+                protocol = getattr(protocol, "_wrappedProtocol", self)
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
         if self.options is not None:
             self.start_stream(self.options)
-        elif tls:
+        elif tls is not None:
             self._holding = True  # paused once the handshake, which must read, is done
         else:
             self.hold()
@@ -317,6 +324,11 @@ class Socket:
             return connection.writer.close()
         if not connection.closed:
             self.transport.loseConnection()
+            sink, tls = split_transport(self.transport)
+            if tls is not None:
+                # close_notify is on its way: close the socket after it, with
+                # no wait for the peer's, which nothing may be reading.
+                sink.loseConnection()
         return self.close_finished()
 
     def abort(self) -> None:

@@ -138,6 +138,7 @@ class Writer:
         if self._closed:
             raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if self._lost:
+            self._clean = False  # dropped: a later flushed() fails
             return
         held = self._held
         if held is None:
@@ -156,6 +157,7 @@ class Writer:
         if self._closed:
             raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if self._lost:
+            self._clean = False  # dropped: a later flushed() fails
             return
         held = self._held
         if len(line) < 16384:
@@ -176,6 +178,7 @@ class Writer:
         if self._closed:
             raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if self._lost:
+            self._clean = False  # dropped: a later flushed() fails
             return
         if self._held is not None:
             if not all(isinstance(chunk, bytes) for chunk in chunks):
@@ -191,7 +194,8 @@ class Writer:
         """
         Return a Deferred that fires once every byte written so far has been
         handed to the kernel.  It fails if the connection is lost, or the
-        buffer-age limit is hit, before that.
+        buffer-age limit is hit, before that, and after bytes written once the
+        connection was lost (they were dropped).
         """
         if self._error is not None:
             return fail(self._error)
@@ -230,11 +234,14 @@ class Writer:
             if not self._lost:
                 self._cancel_age_timer()
                 self.release()
-                self._sink.unregisterProducer()
+                if self._tls is None:
+                    self._sink.unregisterProducer()
+                # Over TLS: close_notify after what was written; the writer
+                # stays registered, and closes the socket once it has left
+                # (resumeProducing), without waiting for the peer's.
                 self._transport.loseConnection()
                 # With nothing left to send the transport closes by itself;
-                # else the peer has close_timeout seconds to take the rest
-                # (and, over TLS, to answer our close_notify).
+                # else the peer has close_timeout seconds to take the rest.
                 if (
                     self.close_timeout is not None
                     and (not self._clean or self._tls is not None)
@@ -250,11 +257,11 @@ class Writer:
                 # loseConnection() may report the connection lost at once.
                 if self.close_timeout is not None:
                     self._close_timer = self._clock.callLater(self.close_timeout, self.abort)
-                if self._tls is not None:  # close_notify is sent or on its way
-                    self._sink.unregisterProducer()
-                    self._sink.loseConnection()
-                else:
+                if self._tls is None:
                     self._transport.loseConnection()
+                elif self._eof_sent.fired:  # our close_notify has left: nothing to wait for
+                    self._sink.loseConnection()
+                # else resumeProducing closes the socket once close_notify has left
         return self._done.wait()
 
     def write_eof(self) -> Deferred[None]:
@@ -262,6 +269,10 @@ class Writer:
         Flush what was written, then half-close: the peer reads the end of
         the stream, while this side can still read its reply.  The Deferred
         fires when the end of the stream has been sent.
+
+        Over TLS the end of the stream is TLS's close_notify; a peer whose
+        TLS layer closes the connection when it gets one (Twisted's does, and
+        so a twisted_tcp server) cannot reply after it.
         """
         if self._closed:
             raise WriterClosedError(f"write_eof on a closed writer (peer {self._peer_text()})")
@@ -273,7 +284,7 @@ class Writer:
         # with BufferAgeLimitError instead of leaving it pending for ever.
         self.release()
         if self._tls is not None:
-            # close_notify after what was written; this writer stays
+            # close_notify after what was written; the writer stays
             # registered to learn when it has left (resumeProducing).
             self._transport.loseConnection()
         else:
@@ -335,11 +346,19 @@ class Writer:
             sink.unregisterProducer()
         tls = self._tls
         if tls is not None:
+            if getattr(tls, "_lostTLSConnection", False):
+                # The TLS session ended (the peer's close_notify, an error): it
+                # drops what is written now, which must not count as flushed.
+                sink.unregisterProducer()
+                return
             if tls_held(tls):
                 return  # on its way to the sink, which will call again once it drained
-            if self._half_closed and tls.disconnecting and not self._eof_sent.fired:
+            if self._closed and tls.disconnecting:  # our close_notify has left too
                 sink.unregisterProducer()
-                self.eof_sent()
+                self._drained()
+                self._eof_sent.fire(None)
+                if not self._half_closed:  # close(), not only write_eof()
+                    sink.loseConnection()
                 return
         self._drained()
 
@@ -380,8 +399,10 @@ class Writer:
             self._close_timer.cancel()
         self._close_timer = None
         error = self._error
-        if self._closed and error is None and reason.check(ConnectionDone):
+        if self._closed and error is None and reason.check(ConnectionDone) and self._tls is None:
             # close() flushed everything before the connection closed cleanly.
+            # (Over TLS that is known only from resumeProducing: a TLS layer
+            # closed by the peer drops what it is given.)
             self._drained()
         waiters = self._flush_waiters
         self._flush_waiters = None
