@@ -249,6 +249,35 @@ async def test_a_killed_worker_is_restarted(twistd: Callable[..., Process]) -> N
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_worker_whose_child_outlives_it_is_restarted(
+    twistd: Callable[..., Process],
+) -> None:
+    """
+    A worker killed while a process its handler started still holds the
+    worker's standard descriptors: it is restarted all the same (its exit,
+    not the end of its pipes, counts), and SIGTERM still ends twistd.
+    """
+    handler = "tests.helpers.twistd_handlers:pid_and_child_then_hold"
+    process = twistd(*workers_argv("--handler", handler, "--max-connections", "1"))
+    where = await listening_on(process, handler)
+    _, reader, writer = await within(tt.connect(where, timeout=WAIT))
+    child = 0
+    try:
+        reply = await within(reader.read_line())
+        assert reply is not None
+        victim, child = map(int, reply.split())
+        os.kill(victim, signal.SIGKILL)
+        await process.wait_for(re.compile(rf"\(pid {victim}\) was killed by signal 9"))
+        await until(lambda: len(_worker_pids(process.output())) == 3)
+        process.popen.send_signal(signal.SIGTERM)
+        assert await process.exited() == 0, process.output()
+    finally:
+        await within(writer.close())
+        if child:
+            os.kill(child, signal.SIGKILL)  # an orphan now, reaped by init
+
+
+@pytest_twisted.ensureDeferred
 async def test_sighup_restarts_the_workers_refusing_no_connection(
     twistd: Callable[..., Process],
 ) -> None:

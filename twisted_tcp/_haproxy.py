@@ -97,9 +97,9 @@ class _HeaderFirst(ProtocolWrapper):
         data = self._start + data
         self._start = b""
         if data[:6] == _V1_START:
-            end = data.find(b"\r\n")
+            end = data.find(b"\r\n", 0, _V1_MAX)
             if end < 0:
-                if len(data) > _V1_MAX:
+                if len(data) >= _V1_MAX:
                     self._refuse("a PROXY v1 header longer than 107 bytes")
                 else:
                     self._start = data

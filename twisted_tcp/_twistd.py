@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
 import traceback
 from typing import Any
 
@@ -366,6 +367,8 @@ class Options(usage.Options):
                 "--tls-cert/--tls-key apply to --port PORT only; with an endpoint description "
                 "use its own TLS, e.g. --port ssl:9000:certKey=cert.pem:privateKey=key.pem"
             )
+        # Absolute: twistd may change directory (--rundir) before workers read them.
+        self["tls-cert"], self["tls-key"] = cert, key = os.path.abspath(cert), os.path.abspath(key)
         try:
             return on_port(where.port, interface=where.interface, tls=(cert, key))
         except (ValueError, ImportError) as e:

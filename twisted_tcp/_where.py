@@ -373,7 +373,7 @@ def to_host_and_port(
     port: int,
     *,
     via_local_interface: str | None = None,
-    tls: bool | IOpenSSLClientConnectionCreator = False,
+    tls: bool | IOpenSSLClientConnectionCreator | None = False,
 ) -> HostAndPort:
     """
     Connect over TCP to C{host} (a name, resolved at every connect, every
@@ -401,7 +401,7 @@ def to_host_and_port(
             raise ValueError(
                 f"via_local_interface must be an IP address, not {via_local_interface!r}"
             )
-    creator = None if tls is False else client_creator(host, tls)
+    creator = None if tls is False or tls is None else client_creator(host, tls)
     return HostAndPort(host, _check_port(port, allow_zero=False), via_local_interface, creator)
 
 

@@ -46,7 +46,6 @@ import os
 import re
 import signal
 import socket
-import stat
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -245,6 +244,8 @@ class _Worker(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         self._control += data
         *lines, self._control = self._control.split(b"\n")
+        if len(self._control) > _MAX_LOG_LINE:  # not ours: a child's output, say
+            self._control = b""
         for line in lines:
             if line == _LISTENING:
                 self.listening.fire(None)
@@ -304,7 +305,10 @@ class _Worker(ProcessProtocol):
         except Exception:  # it has exited, and Twisted has not reaped it yet
             pass
 
-    def processEnded(self, reason: Failure) -> None:
+    def processExited(self, reason: Failure) -> None:
+        # Not processEnded, which also waits for the pipes to close: a
+        # process the handler started holds them open after the worker died.
+        self.transport.loseConnection()  # type: ignore[union-attr]
         if self._log_text:
             self._relay(self._log_text)
             self._log_text = b""
@@ -679,26 +683,35 @@ def _adopt_unix_socket(
 ) -> IListeningPort:
     """
     Adopt a listening Unix socket another process made and owns.  Twisted's
-    adopted Unix port would set its file's mode to 0666, listen with its
-    own backlog, shut the socket down for every process when it stops
-    (C{shutdown(2)}, not only C{close}) and remove the file: this one keeps
-    the file's mode and the supervisor's backlog, and only closes its
-    descriptor.
+    adopted Unix port would chmod its file to 0666 (which a worker running
+    as another user than the supervisor, under C{twistd --uid}, may not
+    do), listen with its own backlog, shut the socket down for every
+    process when it stops (C{shutdown(2)}, not only C{close}) and remove the
+    file: this one leaves the file alone, keeps the supervisor's backlog,
+    and only closes its descriptor.
     """
     from twisted.internet import tcp, unix
 
     class SharedUNIXPort(unix.Port):  # type: ignore[misc]
         _shouldShutdown = False
 
+        def startListening(self) -> None:
+            # unix.Port's for an adopted socket, less the chmod.
+            port: Any = self
+            port.factory.doStart()
+            skt, port._preexistingSocket = port._preexistingSocket, None
+            skt.listen(self.backlog)
+            self.connected = True
+            self.socket = skt
+            port.fileno = skt.fileno
+            self.numberAccepts = 100
+            self.startReading()
+
         def connectionLost(self, reason: Failure) -> None:
             tcp.Port.connectionLost(self, reason)  # not unix.Port's, which removes the file
 
-    with socket.socket(fileno=os.dup(fd)) as probe:
-        name = probe.getsockname()
     port = SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
     port.backlog = backlog
-    if isinstance(name, str) and name and not name.startswith("\0"):
-        port.mode = stat.S_IMODE(os.stat(name).st_mode)
     port.startListening()
     return port  # type: ignore[no-any-return]
 

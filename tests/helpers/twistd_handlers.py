@@ -7,6 +7,7 @@ tcpserver} subprocess imports as C{tests.helpers.twistd_handlers:NAME}
 from __future__ import annotations
 
 import os
+import subprocess
 
 from twisted.internet.interfaces import IAddress
 from twisted.internet.task import deferLater
@@ -50,4 +51,15 @@ async def pid_then_hold(address: IAddress, reader: Reader, writer: Writer) -> No
     by another worker).
     """
     writer.write_line(b"%d" % os.getpid())
+    await reader.contents()
+
+
+async def pid_and_child_then_hold(address: IAddress, reader: Reader, writer: Writer) -> None:
+    """
+    Start a long C{sleep} that inherits the worker's standard descriptors
+    (as a careless handler's subprocess does), reply with the worker's pid and
+    the child's, then hold the connection until the client closes it.
+    """
+    child = subprocess.Popen(["sleep", "60"])
+    writer.write_line(b"%d %d" % (os.getpid(), child.pid))
     await reader.contents()
