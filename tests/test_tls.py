@@ -33,6 +33,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 
 import twisted_tcp as tt
+from twisted_tcp._tls import split_transport
 
 from .conftest import LOCAL, WAIT, echo, logged_errors, serving, sleep, until, within
 from .processes import Process, start
@@ -156,6 +157,12 @@ async def test_tls_round_trip(pki: Pki) -> None:
     async with serving(handler, tls_server_where(pki)) as server:
 
         async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> list[bytes | None]:
+            # The writer reads what Twisted's TLS layer holds through these
+            # private attributes: a Twisted that renames them must fail here.
+            _, tls = split_transport(sock.transport)
+            assert isinstance(tls._appSendBuffer, list)
+            assert isinstance(tls._aggregator._buffer, list)
+            assert tls._lostTLSConnection is False
             writer.write_line(b"hello")
             await within(writer.flushed())
             assert writer.bytes_to_write == 0
