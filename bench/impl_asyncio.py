@@ -1,6 +1,9 @@
 """
 asyncio streams (C{open_connection}, C{start_server}), on asyncio's own event
-loop or on uvloop's: the same code for both columns.
+loop or on uvloop's: the same code for both columns.  The C{tls_*}
+workloads pass an C{ssl.SSLContext} (trusting the run's CA) to
+C{open_connection}; uvloop has its own TLS layer (in Cython), asyncio's is
+C{asyncio.sslproto}.
 """
 
 from __future__ import annotations
@@ -89,7 +92,15 @@ async def _pipelined(
 
 
 async def client(workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 10)
+    ssl_context = None
+    if params.get("tls"):
+        import _tls
+
+        # The handshake is done when open_connection returns (outside the timing).
+        ssl_context = _tls.ssl_client_context()
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(HOST, port, ssl=ssl_context), 10
+    )
     try:
         if workload == "bulk_send":
             work = params["total"]

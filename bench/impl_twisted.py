@@ -6,6 +6,12 @@ source, byte echo) and a hand-written line-echo server.
 
 Every protocol sets TCP_NODELAY, as twisted_tcp and asyncio do themselves, so
 that no implementation is measured with Nagle's algorithm and another without.
+
+TLS (the C{tls_*} workloads): clients connect through C{wrapClientTLS} with
+C{optionsForClientTLS} trusting the run's CA, and start their clock once the
+handshake is done (C{IHandshakeListener}), as twisted_tcp's C{connect} and
+asyncio's C{open_connection} return only then; the fixed servers listen with
+C{listenSSL} and C{CertificateOptions}.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from typing import Any
 
 from _common import BULK_HEADER, CHUNK_DATA, HOST, CheckFailed, lines, lines_nl
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -25,15 +31,24 @@ from zope.interface import implementer
 # -- clients --------------------------------------------------------------------
 
 
+@implementer(IHandshakeListener)
 class _Client(Protocol):
-    """A client protocol: C{done} fires with its result, C{lost} when it is closed."""
+    """
+    A client protocol: C{done} fires with its result, C{lost} when it is
+    closed, C{secured} when its TLS handshake is done (over TLS only).
+    """
 
     def __init__(self) -> None:
         self.done: Deferred[Any] = Deferred()
         self.lost: Deferred[None] = Deferred()
+        self.secured: Deferred[None] | None = None  # made by _connect, over TLS only
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+
+    def handshakeCompleted(self) -> None:
+        if self.secured is not None and not self.secured.called:
+            self.secured.callback(None)
 
     def finish(self, result: Any) -> None:
         if not self.done.called:
@@ -45,13 +60,24 @@ class _Client(Protocol):
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.secured is not None and not self.secured.called:
+            self.secured.errback(reason)
         if not self.done.called:
             self.done.errback(reason)
         self.lost.callback(None)
 
 
-async def _connect(reactor: Any, port: int, proto: _Client) -> _Client:
-    return await connectProtocol(TCP4ClientEndpoint(reactor, HOST, port), proto)
+async def _connect(reactor: Any, port: int, proto: _Client, tls: bool = False) -> _Client:
+    endpoint: Any = TCP4ClientEndpoint(reactor, HOST, port)
+    if not tls:
+        return await connectProtocol(endpoint, proto)
+    import _tls
+
+    endpoint = wrapClientTLS(_tls.twisted_client_options(HOST), endpoint)
+    proto.secured = Deferred()
+    await connectProtocol(endpoint, proto)
+    await proto.secured  # the handshake, outside the timing as the TCP connect is
+    return proto
 
 
 async def _close(proto: _Client) -> None:
@@ -240,7 +266,7 @@ async def client(reactor: Any, workload: str, port: int, params: dict[str, Any])
         work = params["count"]
     else:
         raise ValueError(f"unknown client workload {workload!r}")
-    await _connect(reactor, port, proto)
+    await _connect(reactor, port, proto, bool(params.get("tls")))
     proto.start()  # type: ignore[attr-defined]
     elapsed = await proto.done
     if not proto.lost.called:
@@ -348,6 +374,16 @@ class LineEcho(_ServerProtocol):
 
 def listen(reactor: Any, protocol: type[Protocol], backlog: int) -> int:
     port = reactor.listenTCP(0, Factory.forProtocol(protocol), backlog=backlog, interface=HOST)
+    return int(port.getHost().port)
+
+
+def listen_tls(reactor: Any, protocol: type[Protocol], backlog: int) -> int:
+    """As L{listen}, over TLS with the run's server certificate (C{listenSSL})."""
+    import _tls
+
+    factory = Factory.forProtocol(protocol)
+    port = reactor.listenSSL(0, factory, _tls.twisted_server_options(), backlog=backlog,
+                             interface=HOST)
     return int(port.getHost().port)
 
 

@@ -1,7 +1,8 @@
 """
 twisted_tcp, used as its documentation says a user would: clients from
 C{twisted_tcp.connect} with C{async def} code over the Reader and Writer, and
-a C{Server} whose handler is the line echo of C{twisted_tcp.examples.echo};
+a C{Server} whose handler is the line echo of C{twisted_tcp.examples.echo}
+(over TLS, for the C{tls_*} workloads, C{to_host_and_port(..., tls=...)});
 for the real-client workloads, C{Server}s running the handlers of
 examples/resp_ping.py and examples/http_hello.py, as they are shipped.
 """
@@ -107,9 +108,17 @@ async def _pipelined(reader: Any, writer: Any, count: int, batch: int, window: i
 
 
 async def client(reactor: Any, workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
-    sock, reader, writer = await twisted_tcp.connect(
-        twisted_tcp.to_host_and_port(HOST, port), timeout=10, reactor=reactor
-    )
+    if params.get("tls"):
+        import _tls
+
+        # TLS as the documentation shows it: tls= with Twisted's client options
+        # trusting the run's CA; connect returns once the handshake is done.
+        where = twisted_tcp.to_host_and_port(
+            HOST, port, tls=_tls.twisted_client_options(HOST)  # type: ignore[arg-type]
+        )
+    else:
+        where = twisted_tcp.to_host_and_port(HOST, port)
+    sock, reader, writer = await twisted_tcp.connect(where, timeout=10, reactor=reactor)
     try:
         if workload == "bulk_send":
             work = params["total"]

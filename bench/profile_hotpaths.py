@@ -7,12 +7,17 @@ rest.
     python bench/profile_hotpaths.py                       # all four below
     python bench/profile_hotpaths.py --side server --workload pipelined --count 200000
     python bench/profile_hotpaths.py --impl twisted        # the raw Twisted baseline
+    python bench/profile_hotpaths.py --tls                 # client side over TLS (tls_* rows)
+    python bench/profile_hotpaths.py --tls --workload bulk_send --impl twisted
 
 --side client: this process is the client (twisted_tcp.connect, Reader and
 Writer), against the raw Twisted echo server in a worker process.
 --side server: this process is the twisted_tcp Server (echo handler), driven
 by the load generator in a worker process.  Only this process is profiled;
 the other one runs at full speed on the other core.
+--tls: the client side over TLS, as the tls_pingpong and tls_bulk workloads
+(a test PKI is made in a temporary directory for the run); with
+--workload bulk_send (client side only), --count is MiB sent.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from _common import use_repo_package  # noqa: E402
 
 use_repo_package()
 
+import _tls  # noqa: E402
 import impl_twisted  # noqa: E402
 import impl_twisted_tcp  # noqa: E402
 from run import Worker  # noqa: E402
@@ -81,6 +87,8 @@ def summarize(stats: pstats.Stats, work: int, unit: str, top: int) -> None:
 
 
 def params_for(workload: str, count: int) -> dict[str, int]:
+    if workload == "bulk_send":
+        return {"total": count * CHUNK}
     if workload in ("pingpong", "seq_conns"):
         return {"count": count}
     if workload == "conc_conns":
@@ -88,24 +96,36 @@ def params_for(workload: str, count: int) -> dict[str, int]:
     return {"count": count, "batch": 256, "window": 2048}
 
 
-UNITS = {"pingpong": "round trips", "pipelined": "lines", "seq_conns": "connections",
-         "conc_conns": "connections"}
+CHUNK = 64 * 1024  # bulk_send: the work is counted in 64 KiB writes
+UNITS = {"bulk_send": "64 KiB writes", "pingpong": "round trips", "pipelined": "lines",
+         "seq_conns": "connections", "conc_conns": "connections"}
 
 
-def profile_client(impl: Any, workload: str, count: int, top: int, logdir: str) -> None:
+def profile_client(
+    impl: Any, workload: str, count: int, top: int, logdir: str, tls: bool = False
+) -> None:
     from twisted.internet import reactor
     from twisted.internet.defer import ensureDeferred
 
-    server = Worker(["server", "fixed"], logdir)
+    tls_dir = None
+    if tls:
+        tls_dir = os.path.join(logdir, "tls")
+        _tls.make_pki(tls_dir)
+        os.environ[_tls.ENV] = tls_dir  # for this process's client
+    server = Worker(["server", "fixed"], logdir, tls_dir=tls_dir)
     try:
-        port = server.wait_ready(30)["ports"]["echo"]
+        name = "sink" if workload == "bulk_send" else "echo"
+        port = server.wait_ready(30)["ports"][("tls_" if tls else "") + name]
+        extra = {"tls": 1} if tls else {}
         profiler = cProfile.Profile()
 
         async def go() -> dict[str, Any]:
-            await impl.client(reactor, workload, port, params_for(workload, max(1, count // 5)))
+            await impl.client(reactor, workload, port,
+                              {**params_for(workload, max(1, count // 5)), **extra})
             profiler.enable()
             try:
-                return await impl.client(reactor, workload, port, params_for(workload, count))
+                return await impl.client(reactor, workload, port,
+                                         {**params_for(workload, count), **extra})
             finally:
                 profiler.disable()
 
@@ -120,8 +140,9 @@ def profile_client(impl: Any, workload: str, count: int, top: int, logdir: str) 
         r = result["r"]
         if not isinstance(r, dict):
             r.raiseException()
-        print(f"  measured under the profiler: {r['work'] / r['elapsed']:,.0f} per s")
-        summarize(pstats.Stats(profiler), r["work"], UNITS[workload], top)
+        work = r["work"] // CHUNK if workload == "bulk_send" else r["work"]
+        print(f"  measured under the profiler: {work / r['elapsed']:,.0f} {UNITS[workload]} per s")
+        summarize(pstats.Stats(profiler), work, UNITS[workload], top)
     finally:
         server.close()
 
@@ -174,8 +195,12 @@ def profile_server(impl_name: str, workload: str, count: int, top: int, logdir: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--side", choices=["client", "server"])
-    p.add_argument("--workload", choices=["pingpong", "pipelined", "seq_conns", "conc_conns"],
-                   help="the connection workloads are server side only")
+    p.add_argument("--workload",
+                   choices=["pingpong", "pipelined", "bulk_send", "seq_conns", "conc_conns"],
+                   help="the connection workloads are server side only, bulk_send client "
+                        "side only")
+    p.add_argument("--tls", action="store_true",
+                   help="over TLS (client side only), as the tls_* workloads")
     p.add_argument("--impl", choices=["twisted_tcp", "twisted"], default="twisted_tcp")
     p.add_argument("--count", type=int, help="round trips or lines (default 20,000 / 200,000)")
     p.add_argument("--top", type=int, default=15)
@@ -184,23 +209,32 @@ def main() -> None:
         # Each run needs a fresh reactor: run every combination in a child process.
         import subprocess
 
-        for side in [args.side] if args.side else ["client", "server"]:
-            for workload in [args.workload] if args.workload else ["pingpong", "pipelined"]:
+        sides = ["client"] if args.tls else ["client", "server"]
+        workloads = ["pingpong", "bulk_send"] if args.tls else ["pingpong", "pipelined"]
+        for side in [args.side] if args.side else sides:
+            for workload in [args.workload] if args.workload else workloads:
                 cmd = [sys.executable, __file__, "--side", side, "--workload", workload,
                        "--impl", args.impl, "--top", str(args.top)]
                 if args.count:
                     cmd += ["--count", str(args.count)]
+                if args.tls:
+                    cmd.append("--tls")
                 subprocess.run(cmd, check=True)
         return
     if args.side == "client" and args.workload.endswith("_conns"):
         raise SystemExit("the connection workloads are server side only")
-    count = args.count or {"pingpong": 20_000, "pipelined": 200_000, "seq_conns": 5_000,
-                           "conc_conns": 4_000}[args.workload]
-    print(f"\n== {args.impl} {args.side}, {args.workload}, {count:,}")
+    if args.side == "server" and (args.tls or args.workload == "bulk_send"):
+        raise SystemExit("--tls and bulk_send are client side only")
+    count = args.count or {"pingpong": 20_000, "pipelined": 200_000, "bulk_send": 512,
+                           "seq_conns": 5_000, "conc_conns": 4_000}[args.workload]
+    what = f"{count:,} MiB" if args.workload == "bulk_send" else f"{count:,}"
+    print(f"\n== {args.impl} {args.side}, {args.workload}{' over TLS' if args.tls else ''}, "
+          f"{what}")
     impl = impl_twisted_tcp if args.impl == "twisted_tcp" else impl_twisted
     with tempfile.TemporaryDirectory(prefix="twisted-tcp-profile-") as logdir:
         if args.side == "client":
-            profile_client(impl, args.workload, count, args.top, logdir)
+            count = count * (1 << 20) // CHUNK if args.workload == "bulk_send" else count
+            profile_client(impl, args.workload, count, args.top, logdir, args.tls)
         else:
             profile_server(args.impl, args.workload, count, args.top, logdir)
 

@@ -9,6 +9,7 @@ and ratios to raw Twisted, and writes it to bench/RESULTS.md.
     python bench/run.py --only pingpong,bulk --rounds 7
     python bench/run.py --smoke --results /tmp/R.md   # a few KiB, 1 round (the smoke test)
     python bench/run.py --only workers  # twistd tcpserver --workers 1 and 2, and uvloop
+    python bench/run.py --only tls      # tls_bulk and tls_pingpong: client side over TLS
     bench/setup.sh                      # installs redis-benchmark and wrk (Debian)
 
 Processes: every client and every server is a worker process of its own
@@ -47,6 +48,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import _tls  # the test PKI of the TLS workloads (cryptography is imported only to make it)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
 DEFAULT_RESULTS = os.path.join(HERE, "RESULTS.md")
@@ -62,6 +65,7 @@ IMPL_TITLES = {
 }
 BASELINE = "twisted"
 MiB = 1 << 20
+TLS_ENV = _tls.ENV  # names the directory of the test PKI, for the workers
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class Workload:
     lower_is_better: bool = False  # a cost (memory), not a rate
     fresh_server: bool = False  # measured on server processes that did nothing else before
     needs: tuple[str, ...] = ()  # programs it runs; skipped where one is missing
+    tls: bool = False  # over TLS (needs the test PKI, and pyOpenSSL and cryptography)
 
 
 def _n(value: float) -> int:
@@ -154,6 +159,20 @@ WORKLOADS = [
         lambda s: f"{s.pipelined:,} 64-byte lines, batches of {s.batch}, "
         f"at most {s.window} in flight",
         lambda s, f: {"count": _n(s.pipelined * f), "batch": s.batch, "window": s.window},
+    ),
+    Workload(
+        "tls_bulk", "client", "bulk_send", "tls_sink", "MB/s", 1e6, 0.9,
+        lambda s: f"as bulk_send over TLS: client sends {s.bulk_bytes / MiB:g} MiB "
+        "in 64 KiB writes to a TLS sink",
+        lambda s, f: {"total": _n(s.bulk_bytes * f), "tls": 1},
+        tls=True,
+    ),
+    Workload(
+        "tls_pingpong", "client", "pingpong", "tls_echo", "round trips/s", 1, 0.9,
+        lambda s: f"as client_pingpong over TLS: {s.pingpong:,} round trips of a 64-byte "
+        "line, one in flight",
+        lambda s, f: {"count": _n(s.pingpong * f), "tls": 1},
+        tls=True,
     ),
     Workload(
         "server_pingpong", "server", "pingpong", "echo", "round trips/s", 1, 0.9,
@@ -215,15 +234,20 @@ class WorkerError(Exception):
 class Worker:
     """A bench/worker.py process, driven by JSON lines over its stdin/stdout."""
 
-    def __init__(self, args: list[str], logdir: str, cpu: int | None = None) -> None:
+    def __init__(
+        self, args: list[str], logdir: str, cpu: int | None = None, tls_dir: str | None = None
+    ) -> None:
         self.args = args
         self.name = " ".join(args)
         self.log_path = os.path.join(logdir, "-".join(args) + ".log")
         self._log = open(self.log_path, "ab")  # closed in close()
         env = dict(os.environ)
         env.pop("BENCH_CPU", None)
+        env.pop(TLS_ENV, None)
         if cpu is not None:
             env["BENCH_CPU"] = str(cpu)
+        if tls_dir is not None:
+            env[TLS_ENV] = tls_dir
         self.proc = subprocess.Popen(
             [sys.executable, WORKER, *args],
             stdin=subprocess.PIPE,
@@ -308,10 +332,17 @@ class Worker:
 class Workers:
     """Every worker process of a run, started on first use and restarted after a failure."""
 
-    def __init__(self, logdir: str, ready_timeout: float, cpus: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        logdir: str,
+        ready_timeout: float,
+        cpus: tuple[int, int] | None,
+        tls_dir: str | None = None,
+    ) -> None:
         self.logdir = logdir
         self.ready_timeout = ready_timeout
         self.cpus = cpus  # (the clients' CPU, the servers' CPU), or None: not pinned
+        self.tls_dir = tls_dir  # the test PKI of the TLS workloads, or None: none measured
         self.workers: dict[tuple[str, ...], Worker] = {}
         self.info: dict[str, str] = {}
 
@@ -319,7 +350,7 @@ class Workers:
         cpu = None
         if self.cpus is not None:
             cpu = self.cpus[1] if key[0] == "server" else self.cpus[0]
-        return Worker(list(key), self.logdir, cpu)
+        return Worker(list(key), self.logdir, cpu, self.tls_dir)
 
     def start(self, keys: list[tuple[str, ...]]) -> None:
         """Start these workers all at once, then wait until each is ready."""
@@ -895,6 +926,11 @@ def why_skipped(wl: Workload, scale: Scale) -> str | None:
     if missing:
         return (f"{' and '.join(missing)} not found: install with bench/setup.sh "
                 "(Debian: apt-get install redis-tools wrk)")
+    if wl.tls:
+        missing = [m for m in _tls.MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            return (f"{', '.join(missing)} not installed: pip install 'twisted[tls]' "
+                    "(pyOpenSSL, service_identity, cryptography)")
     if wl.command == "idle_conns":
         if not os.path.exists(f"/proc/{os.getpid()}/status"):
             return "no /proc/PID/status to read the RSS from (Linux only)"
@@ -1026,7 +1062,13 @@ def main(argv: list[str]) -> int:
         log(f"note: {note}")
     measured = [wl for wl in workloads if wl.name not in results.skipped]
     with tempfile.TemporaryDirectory(prefix="twisted-tcp-bench-") as logdir, terminate_as_exit():
-        workers = Workers(logdir, ready_timeout=30.0, cpus=cpus)
+        tls_dir = None
+        if any(wl.tls for wl in measured):
+            # One CA and server certificate for the whole run, in the temporary
+            # directory (removed at the end), named to the workers by TLS_ENV.
+            tls_dir = os.path.join(logdir, "tls")
+            _tls.make_pki(tls_dir)
+        workers = Workers(logdir, ready_timeout=30.0, cpus=cpus, tls_dir=tls_dir)
         try:
             keys: list[tuple[str, ...]] = []
             if any(wl.side == "client" for wl in measured):

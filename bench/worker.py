@@ -7,7 +7,9 @@ One benchmark process, started and driven by run.py over its stdin/stdout:
 
 Each prints one JSON line when ready (a server: the ports it listens on: the
 line echo, and -- all but the fixed one -- the RESP and HTTP servers of the
-real-client workloads).
+real-client workloads; the fixed one also a TLS sink and a TLS byte echo
+when run.py made a test PKI for the TLS workloads and named its directory
+in C{BENCH_TLS_DIR}).
 A client or the load generator then reads one JSON command per line,
 C{{"workload": ..., "port": ..., "params": {...}}}, runs it and answers one
 JSON line, C{{"ok": true, "work": n, "elapsed": seconds}} or C{{"ok": false,
@@ -103,6 +105,11 @@ def twisted_main(role: str, kind: str) -> None:
                     "source": impl_twisted.listen(reactor, impl_twisted.Source, BACKLOG),
                     "echo": impl_twisted.listen(reactor, impl_twisted.ByteEcho, BACKLOG),
                 }
+                if os.environ.get("BENCH_TLS_DIR"):  # the tls_* workloads are measured
+                    ready["ports"]["tls_sink"] = impl_twisted.listen_tls(
+                        reactor, impl_twisted.Sink, BACKLOG)
+                    ready["ports"]["tls_echo"] = impl_twisted.listen_tls(
+                        reactor, impl_twisted.ByteEcho, BACKLOG)
             elif kind == "twisted":
                 ready["ports"] = {
                     "echo": impl_twisted.listen(reactor, impl_twisted.LineEcho, BACKLOG),
