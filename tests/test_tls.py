@@ -248,15 +248,17 @@ async def test_tls_sixteen_mib_with_back_pressure(pki: Pki) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_tls_write_eof_is_a_close_notify(pki: Pki) -> None:
+async def test_tls_write_eof_then_read_the_reply(pki: Pki) -> None:
     """
-    write_eof() sends TLS's close_notify once everything written has left:
-    the server reads every line, then the end of the stream.
+    Under TLS 1.3, write_eof() is a half-close, as over TCP: close_notify
+    leaves after every line, the server reads them and the end of the
+    stream, and its reply still reaches the client, followed by the end.
     """
-    received: list[list[bytes]] = []
 
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
-        received.append([line async for line in reader.lines()])
+        lines = [line async for line in reader.lines()]
+        writer.write_line(b"you sent %d lines, the last %s" % (len(lines), lines[-1]))
+        await writer.flushed()
 
     async with serving(handler, tls_server_where(pki)) as server:
         _, reader, writer = await within(tt.connect(to(server, pki)))
@@ -267,12 +269,73 @@ async def test_tls_write_eof_is_a_close_notify(pki: Pki) -> None:
             assert writer.is_closed
             with pytest.raises(tt.WriterClosedError):
                 writer.write(b"more")
-            # The server's TLS layer answers close_notify and closes: we read the end.
+            assert await within(reader.read_line()) == b"you sent 1000 lines, the last line 999"
             assert await within(reader.read_line()) is None
         finally:
             await within(writer.close())
-        await until(lambda: received)
-    assert received == [[b"line %d" % i for i in range(1000)]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_1_2_write_eof_ends_the_conversation(pki: Pki) -> None:
+    """
+    TLS 1.2 requires close_notify to be answered at once: there, after the
+    client's write_eof(), the server's reply is dropped, not called flushed,
+    and the client reads the end of the stream.
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from twisted.internet.ssl import CertificateOptions, TLSVersion
+
+    options = CertificateOptions(
+        privateKey=load_pem_private_key(pki.key.read_bytes(), None),  # type: ignore[arg-type]
+        certificate=x509.load_pem_x509_certificate(pki.cert.read_bytes()),  # type: ignore[arg-type]
+        lowerMaximumSecurityTo=TLSVersion.TLSv1_2,
+    )
+    outcome: list[Any] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.contents()
+        writer.write_line(b"too late")
+        try:
+            await writer.flushed()
+            outcome.append("flushed")
+        except Exception as e:
+            outcome.append(e)
+
+    async with serving(handler, tt.on_port(0, interface=LOCAL, tls=options)) as server:
+        sock, reader, writer = await within(tt.connect(to(server, pki)))
+        try:
+            _, tls = split_transport(sock.transport)
+            assert tls.getHandle().get_protocol_version_name() == "TLSv1.2"
+            writer.write_line(b"request")
+            await within(writer.write_eof())
+            assert await within(reader.read_line()) is None
+        finally:
+            await within(writer.close())
+        await until(lambda: outcome)
+    assert outcome != ["flushed"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_server_half_closes_first(pki: Pki) -> None:
+    """The server sends a banner and its end of stream; the client still answers, and is read."""
+    answers: list[bytes | None] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.write_line(b"say something")
+        await writer.write_eof()
+        answers.append(await reader.read_line())
+
+    async with serving(handler, tls_server_where(pki)) as server:
+        _, reader, writer = await within(tt.connect(to(server, pki)))
+        try:
+            assert await within(reader.read_line()) == b"say something"
+            assert await within(reader.read_line()) is None
+            writer.write_line(b"something")
+            await within(writer.flushed())
+        finally:
+            await within(writer.close())
+        await until(lambda: answers)
+    assert answers == [b"something"]
 
 
 @pytest_twisted.ensureDeferred
@@ -332,8 +395,9 @@ async def test_tls_peer_that_never_reads_hits_the_buffer_age_limit(pki: Pki) -> 
 @pytest_twisted.ensureDeferred
 async def test_tls_reply_after_the_clients_close_notify_is_not_called_flushed(pki: Pki) -> None:
     """
-    Twisted's TLS layer closes when the peer's close_notify arrives, and drops
-    what is written after: a reply written then must not be reported flushed.
+    Twisted's own TLS layer (an ssl: server description) closes when the
+    peer's close_notify arrives, and drops what is written after: a reply
+    written then must not be reported flushed.
     """
     outcome: list[Any] = []
 
@@ -346,7 +410,8 @@ async def test_tls_reply_after_the_clients_close_notify_is_not_called_flushed(pk
         except Exception as e:
             outcome.append(e)
 
-    async with serving(handler, tls_server_where(pki)) as server:
+    ssl = tt.on_endpoint(f"ssl:0:interface={LOCAL}:privateKey={pki.key}:certKey={pki.cert}")
+    async with serving(handler, ssl) as server:
         _, reader, writer = await within(tt.connect(to(server, pki)))
         try:
             writer.write_line(b"request")

@@ -9,16 +9,25 @@ is asked for, so everything else works without them.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
+    IStreamClientEndpoint,
 )
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IProtocol, IProtocolFactory
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.S
@@ -167,13 +176,97 @@ def describe_tls_error(error: BaseException, host: str | None = None) -> str:
     return f"{name}: {error}"
 
 
-def wrap_server_factory(tls: Any, factory: Any) -> Any:
-    """C{factory}, behind a TLS layer with the server TLS options C{tls}."""
+def wrap_factory(tls: Any, factory: Any, *, client: bool) -> Any:
+    """
+    C{factory}, behind a TLS layer with the TLS options C{tls}: Twisted's,
+    but for half-close under TLS 1.3 (L{_half_closeable_tls}).
+    """
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
-    wrapped = TLSMemoryBIOFactory(tls, False, factory)
+    wrapped = TLSMemoryBIOFactory(tls, client, factory)
+    wrapped.protocol = _half_closeable_tls()
     wrapped.noisy = False
     return wrapped
+
+
+@implementer(IStreamClientEndpoint)
+class TLSClientEndpoint:
+    """
+    TLS over another client endpoint, as Twisted's C{wrapClientTLS}, with
+    the TLS layer of L{wrap_factory}.
+    """
+
+    def __init__(self, tls: IOpenSSLClientConnectionCreator, endpoint: IStreamClientEndpoint):
+        self._tls = tls
+        self._endpoint = endpoint
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        def unwrapped(tls: Any) -> IProtocol:
+            protocol: IProtocol = tls.wrappedProtocol
+            return protocol
+
+        wrapped = wrap_factory(self._tls, factory, client=True)
+        return self._endpoint.connect(wrapped).addCallback(unwrapped)
+
+
+@functools.cache
+def _half_closeable_tls() -> type:
+    """
+    Twisted's TLS layer (C{BufferingTLSTransport}), but for one thing: under
+    TLS 1.3, which allows it, the peer's close_notify ends only the stream
+    it sends, as a TCP half-close does: the protocol above gets
+    C{readConnectionLost} and can still write its reply, and the connection
+    closes when it closes it.  Twisted's layer answers close_notify with
+    its own and closes at once, as TLS 1.2 requires (and as this one still
+    does under TLS 1.2, or when the protocol above cannot half-close).
+    """
+    from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
+    from twisted.protocols.tls import BufferingTLSTransport
+
+    @implementer(IHalfCloseableProtocol)
+    class HalfCloseableTLS(BufferingTLSTransport):  # type: ignore[misc]
+        _read_closed = False  # the peer's close_notify was read
+
+        def _flushReceiveBIO(self) -> None:
+            # Twisted's own loop, but for the ZeroReturnError branch.
+            while not self._lostTLSConnection and not self._read_closed:
+                try:
+                    data = self._tlsConnection.recv(2**15)
+                except WantReadError:
+                    break
+                except ZeroReturnError:
+                    if self._may_half_close():
+                        self._read_closed = True
+                        IHalfCloseableProtocol(self.wrappedProtocol).readConnectionLost()
+                        break
+                    self._shutdownTLS()
+                    self._tlsShutdownFinished(None)
+                except Error:
+                    self._tlsShutdownFinished(Failure())
+                else:
+                    if not self._aborted:
+                        ProtocolWrapper.dataReceived(self, data)
+            self._flushSendBIO()
+
+        def _may_half_close(self) -> bool:
+            return (
+                not self.disconnecting
+                and IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
+                and self._tlsConnection.get_protocol_version_name() == "TLSv1.3"
+            )
+
+        # IHalfCloseableProtocol, for the TCP connection below.
+        def readConnectionLost(self) -> None:
+            if not self._read_closed:
+                # A FIN with no close_notify first: the stream was cut short.
+                # End the connection, as Twisted does (reported as lost).
+                below: Any = self.transport
+                below.loseConnection()
+
+        def writeConnectionLost(self) -> None:
+            pass
+
+    return HalfCloseableTLS
 
 
 # -- the layers of a transport --------------------------------------------------

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 
-from ._tls import client_creator, server_options, wrap_server_factory
+from ._tls import TLSClientEndpoint, client_creator, server_options, wrap_factory
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IListeningPort, IProtocolFactory
@@ -162,7 +162,7 @@ class HostAndPort(WhereToConnect):
         else:
             endpoint = endpoints.HostnameEndpoint(reactor, self.host, self.port, seconds, bind)
         if self.tls is not None:
-            endpoint = endpoints.wrapClientTLS(self.tls, endpoint)
+            endpoint = TLSClientEndpoint(self.tls, endpoint)
         return endpoint
 
 
@@ -214,7 +214,7 @@ class OnPort(WhereToListen):
     ) -> Deferred[IListeningPort]:
         """Listen with C{factory}, behind TLS if this port has it."""
         if self.tls is not None:
-            factory = wrap_server_factory(self.tls, factory)
+            factory = wrap_factory(self.tls, factory, client=False)
         return self.endpoint(reactor, backlog).listen(factory)
 
 

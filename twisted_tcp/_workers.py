@@ -69,7 +69,7 @@ from twisted.python.failure import Failure
 
 from ._connect import default_reactor
 from ._oneshot import OneShot
-from ._tls import load_certificate, wrap_server_factory
+from ._tls import load_certificate, wrap_factory
 from ._twistd import (
     DEFAULT_BUFFER_AGE_LIMIT,
     DEFAULT_MAX_CONNECTIONS,
@@ -664,7 +664,7 @@ class _OnSharedSocket(WhereToListen):
         self, reactor: Any, backlog: int, factory: IProtocolFactory
     ) -> Deferred[IListeningPort]:
         if self.tls is not None:
-            factory = wrap_server_factory(self.tls, factory)
+            factory = wrap_factory(self.tls, factory, client=False)
         try:
             try:
                 if self.family == socket.AF_UNIX:

@@ -18,9 +18,8 @@ Over TLS the writer registers with the socket transport under the TLS layer
 (Twisted's TLS layer would turn a non-streaming producer into one resumed on
 every turn of the reactor), and the buffer has drained when that transport's
 has and the TLS layer holds no plaintext of ours either.  The end of the
-stream over TLS is a TLS close_notify: reading goes on until the peer sends
-its own, which closes the connection (Twisted's TLS layer answers it and
-closes; it has no half-open state).
+stream over TLS is a TLS close_notify, and closing sends one, then closes
+the socket once it has left, without waiting for the peer's.
 """
 
 from __future__ import annotations
@@ -270,9 +269,11 @@ class Writer:
         the stream, while this side can still read its reply.  The Deferred
         fires when the end of the stream has been sent.
 
-        Over TLS the end of the stream is TLS's close_notify; a peer whose
-        TLS layer closes the connection when it gets one (Twisted's does, and
-        so a twisted_tcp server) cannot reply after it.
+        Over TLS the end of the stream is TLS's close_notify.  Under TLS 1.3
+        the peer can still reply, as over TCP, if its TLS layer allows it
+        (twisted_tcp's own, behind C{tls=}, does); under TLS 1.2, or with a
+        peer whose TLS layer closes on close_notify (Twisted's own does), the
+        connection ends there.
         """
         if self._closed:
             raise WriterClosedError(f"write_eof on a closed writer (peer {self._peer_text()})")
