@@ -989,6 +989,42 @@ async def test_proxy_header_timeout(sent: bytes, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest_twisted.ensureDeferred
+async def test_proxy_connections_waiting_for_a_header_are_bounded(
+    monkeypatch: pytest.MonkeyPatch, chunks_read: list[int]
+) -> None:
+    """
+    Beyond MAX_WAITING connections waiting for their header, new ones are
+    closed at once (one warning); once one of them sends its header, a new
+    connection is taken again.
+    """
+    monkeypatch.setattr(_haproxy, "MAX_WAITING", 2)
+    recorder = Recorder()
+    header, expected = HEADERS["v1-tcp4"]
+    with logged_errors() as errors:
+        async with serving(recorder, tt.on_endpoint(HAPROXY)) as server:
+            port = server.listening_on
+            assert isinstance(port, int)
+            waiting = [raw_client(port) for _ in range(2)]
+            try:
+                await sleep(0.1)  # both accepted and waiting
+                extra = raw_client(port)
+                try:
+                    assert await cut_without_a_reply(extra)
+                finally:
+                    extra.close()
+                waiting[0].sendall(header)
+                await until(lambda: len(recorder.addresses) == 1)
+                lines = await served_through_raw_socket(port, [header], chunks_read)
+                assert lines is not None
+            finally:
+                for s in waiting:
+                    s.close()
+    assert errors == []
+    assert len(recorder.addresses) == 2
+    assert all(same_address(a, expected) for a in recorder.addresses)
+
+
+@pytest_twisted.ensureDeferred
 async def test_proxy_half_close_before_the_header_closes_quietly() -> None:
     """A peer that half-closes before its header is complete is closed; no handler runs."""
     recorder = Recorder()

@@ -31,6 +31,9 @@ from zope.interface import directlyProvides, implementer, providedBy
 HEADER_TIMEOUT = 30.0
 """Seconds a new connection has to send its PROXY header."""
 
+MAX_WAITING = 1000
+"""Connections that may wait for their PROXY header at once; beyond, new ones are closed."""
+
 _log = Logger()
 _V1_START = V1Parser.PROXYSTR + b" "
 _V1_MAX = 107  # the longest v1 header, CRLF included
@@ -69,6 +72,7 @@ class _HeaderFirst(ProtocolWrapper):
     _info: _Addresses | None = None
     _start = b""
     _timer: Any = None
+    _waiting = False  # counted in the factory's waiting
 
     def _below(self) -> Any:
         return self.transport
@@ -78,8 +82,23 @@ class _HeaderFirst(ProtocolWrapper):
         # waits for the header.
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
-        self.factory.registerProtocol(self)
-        self._timer = self.factory.clock.callLater(HEADER_TIMEOUT, self._too_slow)
+        factory = self.factory
+        factory.registerProtocol(self)
+        if factory.waiting >= MAX_WAITING:
+            factory.too_many_waiting()
+            transport.abortConnection()
+            return
+        factory.waiting += 1
+        self._waiting = True
+        self._timer = factory.clock.callLater(HEADER_TIMEOUT, self._too_slow)
+
+    def _done_waiting(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            self.factory.waiting -= 1
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _too_slow(self) -> None:
         self._timer = None
@@ -141,9 +160,7 @@ class _HeaderFirst(ProtocolWrapper):
             self._refuse("a PROXY header with an invalid address or port")
             return
         self._info = _Addresses(source, destination)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._done_waiting()
         self.wrappedProtocol.makeConnection(self)  # type: ignore[arg-type]
         if rest and self.wrappedProtocol is not None:
             self.wrappedProtocol.dataReceived(rest)
@@ -182,9 +199,7 @@ class _HeaderFirst(ProtocolWrapper):
             halfclose.writeConnectionLost()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._done_waiting()
         if self._info is not None:
             ProtocolWrapper.connectionLost(self, reason)
         else:
@@ -201,6 +216,18 @@ class ProxyHeaderFactory(WrappingFactory):
     def __init__(self, wrapped: IProtocolFactory, clock: Any) -> None:
         super().__init__(wrapped)
         self.clock = clock
+        self.waiting = 0  # connections waiting for their header
+        self._warned = False
+
+    def too_many_waiting(self) -> None:
+        """A connection is refused: L{MAX_WAITING} others wait for their header."""
+        if not self._warned:
+            self._warned = True
+            _log.warn(
+                "PROXY protocol: {n} connections are waiting for their header; closing new "
+                "ones until fewer wait (logged once)",
+                n=self.waiting,
+            )
 
     def logPrefix(self) -> str:
         return f"{super().logPrefix()} (PROXY)"
