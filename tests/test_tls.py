@@ -28,9 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 import twisted_tcp as tt
 from twisted_tcp._tls import split_transport
@@ -273,6 +276,120 @@ async def test_tls_write_eof_then_read_the_reply(pki: Pki) -> None:
             assert await within(reader.read_line()) is None
         finally:
             await within(writer.close())
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_bytes_after_close_notify_are_ignored(pki: Pki) -> None:
+    """
+    What a peer sends after its close_notify is dropped as it arrives (not
+    kept in memory, not read): the server read its lines, the end, and its
+    reply still arrives.
+    """
+    received: list[list[bytes]] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        received.append([line async for line in reader.lines()])
+        await sleep(0.2)  # while the junk arrives
+        writer.write_line(b"done")
+
+    async with serving(handler, tls_server_where(pki)) as server:
+        sock, reader, writer = await within(tt.connect(to(server, pki)))
+        try:
+            writer.write_line(b"the only line")
+            await within(writer.write_eof())
+            sink, _ = split_transport(sock.transport)
+            for _ in range(64):
+                sink.write(b"junk after close_notify " * 4096)  # under TLS: not a record
+            assert await within(reader.read_line()) == b"done"
+            assert await within(reader.read_line()) is None
+        finally:
+            await within(writer.close())
+    assert received == [[b"the only line"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_fin_without_close_notify_ends_the_connection_at_once(pki: Pki) -> None:
+    """
+    A peer that shuts its TCP side without a close_notify (a truncated
+    stream) ends the connection at once, even with megabytes unsent to it,
+    and the handler sees the connection lost.
+    """
+    outcome: list[Any] = []
+
+    async def pusher(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.write(b"p" * (16 * MiB))
+        try:
+            await writer.flushed()
+            outcome.append("flushed")
+        except Exception as e:
+            outcome.append(e)
+
+    async with serving(
+        pusher, tls_server_where(pki), buffer_age_limit=10 * WAIT, close_timeout=10 * WAIT
+    ) as server:
+        sock, _, writer = await within(tt.connect(to(server, pki), reader_buffer_size=1024))
+        try:
+            sink, _ = split_transport(sock.transport)
+            sink.unregisterProducer()  # the writer's: it would hold the FIN back
+            sink.loseWriteConnection()  # a FIN, and no close_notify
+            await until(lambda: outcome)
+            assert isinstance(outcome[0], ConnectionLost)
+            await until(lambda: server.num_connections == 0)
+        finally:
+            writer.abort()
+            await within(sock.close_finished())
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_socket_close_lets_an_attached_producer_finish(pki: Pki) -> None:
+    """
+    Socket.close() with a protocol attached whose producer still writes:
+    the TLS layer sends close_notify once it is done, and every byte arrives.
+    """
+    sizes: list[int] = []
+
+    async def count(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        sizes.append(len(await reader.contents()))
+
+    chunks = 64
+    async with serving(count, tls_server_where(pki)) as server:
+        sock = await within(tt.connect_sock(to(server, pki)))
+        sender = Protocol()
+        sock.attach_protocol(sender)
+        producer = Trickle(sender.transport, chunks)
+        sender.transport.registerProducer(producer, True)  # type: ignore[union-attr]
+        closed = sock.close()
+        await until(lambda: sizes)
+        await within(closed)
+    assert sizes == [chunks * 16384]
+
+
+@implementer(IPushProducer)
+class Trickle:
+    """Writes one 16 KiB chunk per reactor turn, so the socket drains in between."""
+
+    def __init__(self, transport: Any, chunks: int) -> None:
+        self.transport = transport
+        self.left = chunks
+        self.call = reactor.callLater(0, self.step)  # type: ignore[attr-defined]
+
+    def step(self) -> None:
+        self.transport.write(b"t" * 16384)
+        self.left -= 1
+        if self.left:
+            self.call = reactor.callLater(0.001, self.step)  # type: ignore[attr-defined]
+        else:
+            self.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        if self.call.active():
+            self.call.cancel()
 
 
 @pytest_twisted.ensureDeferred

@@ -325,9 +325,12 @@ class Socket:
         if not connection.closed:
             self.transport.loseConnection()
             sink, tls = split_transport(self.transport)
-            if tls is not None:
-                # close_notify is on its way: close the socket after it, with
-                # no wait for the peer's, which nothing may be reading.
+            if tls is not None and connection._user is None:
+                # Nothing attached, so nothing written: close_notify has gone
+                # out.  Close the socket after it, with no wait for the
+                # peer's, which nothing reads.  (A protocol's producer or
+                # unfinished handshake would hold close_notify back: then
+                # Twisted's TLS layer closes in its own time.)
                 sink.loseConnection()
         return self.close_finished()
 

@@ -227,6 +227,18 @@ def _half_closeable_tls() -> type:
     class HalfCloseableTLS(BufferingTLSTransport):  # type: ignore[misc]
         _read_closed = False  # the peer's close_notify was read
 
+        def unregisterProducer(self) -> None:
+            # After loseConnection, Twisted's layer sends close_notify here,
+            # before the small writes it still gathers for its next turn,
+            # which are then lost: send them first.
+            self._aggregator.flush()
+            super().unregisterProducer()
+
+        def dataReceived(self, data: bytes) -> None:
+            if self._read_closed:
+                return  # after close_notify: ignored (RFC 8446, 6.1), not buffered
+            super().dataReceived(data)
+
         def _flushReceiveBIO(self) -> None:
             # Twisted's own loop, but for the ZeroReturnError branch.
             while not self._lostTLSConnection and not self._read_closed:
@@ -257,11 +269,15 @@ def _half_closeable_tls() -> type:
 
         # IHalfCloseableProtocol, for the TCP connection below.
         def readConnectionLost(self) -> None:
-            if not self._read_closed:
-                # A FIN with no close_notify first: the stream was cut short.
-                # End the connection, as Twisted does (reported as lost).
-                below: Any = self.transport
-                below.loseConnection()
+            below: Any = self.transport
+            if self._read_closed:
+                return  # the peer closed after its close_notify: ours comes when we close
+            if self.disconnecting or self._lostTLSConnection:
+                below.loseConnection()  # a TLS close under way: let it finish
+            else:
+                # A FIN with no close_notify: the stream was cut short.  End
+                # the connection at once, as Twisted does (reported as lost).
+                below.abortConnection()
 
         def writeConnectionLost(self) -> None:
             pass
