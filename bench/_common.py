@@ -79,3 +79,38 @@ def check_line(got: bytes, want: bytes, index: int) -> None:
 def reply(obj: dict[str, object]) -> bytes:
     """One reply line of a worker to the harness."""
     return json.dumps(obj).encode() + b"\n"
+
+
+def resp_reply(words: list[bytes]) -> bytes | None:
+    """The reply to one command, or None for QUIT (as examples/resp_ping.py answers)."""
+    name = words[0].upper()
+    if name == b"PING":
+        if len(words) == 1:
+            return b"+PONG\r\n"
+        if len(words) == 2:
+            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
+    elif name == b"ECHO":
+        if len(words) == 2:
+            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
+    elif name == b"QUIT":
+        return None
+    else:
+        return b"-ERR unknown command '%s'\r\n" % words[0][:40]
+    return b"-ERR wrong number of arguments for '%s' command\r\n" % name.lower()
+
+
+# The minimal HTTP/1.1 server's responses (examples/http_hello.py answers the same).
+HTTP_BODY = b"Hello, world!\n"
+HTTP_HEAD = (
+    b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+)
+_HTTP_OK_HEAD = HTTP_HEAD % (200, b"OK", len(HTTP_BODY))
+HTTP_OK = _HTTP_OK_HEAD + b"\r\n" + HTTP_BODY
+HTTP_OK_CLOSE = _HTTP_OK_HEAD + b"Connection: close\r\n\r\n" + HTTP_BODY
+HTTP_OK_KEEP_ALIVE = _HTTP_OK_HEAD + b"Connection: keep-alive\r\n\r\n" + HTTP_BODY
+
+
+def http_error(status: int, reason: bytes) -> bytes:
+    """An error response that closes the connection."""
+    body = b"%d %s\n" % (status, reason)
+    return HTTP_HEAD % (status, reason, len(body)) + b"Connection: close\r\n\r\n" + body

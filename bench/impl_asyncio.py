@@ -12,7 +12,21 @@ import asyncio
 from time import perf_counter
 from typing import Any
 
-from _common import BULK_HEADER, CHUNK_DATA, HOST, CheckFailed, check_line, lines_nl
+from _common import (
+    BULK_HEADER,
+    CHUNK_DATA,
+    HOST,
+    HTTP_BODY,
+    HTTP_HEAD,
+    HTTP_OK,
+    HTTP_OK_CLOSE,
+    HTTP_OK_KEEP_ALIVE,
+    CheckFailed,
+    check_line,
+    http_error,
+    lines_nl,
+    resp_reply,
+)
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
@@ -189,23 +203,6 @@ async def _resp_command(reader: Reader) -> list[bytes] | None:
     return words
 
 
-def _resp_reply(words: list[bytes]) -> bytes | None:
-    name = words[0].upper()
-    if name == b"PING":
-        if len(words) == 1:
-            return b"+PONG\r\n"
-        if len(words) == 2:
-            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
-    elif name == b"ECHO":
-        if len(words) == 2:
-            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
-    elif name == b"QUIT":
-        return None
-    else:
-        return b"-ERR unknown command '%s'\r\n" % words[0][:40]
-    return b"-ERR wrong number of arguments for '%s' command\r\n" % name.lower()
-
-
 async def resp_ping(reader: Reader, writer: Writer) -> None:
     """PING -> +PONG over RESP, inline or as an array, as examples/resp_ping.py."""
     try:
@@ -222,7 +219,7 @@ async def resp_ping(reader: Reader, writer: Writer) -> None:
                 return
             if not words:
                 continue
-            reply = _resp_reply(words)
+            reply = resp_reply(words)
             if reply is None:
                 writer.write(b"+OK\r\n")
                 return
@@ -235,16 +232,8 @@ async def resp_ping(reader: Reader, writer: Writer) -> None:
         await _close(writer)
 
 
-HTTP_BODY = b"Hello, world!\n"
 HTTP_MAX_HEADERS = 100
 HTTP_MAX_BODY = 1 << 20
-_HTTP_HEAD = (
-    b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-)
-_HTTP_OK_HEAD = _HTTP_HEAD % (200, b"OK", len(HTTP_BODY))
-HTTP_OK = _HTTP_OK_HEAD + b"\r\n" + HTTP_BODY
-HTTP_OK_CLOSE = _HTTP_OK_HEAD + b"Connection: close\r\n\r\n" + HTTP_BODY
-HTTP_OK_KEEP_ALIVE = _HTTP_OK_HEAD + b"Connection: keep-alive\r\n\r\n" + HTTP_BODY
 
 
 class _HttpError(Exception):
@@ -252,11 +241,6 @@ class _HttpError(Exception):
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
-
-
-def _http_error(status: int, reason: bytes) -> bytes:
-    body = b"%d %s\n" % (status, reason)
-    return _HTTP_HEAD % (status, reason, len(body)) + b"Connection: close\r\n\r\n" + body
 
 
 async def _http_response(reader: Reader) -> tuple[bytes, bool] | None:
@@ -308,7 +292,7 @@ async def _http_response(reader: Reader) -> tuple[bytes, bool] | None:
     if method not in (b"GET", b"HEAD"):
         body = b"405 Method Not Allowed\n"
         response = (
-            _HTTP_HEAD % (405, b"Method Not Allowed", len(body))
+            HTTP_HEAD % (405, b"Method Not Allowed", len(body))
             + b"Allow: GET, HEAD\r\n"
             + (b"" if keep_alive else b"Connection: close\r\n")
             + b"\r\n"
@@ -331,10 +315,10 @@ async def http_hello(reader: Reader, writer: Writer) -> None:
             try:
                 answer = await _http_response(reader)
             except _HttpError as exc:
-                writer.write(_http_error(exc.status, exc.reason))
+                writer.write(http_error(exc.status, exc.reason))
                 return
             except ValueError:  # a line over the StreamReader's limit
-                writer.write(_http_error(400, b"Bad Request"))
+                writer.write(http_error(400, b"Bad Request"))
                 return
             if answer is None:
                 return

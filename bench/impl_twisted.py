@@ -19,7 +19,21 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any
 
-from _common import BULK_HEADER, CHUNK_DATA, HOST, CheckFailed, lines, lines_nl
+from _common import (
+    BULK_HEADER,
+    CHUNK_DATA,
+    HOST,
+    HTTP_BODY,
+    HTTP_HEAD,
+    HTTP_OK,
+    HTTP_OK_CLOSE,
+    HTTP_OK_KEEP_ALIVE,
+    CheckFailed,
+    http_error,
+    lines,
+    lines_nl,
+    resp_reply,
+)
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.error import ConnectionDone
@@ -437,24 +451,6 @@ def _resp_array(buf: bytes, pos: int) -> tuple[list[bytes] | None, int]:
     return words, p
 
 
-def _resp_reply(words: list[bytes]) -> bytes | None:
-    """The reply to one command, or None for QUIT (as examples/resp_ping.py answers)."""
-    name = words[0].upper()
-    if name == b"PING":
-        if len(words) == 1:
-            return b"+PONG\r\n"
-        if len(words) == 2:
-            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
-    elif name == b"ECHO":
-        if len(words) == 2:
-            return b"$%d\r\n%s\r\n" % (len(words[1]), words[1])
-    elif name == b"QUIT":
-        return None
-    else:
-        return b"-ERR unknown command '%s'\r\n" % words[0][:40]
-    return b"-ERR wrong number of arguments for '%s' command\r\n" % name.lower()
-
-
 class RespPing(_ServerProtocol):
     """
     PING -> +PONG over RESP, inline (C{PING\\r\\n}) or as an array
@@ -486,7 +482,7 @@ class RespPing(_ServerProtocol):
                 pos = end
                 if not words:
                     continue
-                reply = _resp_reply(words)
+                reply = resp_reply(words)
                 if reply is None:
                     write(b"+OK\r\n")
                     self.done = True
@@ -503,21 +499,8 @@ class RespPing(_ServerProtocol):
         self.buf = buf[pos:] if pos < size else b""
 
 
-HTTP_BODY = b"Hello, world!\n"
 HTTP_MAX_HEAD = 64 * 1024
 HTTP_MAX_BODY = 1 << 20
-_HTTP_HEAD = (
-    b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-)
-_HTTP_OK_HEAD = _HTTP_HEAD % (200, b"OK", len(HTTP_BODY))
-HTTP_OK = _HTTP_OK_HEAD + b"\r\n" + HTTP_BODY
-HTTP_OK_CLOSE = _HTTP_OK_HEAD + b"Connection: close\r\n\r\n" + HTTP_BODY
-HTTP_OK_KEEP_ALIVE = _HTTP_OK_HEAD + b"Connection: keep-alive\r\n\r\n" + HTTP_BODY
-
-
-def _http_error(status: int, reason: bytes) -> bytes:
-    body = b"%d %s\n" % (status, reason)
-    return _HTTP_HEAD % (status, reason, len(body)) + b"Connection: close\r\n\r\n" + body
 
 
 class HttpHello(_ServerProtocol):
@@ -559,7 +542,7 @@ class HttpHello(_ServerProtocol):
                 pos += dropped
         rest = buf[pos:] if pos < len(buf) else b""
         if len(rest) > HTTP_MAX_HEAD:
-            write(_http_error(400, b"Bad Request"))
+            write(http_error(400, b"Bad Request"))
             self.done = True
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
@@ -573,7 +556,7 @@ class HttpHello(_ServerProtocol):
             b"HTTP/1.0",
         ):
             self.done = True
-            return _http_error(400, b"Bad Request")
+            return http_error(400, b"Bad Request")
         method, _, version = parts
         keep_alive = version == b"HTTP/1.1"
         length = 0
@@ -581,7 +564,7 @@ class HttpHello(_ServerProtocol):
             name, colon, value = line.partition(b":")
             if not colon or not name or name[-1:] in (b" ", b"\t") or line[:1] in (b" ", b"\t"):
                 self.done = True
-                return _http_error(400, b"Bad Request")
+                return http_error(400, b"Bad Request")
             name = name.lower()
             if name == b"connection":
                 tokens = {token.strip().lower() for token in value.split(b",")}
@@ -593,23 +576,23 @@ class HttpHello(_ServerProtocol):
                 value = value.strip()
                 if not value.isdigit() or len(value) > 18:
                     self.done = True
-                    return _http_error(400, b"Bad Request")
+                    return http_error(400, b"Bad Request")
                 length = int(value)
                 if length > HTTP_MAX_BODY:
                     self.done = True
-                    return _http_error(413, b"Content Too Large")
+                    return http_error(413, b"Content Too Large")
             elif name == b"transfer-encoding":
                 self.done = True
-                return _http_error(501, b"Not Implemented")
+                return http_error(501, b"Not Implemented")
         if len(lines) > 101:
             self.done = True
-            return _http_error(400, b"Bad Request")
+            return http_error(400, b"Bad Request")
         self.skip = length
         if method not in (b"GET", b"HEAD"):
             self.done = not keep_alive
             body = b"405 Method Not Allowed\n"
             return (
-                _HTTP_HEAD % (405, b"Method Not Allowed", len(body))
+                HTTP_HEAD % (405, b"Method Not Allowed", len(body))
                 + b"Allow: GET, HEAD\r\n"
                 + (b"" if keep_alive else b"Connection: close\r\n")
                 + b"\r\n"
