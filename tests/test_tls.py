@@ -145,6 +145,33 @@ def to(server: tt.Server, pki: Pki, host: str = "localhost") -> tt.WhereToConnec
     return tt.to_host_and_port(host, server.listening_on, tls=pki.trust(host))
 
 
+def tls_1_2_where(pki: Pki) -> tt.WhereToListen:
+    """A TLS server that will not go above TLS 1.2."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from twisted.internet.ssl import CertificateOptions, TLSVersion
+
+    options = CertificateOptions(
+        privateKey=load_pem_private_key(pki.key.read_bytes(), None),  # type: ignore[arg-type]
+        certificate=x509.load_pem_x509_certificate(pki.cert.read_bytes()),  # type: ignore[arg-type]
+        lowerMaximumSecurityTo=TLSVersion.TLSv1_2,
+    )
+    return tt.on_port(0, interface=LOCAL, tls=options)
+
+
+def twisted_tls_where(pki: Pki) -> tt.WhereToListen:
+    """A TLS server behind Twisted's own TLS layer (an ssl: description)."""
+    return tt.on_endpoint(f"ssl:0:interface={LOCAL}:privateKey={pki.key}:certKey={pki.cert}")
+
+
+async def flush_outcome(writer: tt.Writer) -> Any:
+    """C{"flushed"}, or the exception that C{writer.flushed()} failed with."""
+    try:
+        await writer.flushed()
+    except Exception as e:
+        return e
+    return "flushed"
+
+
 # -- round trips -------------------------------------------------------------------
 
 
@@ -318,11 +345,7 @@ async def test_tls_fin_without_close_notify_ends_the_connection_at_once(pki: Pki
 
     async def pusher(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
         writer.write(b"p" * (16 * MiB))
-        try:
-            await writer.flushed()
-            outcome.append("flushed")
-        except Exception as e:
-            outcome.append(e)
+        outcome.append(await flush_outcome(writer))
 
     async with serving(
         pusher, tls_server_where(pki), buffer_age_limit=10 * WAIT, close_timeout=10 * WAIT
@@ -390,46 +413,6 @@ class Trickle:
     def stopProducing(self) -> None:
         if self.call.active():
             self.call.cancel()
-
-
-@pytest_twisted.ensureDeferred
-async def test_tls_1_2_write_eof_ends_the_conversation(pki: Pki) -> None:
-    """
-    TLS 1.2 requires close_notify to be answered at once: there, after the
-    client's write_eof(), the server's reply is dropped, not called flushed,
-    and the client reads the end of the stream.
-    """
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from twisted.internet.ssl import CertificateOptions, TLSVersion
-
-    options = CertificateOptions(
-        privateKey=load_pem_private_key(pki.key.read_bytes(), None),  # type: ignore[arg-type]
-        certificate=x509.load_pem_x509_certificate(pki.cert.read_bytes()),  # type: ignore[arg-type]
-        lowerMaximumSecurityTo=TLSVersion.TLSv1_2,
-    )
-    outcome: list[Any] = []
-
-    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
-        await reader.contents()
-        writer.write_line(b"too late")
-        try:
-            await writer.flushed()
-            outcome.append("flushed")
-        except Exception as e:
-            outcome.append(e)
-
-    async with serving(handler, tt.on_port(0, interface=LOCAL, tls=options)) as server:
-        sock, reader, writer = await within(tt.connect(to(server, pki)))
-        try:
-            _, tls = split_transport(sock.transport)
-            assert tls.getHandle().get_protocol_version_name() == "TLSv1.2"
-            writer.write_line(b"request")
-            await within(writer.write_eof())
-            assert await within(reader.read_line()) is None
-        finally:
-            await within(writer.close())
-        await until(lambda: outcome)
-    assert outcome != ["flushed"]
 
 
 @pytest_twisted.ensureDeferred
@@ -509,28 +492,31 @@ async def test_tls_peer_that_never_reads_hits_the_buffer_age_limit(pki: Pki) -> 
     assert len(errors) == 1 and isinstance(errors[0], tt.BufferAgeLimitError)
 
 
+@pytest.mark.parametrize(
+    ("server", "version"), [(tls_1_2_where, "TLSv1.2"), (twisted_tls_where, "TLSv1.3")]
+)
 @pytest_twisted.ensureDeferred
-async def test_tls_reply_after_the_clients_close_notify_is_not_called_flushed(pki: Pki) -> None:
+async def test_tls_reply_after_the_clients_close_notify_is_not_called_flushed(
+    pki: Pki, server: Callable[[Pki], tt.WhereToListen], version: str
+) -> None:
     """
-    Twisted's own TLS layer (an ssl: server description) closes when the
-    peer's close_notify arrives, and drops what is written after: a reply
-    written then must not be reported flushed.
+    Where the connection ends on the peer's close_notify — TLS 1.2, which
+    requires it, and Twisted's own TLS layer under any version — the
+    server's reply after the client's write_eof() is dropped, not called
+    flushed, and the client reads the end of the stream.
     """
     outcome: list[Any] = []
 
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
         lines = [line async for line in reader.lines()]
         writer.write_line(b"reply to %d lines" % len(lines))
-        try:
-            await writer.flushed()
-            outcome.append("flushed")
-        except Exception as e:
-            outcome.append(e)
+        outcome.append(await flush_outcome(writer))
 
-    ssl = tt.on_endpoint(f"ssl:0:interface={LOCAL}:privateKey={pki.key}:certKey={pki.cert}")
-    async with serving(handler, ssl) as server:
-        _, reader, writer = await within(tt.connect(to(server, pki)))
+    async with serving(handler, server(pki)) as listening:
+        sock, reader, writer = await within(tt.connect(to(listening, pki)))
         try:
+            _, tls = split_transport(sock.transport)
+            assert tls.getHandle().get_protocol_version_name() == version
             writer.write_line(b"request")
             await within(writer.write_eof())
             assert await within(reader.read_line()) is None
