@@ -82,12 +82,13 @@ class Connection(Protocol):
         self._user: IProtocol | None = None
         self._secured: OneShot[None] | None = None  # made by secured()
         self._handshake_done = False
+        self._tls: Any = None  # the TLS layer under this protocol, if any
 
     # -- IProtocol -----------------------------------------------------------
 
     def connectionMade(self) -> None:
         transport = self.transport
-        tls = split_transport(transport)[1]
+        self._tls = tls = split_transport(transport)[1]
         if tls is not None:
             # Said only now, and only over TLS: a client endpoint's wrapper
             # checks its protocol's interfaces when it is built and keeps
@@ -124,7 +125,7 @@ class Connection(Protocol):
         else a Deferred that fires when the handshake is done, or fails with
         the reason the connection was lost first.
         """
-        if self._handshake_done or self.closed or split_transport(self.transport)[1] is None:
+        if self._handshake_done or self.closed or self._tls is None:
             return None
         if self._secured is None:
             self._secured = OneShot()

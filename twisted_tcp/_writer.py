@@ -356,8 +356,7 @@ class Writer:
                 return  # on its way to the sink, which will call again once it drained
             if self._closed and tls.disconnecting:  # our close_notify has left too
                 sink.unregisterProducer()
-                self._drained()
-                self._eof_sent.fire(None)
+                self.eof_sent()
                 if not self._half_closed:  # close(), not only write_eof()
                     sink.loseConnection()
                 return
