@@ -145,22 +145,35 @@ def to(server: tt.Server, pki: Pki, host: str = "localhost") -> tt.WhereToConnec
     return tt.to_host_and_port(host, server.listening_on, tls=pki.trust(host))
 
 
-def tls_1_2_where(pki: Pki) -> tt.WhereToListen:
-    """A TLS server that will not go above TLS 1.2."""
+def certificate_options(pki: Pki, **kwargs: Any) -> Any:
+    """Twisted's server TLS options for the test certificate."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from twisted.internet.ssl import CertificateOptions, TLSVersion
+    from twisted.internet.ssl import CertificateOptions
 
-    options = CertificateOptions(
+    return CertificateOptions(
         privateKey=load_pem_private_key(pki.key.read_bytes(), None),  # type: ignore[arg-type]
         certificate=x509.load_pem_x509_certificate(pki.cert.read_bytes()),  # type: ignore[arg-type]
-        lowerMaximumSecurityTo=TLSVersion.TLSv1_2,
+        **kwargs,
     )
+
+
+def tls_1_2_where(pki: Pki) -> tt.WhereToListen:
+    """A TLS server that will not go above TLS 1.2."""
+    from twisted.internet.ssl import TLSVersion
+
+    options = certificate_options(pki, lowerMaximumSecurityTo=TLSVersion.TLSv1_2)
     return tt.on_port(0, interface=LOCAL, tls=options)
 
 
 def twisted_tls_where(pki: Pki) -> tt.WhereToListen:
-    """A TLS server behind Twisted's own TLS layer (an ssl: description)."""
-    return tt.on_endpoint(f"ssl:0:interface={LOCAL}:privateKey={pki.key}:certKey={pki.cert}")
+    """
+    A TLS server behind Twisted's own TLS layer: an endpoint object, which
+    listens as it is (an ssl: description gets this package's layer).
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    endpoint = SSL4ServerEndpoint(reactor, 0, certificate_options(pki), interface=LOCAL)
+    return tt.on_endpoint(endpoint)
 
 
 async def flush_outcome(writer: tt.Writer) -> Any:
@@ -760,8 +773,9 @@ def test_twistd_tls_option_errors(pki: Pki, tmp_path: Path, args: list[str], mes
         options.parseOptions(
             ["--port", "0", "--handler", ECHO, *(a.format(**values) for a in args)]
         )
-    with pytest.raises(usage.UsageError, match="apply to --port PORT only"):
-        _twistd.Options().parseOptions(
-            ["--port", "tcp:0", "--handler", ECHO, "--tls-cert", str(pki.cert),
-             "--tls-key", str(pki.key)]
-        )  # fmt: skip
+    options = _twistd.Options()
+    options.parseOptions(
+        ["--port", "tcp:0", "--handler", ECHO, "--tls-cert", str(pki.cert),
+         "--tls-key", str(pki.key)]
+    )  # fmt: skip
+    assert str(options["where"]) == "tls:tcp:0"

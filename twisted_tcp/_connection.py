@@ -88,7 +88,22 @@ class Connection(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
-        self._tls = tls = split_transport(transport)[1]
+        tls = self._find_tls()
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
+        if self.options is not None:
+            self.start_stream(self.options)
+        elif tls is not None:
+            self._holding = True  # paused once the handshake, which must read, is done
+        else:
+            self.hold()
+
+    def _find_tls(self) -> Any:
+        """
+        Find the TLS layer under this protocol, if any, and ask it to say
+        when its handshake is done (L{handshakeCompleted}); return it.
+        """
+        self._tls = tls = split_transport(self.transport)[1]
         if tls is not None:
             # Said only now, and only over TLS: a client endpoint's wrapper
             # checks its protocol's interfaces when it is built and keeps
@@ -102,14 +117,7 @@ class Connection(Protocol):
                 if protocol is self:
                     break
                 protocol = getattr(protocol, "_wrappedProtocol", self)
-        if ITCPTransport.providedBy(transport):
-            transport.setTcpNoDelay(True)
-        if self.options is not None:
-            self.start_stream(self.options)
-        elif tls is not None:
-            self._holding = True  # paused once the handshake, which must read, is done
-        else:
-            self.hold()
+        return tls
 
     def handshakeCompleted(self) -> None:
         """The TLS handshake succeeded (Twisted's TLS layer calls this)."""
@@ -210,6 +218,7 @@ class Connection(Protocol):
         )
         self.reader = reader
         self.writer = writer
+        writer._connection = self
         writer.start()
         held, self._held = self._held or [], None
         for data in held:
@@ -314,6 +323,16 @@ class Socket:
             protocol.
         """
         self._connection.attach_protocol(protocol)
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """
+        The application protocol chosen over TLS's ALPN (such as C{"h2"} or
+        C{"http/1.1"}), or C{None}: not over TLS, no ALPN, or none chosen.
+        """
+        tls = self._connection._tls
+        name = None if tls is None else tls.negotiatedProtocol
+        return None if name is None else name.decode("ascii", "backslashreplace")
 
     def close(self) -> Deferred[None]:
         """

@@ -11,12 +11,14 @@ the limit waits, unread and without a handler, until a slot frees.)
 from __future__ import annotations
 
 import errno
+import math
 import os
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
@@ -25,8 +27,10 @@ from zope.interface import implementer
 
 from ._connect import default_reactor
 from ._connection import Connection, StreamOptions
+from ._logbudget import LogBudget
 from ._oneshot import OneShot
 from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
+from ._tls import describe_tls_error
 from ._where import WhereToListen, show_address
 from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
 
@@ -41,22 +45,37 @@ HandlerErrorPolicy = (
 _log = Logger()
 
 
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+"""Seconds a TLS client has to finish its handshake."""
+
+MAX_HANDSHAKES = 1000
+"""TLS handshakes under way at once on a server; beyond, new connections are closed."""
+
+
 class _ServerConnection(Connection):
     server: Server
     _idle_timer: IDelayedCall | None = None
+    _handshake_timer: IDelayedCall | None = None  # a TLS handshake is under way
 
     def connectionMade(self) -> None:
         transport = self.transport
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
-        self.server._admit(self)
+        if self._find_tls() is not None:
+            self.server._handshaking(self)
+        else:
+            self.server._admit(self)
+
+    def handshakeCompleted(self) -> None:
+        Connection.handshakeCompleted(self)
+        self.server._handshake_done(self)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._idle_timer is not None and self._idle_timer.active():
             self._idle_timer.cancel()
         # The slot is freed first, so that whoever waits on self.lost (as
         # close(close_existing_connections=True) does) sees it freed.
-        self.server._ended(self)
+        self.server._ended(self, reason)
         Connection.connectionLost(self, reason)
 
     def watch_idle(self, timeout: float) -> None:
@@ -123,6 +142,7 @@ class Server:
         max_connections: int,
         options: StreamOptions,
         idle_timeout: float | None,
+        handshake_timeout: float,
         on_handler_error: HandlerErrorPolicy,
         reactor: Any,
     ) -> None:
@@ -131,6 +151,10 @@ class Server:
         self._max_connections = max_connections
         self._options = options
         self._idle_timeout = idle_timeout
+        self._handshake_timeout = handshake_timeout
+        self._handshakes: set[_ServerConnection] = set()  # TLS handshakes under way
+        self._handshakes_full = False  # at MAX_HANDSHAKES, and said so
+        self._handshake_log = LogBudget(reactor, "failed TLS handshakes")
         self._on_handler_error = on_handler_error
         self._reactor = reactor
         self._port: IListeningPort | None = None
@@ -157,6 +181,7 @@ class Server:
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
         idle_timeout: float | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         on_handler_error: HandlerErrorPolicy = "log",
         reactor: Any = None,
     ) -> Deferred[Server]:
@@ -185,6 +210,13 @@ class Server:
             nothing and wrote nothing is closed (aborted), or C{None}.  It
             frees the slot of a peer that vanished without a FIN or a RST,
             and of a peer that holds a connection open without using it.
+        @param handshake_timeout: on a TLS server, seconds a client has to
+            finish its handshake; its handler starts once it is done.  A
+            handshake under way takes no connection slot; at most
+            L{MAX_HANDSHAKES} are under way at once (beyond, new connections
+            are closed at once).  A failed or late handshake closes the
+            connection and is logged at info level, with the peer and the
+            reason (at most 10 such lines each 10 s).
         @param on_handler_error: what to do when a handler fails: C{"log"}
             (log it with the peer's address and keep serving), C{"ignore"},
             C{"raise"} (stop listening; L{close_finished} fails with the
@@ -198,6 +230,12 @@ class Server:
             raise ValueError(f"backlog must be at least 1, not {backlog}")
         if idle_timeout is not None and not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout}")
+        if isinstance(handshake_timeout, bool) or not isinstance(handshake_timeout, (int, float)):
+            raise TypeError(f"handshake_timeout must be a number, not {handshake_timeout!r}")
+        if not 0 < handshake_timeout < math.inf:
+            raise ValueError(
+                f"handshake_timeout must be a positive number of seconds, not {handshake_timeout}"
+            )
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {handler!r}")
         if not (callable(on_handler_error) or on_handler_error in ("log", "ignore", "raise")):
@@ -220,6 +258,7 @@ class Server:
             max_connections=max_connections,
             options=options,
             idle_timeout=idle_timeout,
+            handshake_timeout=handshake_timeout,
             on_handler_error=on_handler_error,
             reactor=reactor,
         )
@@ -252,7 +291,10 @@ class Server:
 
     @property
     def num_connections(self) -> int:
-        """The number of connections currently served (each holds a slot)."""
+        """
+        The number of connections currently served (each holds a slot); TLS
+        connections whose handshake is under way are not counted.
+        """
         return len(self._connections)
 
     @property
@@ -304,6 +346,55 @@ class Server:
 
     # -- connections -----------------------------------------------------------
 
+    def _handshaking(self, connection: _ServerConnection) -> None:
+        """A TLS connection was accepted: its handshake has a deadline."""
+        self._accept_error_logged = False
+        if not self._closed and len(self._handshakes) < MAX_HANDSHAKES:
+            self._handshakes.add(connection)
+            connection._handshake_timer = self._reactor.callLater(
+                self._handshake_timeout, self._handshake_too_slow, connection
+            )
+            return
+        if not self._closed and not self._handshakes_full:
+            self._handshakes_full = True
+            _log.warn(
+                "server on {where}: {n} TLS handshakes are under way; closing new connections "
+                "until fewer are (logged once)",
+                where=str(self._where),
+                n=len(self._handshakes),
+            )
+        connection.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _handshake_ended(self, connection: _ServerConnection) -> bool:
+        """Forget C{connection}'s handshake; return whether it was under way."""
+        if connection not in self._handshakes:
+            return False
+        self._handshakes.discard(connection)
+        timer, connection._handshake_timer = connection._handshake_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        if len(self._handshakes) < MAX_HANDSHAKES:
+            self._handshakes_full = False
+        return True
+
+    def _handshake_done(self, connection: _ServerConnection) -> None:
+        if self._handshake_ended(connection):
+            self._admit(connection)
+
+    def _handshake_too_slow(self, connection: _ServerConnection) -> None:
+        connection._handshake_timer = None
+        self._handshake_ended(connection)
+        self._handshake_failed(connection, f"not done within {self._handshake_timeout:g} s")
+        connection.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _handshake_failed(self, connection: _ServerConnection, why: str) -> None:
+        if self._handshake_log.allow():
+            _log.info(
+                "TLS handshake with {peer} failed: {why}",
+                peer=show_address(connection.transport.getPeer()),  # type: ignore[union-attr]
+                why=why,
+            )
+
     def _admit(self, connection: _ServerConnection) -> None:
         self._accept_error_logged = False
         if self._closed:
@@ -346,7 +437,11 @@ class Server:
             self._report(connection, result)
         self._maybe_drained()
 
-    def _ended(self, connection: _ServerConnection) -> None:
+    def _ended(self, connection: _ServerConnection, reason: Failure) -> None:
+        if self._handshake_ended(connection):
+            if not self._closed:
+                self._handshake_failed(connection, _handshake_error(reason))
+            return
         if connection not in self._connections:
             try:
                 self._parked.remove(connection)
@@ -442,7 +537,7 @@ class Server:
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
-        parked = list(self._parked)
+        parked = [*self._parked, *self._handshakes]
         self._parked.clear()
         for connection in parked:
             connection.transport.abortConnection()  # type: ignore[union-attr]
@@ -454,6 +549,13 @@ class Server:
             self._maybe_drained()
 
         stopped.addBoth(finished)
+
+
+def _handshake_error(reason: Failure) -> str:
+    """Why a TLS handshake ended in C{reason}, for the server's log."""
+    if reason.check(ConnectionDone, ConnectionLost):
+        return "the client closed the connection, or it was lost, before the handshake was done"
+    return describe_tls_error(reason.value)  # type: ignore[arg-type]
 
 
 ACCEPT_RETRY_DELAY = 1.0
@@ -498,4 +600,11 @@ class _AcceptErrorWatch:
 
 _accept_errors = _AcceptErrorWatch()
 
-__all__ = ["ACCEPT_RETRY_DELAY", "Handler", "HandlerErrorPolicy", "Server"]
+__all__ = [
+    "ACCEPT_RETRY_DELAY",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "MAX_HANDSHAKES",
+    "Handler",
+    "HandlerErrorPolicy",
+    "Server",
+]

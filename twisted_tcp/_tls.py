@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IStreamClientEndpoint,
 )
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -28,6 +29,8 @@ from zope.interface import implementer
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IProtocol, IProtocolFactory
+
+_log = Logger()
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.S
@@ -49,22 +52,69 @@ def require_tls(what: str) -> None:
         ) from e
 
 
-def client_creator(host: str, tls: object) -> IOpenSSLClientConnectionCreator:
+def check_alpn(alpn: object) -> tuple[bytes, ...]:
+    """
+    The ALPN protocol names of C{alpn=}, in order of preference, as TLS
+    sends them: C{None} is none.
+
+    @raise TypeError: if C{alpn} is not a list or tuple of str (a lone str
+        is refused: C{"h2"} would be two names, C{"h"} and C{"2"}).
+    @raise ValueError: for an empty list, a duplicate, or a name that is not
+        1 to 255 printable ASCII characters without spaces and commas.
+    """
+    if alpn is None:
+        return ()
+    if not isinstance(alpn, (list, tuple)):
+        raise TypeError(
+            "alpn must be a list of protocol names in order of preference, such as "
+            f"['h2', 'http/1.1'], not {type(alpn).__name__}: {alpn!r:.80}"
+        )
+    if not alpn:
+        raise ValueError("alpn must name at least one protocol (or be None for no ALPN)")
+    names: list[bytes] = []
+    for name in alpn:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"alpn: a protocol name must be a str such as 'h2', not "
+                f"{type(name).__name__}: {name!r:.80}"
+            )
+        if not (0 < len(name) < 256 and name.isascii() and name.isprintable()) or any(
+            c in name for c in " ,"
+        ):
+            raise ValueError(
+                "alpn: a protocol name is 1 to 255 printable ASCII characters without "
+                f"spaces or commas, not {name!r:.80}"
+            )
+        if name.encode() in names:
+            raise ValueError(f"alpn: {name!r} is named twice")
+        names.append(name.encode())
+    return tuple(names)
+
+
+def client_creator(
+    host: str, tls: object, alpn: tuple[bytes, ...] = ()
+) -> IOpenSSLClientConnectionCreator:
     """
     The client TLS options for C{tls=}: C{True} verifies the server's
     certificate against the system's trust store and C{host}; an object made
-    by Twisted's C{optionsForClientTLS} is used as it is.
+    by Twisted's C{optionsForClientTLS} is used as it is.  With C{alpn},
+    the client offers those protocols (in that order).
 
     @raise TypeError: for anything else.
     @raise ImportError: if TLS support is not installed.
     """
+    creator: Any
     if tls is True:
         require_tls("tls=True")
         from twisted.internet.ssl import optionsForClientTLS
 
-        return optionsForClientTLS(host)
-    if IOpenSSLClientConnectionCreator.providedBy(tls):
-        return tls  # type: ignore[return-value]
+        creator = optionsForClientTLS(host)
+    elif IOpenSSLClientConnectionCreator.providedBy(tls):
+        creator = tls
+    else:
+        creator = None
+    if creator is not None:
+        return _OfferingALPN(creator, alpn) if alpn else creator  # type: ignore[no-any-return]
     raise TypeError(
         "tls must be True (the system's trust store, the host name verified) or client "
         "TLS options from twisted.internet.ssl.optionsForClientTLS(host, trustRoot=...), "
@@ -72,12 +122,106 @@ def client_creator(host: str, tls: object) -> IOpenSSLClientConnectionCreator:
     )
 
 
-def server_options(tls: object) -> Any:
+@implementer(IOpenSSLClientConnectionCreator)
+class _OfferingALPN:
+    """Client TLS options that offer the ALPN protocols of C{alpn=}."""
+
+    def __init__(self, creator: IOpenSSLClientConnectionCreator, alpn: tuple[bytes, ...]):
+        self._creator = creator
+        self._alpn = list(alpn)
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        connection = self._creator.clientConnectionForTLS(tlsProtocol)
+        connection.set_alpn_protos(self._alpn)
+        return connection
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
     """
-    The server TLS options for C{tls=}: a C{(certificate_file, key_file)}
-    pair, one PEM file holding both, or a Twisted context factory (such as
-    C{CertificateOptions}) used as it is.  Files are read now, so a missing
-    file or a key that does not match the certificate fails here.
+    The TLS of a server: Twisted's server TLS options (a context factory
+    such as C{CertificateOptions}, or a server connection creator), and the
+    application protocols it speaks, for ALPN.
+
+    The protocol is chosen here, on the options' context, for every TLS
+    server of this package: the first of C{alpn} that the client offers.
+    A client that offers none of them gets the fatal alert RFC 7301 asks
+    for; with no C{alpn}, a client that offers ALPN is served with no
+    protocol chosen, as one that offers none.  (Twisted's own choice, from
+    26.4 on, ends every handshake that offers ALPN to a server that names
+    no protocol.)  The options' context is shared: a context also used by
+    another server gets this choice too.
+    """
+
+    def __init__(self, options: Any, alpn: tuple[bytes, ...] = ()) -> None:
+        self.options = options
+        self.alpn = alpn
+        self._context: Any = None  # the context our choice is installed on
+        if callable(getattr(options, "getContext", None)):
+            self._prepare(options.getContext())
+        elif alpn:
+            raise TypeError(
+                "alpn= needs TLS options with a getContext() method, such as "
+                f"CertificateOptions, not {type(options).__name__}"
+            )
+
+    def _prepare(self, context: Any) -> None:
+        """Install our ALPN choice on C{context}, which no connection may have used yet."""
+        try:
+            context.set_alpn_select_callback(self._choose)
+        except ValueError:
+            # pyOpenSSL refuses to change a context that made connections.
+            if self.alpn:
+                raise ValueError(
+                    "alpn=: these TLS options have served connections already, so their "
+                    "ALPN choice cannot be set; give TLS options made for this server"
+                ) from None
+        self._context = context
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        from OpenSSL.SSL import Connection
+
+        options = self.options
+        if self._context is None:  # a connection creator without a context factory
+            return options.serverConnectionForTLS(tlsProtocol)
+        context = options.getContext()
+        if context is not self._context:  # a context factory that makes a new one each time
+            self._prepare(context)
+        return Connection(context, None)
+
+    def _choose(self, connection: Any, offered: list[bytes]) -> Any:
+        for name in self.alpn:
+            if name in offered:
+                return name
+        from OpenSSL.SSL import NO_OVERLAPPING_PROTOCOLS, Error
+
+        if not self.alpn:
+            return NO_OVERLAPPING_PROTOCOLS
+        # Raised here, it fails the handshake (with a no_application_protocol
+        # alert to the client) and is the reason the connection is lost.
+        raise Error(
+            [
+                (
+                    "",
+                    "ALPN",
+                    f"no application protocol in common: the client offers "
+                    f"{_names(offered)}, the server speaks {_names(self.alpn)}",
+                )
+            ]
+        )
+
+
+def _names(alpn: list[bytes] | tuple[bytes, ...]) -> str:
+    return ", ".join(name.decode("ascii", "backslashreplace") for name in alpn) or "none"
+
+
+def server_options(tls: object, alpn: tuple[bytes, ...] = ()) -> ServerTLS:
+    """
+    The server TLS of C{tls=}: a C{(certificate_file, key_file)} pair, one
+    PEM file holding both, or a Twisted context factory (such as
+    C{CertificateOptions}) used as it is; speaking the ALPN protocols
+    C{alpn}.  Files are read now, so a missing file or a key that does not
+    match the certificate fails here.
 
     @raise TypeError: for anything else.
     @raise ValueError: naming the file, if a file cannot be read or used.
@@ -86,7 +230,7 @@ def server_options(tls: object) -> Any:
     if IOpenSSLServerConnectionCreator.providedBy(tls) or callable(
         getattr(tls, "getContext", None)
     ):
-        return tls
+        return ServerTLS(tls, alpn)
     if isinstance(tls, (str, os.PathLike)):
         certificate = key = tls
     elif isinstance(tls, tuple) and len(tls) == 2:
@@ -97,7 +241,7 @@ def server_options(tls: object) -> Any:
             f"Twisted context factory such as CertificateOptions, not {type(tls).__name__}: "
             f"{tls!r:.80}"
         )
-    return load_certificate(certificate, key)
+    return ServerTLS(load_certificate(certificate, key), alpn)
 
 
 def _read(path: object, what: str) -> bytes:
@@ -170,6 +314,8 @@ def describe_tls_error(error: BaseException, host: str | None = None) -> str:
         text = "; ".join(str(r[2]) for r in reasons if r[2]) or name
         if "wrong version number" in text or "record layer" in text:
             text += " (does the peer speak TLS on this port?)"
+        elif text == "http request":
+            text += " (a plaintext HTTP client on the TLS port?)"
         return text
     if name in ("ConnectionLost", "ConnectionDone"):
         return "the connection was closed during the handshake (does the peer speak TLS?)"
@@ -178,8 +324,9 @@ def describe_tls_error(error: BaseException, host: str | None = None) -> str:
 
 def wrap_factory(tls: Any, factory: Any, *, client: bool) -> Any:
     """
-    C{factory}, behind a TLS layer with the TLS options C{tls}: Twisted's,
-    but for half-close under TLS 1.3 (L{_half_closeable_tls}).
+    C{factory}, behind a TLS layer with the TLS options C{tls} (a
+    L{ServerTLS} for a server): Twisted's, but for half-close under TLS 1.3
+    (L{_half_closeable_tls}).
     """
     from twisted.protocols.tls import TLSMemoryBIOFactory
 

@@ -46,8 +46,16 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._connect import default_reactor
-from ._server import Handler, Server
-from ._where import OnPort, WhereToListen, on_endpoint, on_file, on_port, show_address
+from ._server import DEFAULT_HANDSHAKE_TIMEOUT, Handler, Server
+from ._where import (
+    OnEndpoint,
+    OnPort,
+    WhereToListen,
+    on_endpoint,
+    on_file,
+    on_port,
+    show_address,
+)
 
 _log = Logger()
 
@@ -227,7 +235,7 @@ class Options(usage.Options):
             None,
             "TCP port to listen on, on every IPv4 interface (0: a port chosen by the OS, "
             "logged at start), or a Twisted endpoint description such as "
-            "tcp:9000:interface=127.0.0.1, tcp6:9000 or unix:/run/app.sock.",
+            "tcp:9000:interface=127.0.0.1, tcp6:9000, unix:/run/app.sock or haproxy:tcp:9000.",
         ],
         [
             "file",
@@ -240,14 +248,30 @@ class Options(usage.Options):
             "tls-cert",
             None,
             None,
-            "Serve TLS on --port with this certificate (PEM; the server's certificate, then "
-            "any intermediate ones). Needs --tls-key and twisted_tcp[tls].",
+            "Serve TLS on --port (a port or a tcp:, tcp6:, unix: or haproxy: description) "
+            "with this certificate (PEM; the server's certificate, then any intermediate "
+            "ones). Needs --tls-key and twisted_tcp[tls].",
         ],
         [
             "tls-key",
             None,
             None,
             "The private key (PEM) of --tls-cert; may be the same file.",
+        ],
+        [
+            "tls-alpn",
+            None,
+            None,
+            "The application protocols the TLS server speaks, for ALPN, in order of "
+            "preference, separated by commas (e.g. h2,http/1.1). Without it, clients that "
+            "offer ALPN are served with no protocol chosen.",
+        ],
+        [
+            "handshake-timeout",
+            None,
+            f"{DEFAULT_HANDSHAKE_TIMEOUT:g}",
+            "Seconds a TLS client has to finish its handshake; the handler starts once it "
+            "is done.",
         ],
         [
             "handler",
@@ -346,6 +370,9 @@ class Options(usage.Options):
         self["shutdown-timeout"] = _seconds(
             "shutdown-timeout", self["shutdown-timeout"], allow_zero=True
         )
+        self["handshake-timeout"] = _seconds(
+            "handshake-timeout", self["handshake-timeout"], allow_zero=False
+        )
         idle = self["idle-timeout"]
         if isinstance(idle, str) and idle.lower() == "none":
             self["idle-timeout"] = None
@@ -357,22 +384,30 @@ class Options(usage.Options):
 
 
     def _with_tls(self, where: WhereToListen) -> WhereToListen:
-        cert, key = self["tls-cert"], self["tls-key"]
+        cert, key, alpn_text = self["tls-cert"], self["tls-key"], self["tls-alpn"]
+        alpn = None if alpn_text is None else alpn_text.split(",")
+        self["tls-alpn"] = alpn
         if cert is None and key is None:
-            return where
+            if alpn is None:
+                return where
+            if isinstance(where, OnEndpoint):
+                try:
+                    return on_endpoint(where.source, alpn=alpn)
+                except ValueError as e:
+                    raise usage.UsageError(f"--tls-alpn: {e}") from None
+            raise usage.UsageError("--tls-alpn is for a TLS server: give --tls-cert and --tls-key")
         if cert is None or key is None:
             raise usage.UsageError("--tls-cert and --tls-key go together: give both")
-        if not isinstance(where, OnPort):
-            raise usage.UsageError(
-                "--tls-cert/--tls-key apply to --port PORT only; with an endpoint description "
-                "use its own TLS, e.g. --port ssl:9000:certKey=cert.pem:privateKey=key.pem"
-            )
         # Absolute: twistd may change directory (--rundir) before workers read them.
         self["tls-cert"], self["tls-key"] = cert, key = os.path.abspath(cert), os.path.abspath(key)
         try:
-            return on_port(where.port, interface=where.interface, tls=(cert, key))
-        except (ValueError, ImportError) as e:
+            if isinstance(where, OnPort):
+                return on_port(where.port, interface=where.interface, tls=(cert, key), alpn=alpn)
+            if isinstance(where, OnEndpoint):
+                return on_endpoint(where.source, tls=(cert, key), alpn=alpn)
+        except (ValueError, ImportError, TypeError) as e:
             raise usage.UsageError(f"--tls-cert/--tls-key: {e}") from None
+        raise usage.UsageError("--tls-cert/--tls-key apply to --port, not to --file")
 
 
 def makeService(options: Options) -> Service:
@@ -386,6 +421,7 @@ def makeService(options: Options) -> Service:
         "backlog": options["backlog"],
         "buffer_age_limit": options["buffer-age-limit"],
         "idle_timeout": options["idle-timeout"],
+        "handshake_timeout": options["handshake-timeout"],
         "shutdown_timeout": options["shutdown-timeout"],
     }
     if options["workers"] > 1:
@@ -397,6 +433,7 @@ def makeService(options: Options) -> Service:
             options["handler"],
             workers=options["workers"],
             tls_files=(cert, key) if cert is not None else None,
+            tls_alpn=options["tls-alpn"],
             **limits,
         )
     return TcpServerService(
@@ -436,6 +473,7 @@ class TcpServerService(Service):
         backlog: int = DEFAULT_BACKLOG,
         buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
         idle_timeout: float | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         reactor: Any = None,
     ) -> None:
@@ -446,6 +484,7 @@ class TcpServerService(Service):
         self.backlog = backlog
         self.buffer_age_limit = buffer_age_limit
         self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
         self.shutdown_timeout = shutdown_timeout
         self._reactor = reactor
         self._listening: Deferred[None] | None = None
@@ -479,6 +518,7 @@ class TcpServerService(Service):
                 backlog=self.backlog,
                 buffer_age_limit=self.buffer_age_limit,
                 idle_timeout=self.idle_timeout,
+                handshake_timeout=self.handshake_timeout,
                 reactor=self._reactor,
             ).addCallbacks(self._listening_now, self._cannot_listen)
         finally:

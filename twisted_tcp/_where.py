@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -26,7 +27,8 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 
-from ._tls import TLSClientEndpoint, client_creator, server_options, wrap_factory
+from ._layers import Layering, wrap_server_factory
+from ._tls import ServerTLS, TLSClientEndpoint, check_alpn, client_creator, server_options
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IListeningPort, IProtocolFactory
@@ -74,6 +76,10 @@ def _check_host_name(host: str) -> None:
 
 def _show_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _show_alpn(alpn: tuple[bytes, ...]) -> str:
+    return f", alpn={[name.decode() for name in alpn]!r}" if alpn else ""
 
 
 def show_address(address: object) -> str:
@@ -191,14 +197,15 @@ class OnPort(WhereToListen):
 
     port: int
     interface: str = ""
-    tls: Any = None
+    tls: ServerTLS | None = None
 
     def __repr__(self) -> str:
         if self.port == 0 and not self.interface and self.tls is None:
             return "on_port_chosen_by_os"
         iface = f", interface={self.interface!r}" if self.interface else ""
         tls = ", tls=..." if self.tls is not None else ""
-        return f"on_port({self.port}{iface}{tls})"
+        alpn = _show_alpn(self.tls.alpn) if self.tls is not None else ""
+        return f"on_port({self.port}{iface}{tls}{alpn})"
 
     def __str__(self) -> str:
         address = f"{_show_host(self.interface or '0.0.0.0')}:{self.port}"
@@ -213,8 +220,7 @@ class OnPort(WhereToListen):
         self, reactor: Any, backlog: int, factory: IProtocolFactory
     ) -> Deferred[IListeningPort]:
         """Listen with C{factory}, behind TLS if this port has it."""
-        if self.tls is not None:
-            factory = wrap_factory(self.tls, factory, client=False)
+        factory = wrap_server_factory(factory, reactor, tls=self.tls)
         return self.endpoint(reactor, backlog).listen(factory)
 
 
@@ -325,18 +331,22 @@ class OnEndpoint(WhereToListen):
     Listen where a Twisted server endpoint, or its description (such as
     C{"tcp:9000:interface=127.0.0.1"}, C{"tcp6:9000"}, C{"unix:/run/s.sock"},
     C{"ssl:443:privateKey=key.pem:certKey=cert.pem"}, C{"systemd:domain=INET:index=0"}
-    or C{"haproxy:tcp:9000"}; see L{endpoints.serverFromString}) says.  The
-    backlog is the endpoint's own (a description's C{backlog=} option), not
-    the server's C{backlog}.
+    or C{"haproxy:tcp:9000"}; see L{endpoints.serverFromString}) says, over
+    TLS if C{tls} is set.  The backlog is the endpoint's own (a
+    description's C{backlog=} option), not the server's C{backlog}.
     """
 
     source: str | IStreamServerEndpoint
+    tls: ServerTLS | None = None
+    alpn: tuple[bytes, ...] = ()  # for an ssl: description's own TLS
 
     def __repr__(self) -> str:
-        return f"on_endpoint({self.source!r})"
+        alpn = _show_alpn(self.alpn or (self.tls.alpn if self.tls is not None else ()))
+        tls = ", tls=..." if self.tls is not None else ""
+        return f"on_endpoint({self.source!r}{tls}{alpn})"
 
     def __str__(self) -> str:
-        return _describe(self.source)
+        return f"tls:{_describe(self.source)}" if self.tls is not None else _describe(self.source)
 
     def endpoint(self, reactor: object, backlog: int) -> IStreamServerEndpoint:
         if isinstance(self.source, str):
@@ -358,14 +368,17 @@ class OnEndpoint(WhereToListen):
     ) -> Deferred[IListeningPort]:
         """
         Listen with C{factory}.  Behind C{haproxy:}, a connection reaches
-        C{factory}'s protocol once its PROXY header is read, with the
-        client's address as its peer.
+        the TLS layer, if any, then C{factory}'s protocol once its PROXY
+        header is read, with the client's address as its peer.  An C{ssl:}
+        description's TLS is this package's TLS layer (see L{Layering}).
         """
-        if self._proxied() is not None:
-            from ._haproxy import ProxyHeaderFactory
-
-            factory = ProxyHeaderFactory(factory, reactor)
-        return self.endpoint(reactor, backlog).listen(factory)
+        if not isinstance(self.source, str):
+            factory = wrap_server_factory(factory, reactor, tls=self.tls)
+            return self.source.listen(factory)
+        layering = Layering(
+            reactor, tls=self.tls, alpn=self.alpn, proxy_header=self._proxied() is not None
+        )
+        return self.endpoint(layering, backlog).listen(factory)
 
 
 def to_host_and_port(
@@ -374,6 +387,7 @@ def to_host_and_port(
     *,
     via_local_interface: str | None = None,
     tls: bool | IOpenSSLClientConnectionCreator | None = False,
+    alpn: Sequence[str] | None = None,
 ) -> HostAndPort:
     """
     Connect over TCP to C{host} (a name, resolved at every connect, every
@@ -386,9 +400,13 @@ def to_host_and_port(
         (C{twisted.internet.ssl.optionsForClientTLS(host, trustRoot=...)}).
         The connection is returned once the handshake has succeeded; a failed
         one is a L{TLSHandshakeError}.  Needs the C{tls} extra.
-    @raise TypeError: if C{host} is not a str, C{port} not an int, or C{tls}
-        not one of the above.
-    @raise ValueError: if C{host} is empty or C{port} is not in 1..65535.
+    @param alpn: with C{tls}, the application protocols to offer over ALPN,
+        in order of preference, such as C{["h2", "http/1.1"]}; the one the
+        server chose is L{Socket.alpn_protocol}.
+    @raise TypeError: if C{host} is not a str, C{port} not an int, C{tls}
+        not one of the above, or C{alpn} not a list of str.
+    @raise ValueError: if C{host} is empty, C{port} is not in 1..65535, or
+        C{alpn} is empty, repeats a name, or is given without C{tls}.
     @raise ImportError: if C{tls} is given and pyOpenSSL is not installed.
     """
     host = _check_host(host, "host")
@@ -401,7 +419,13 @@ def to_host_and_port(
             raise ValueError(
                 f"via_local_interface must be an IP address, not {via_local_interface!r}"
             )
-    creator = None if tls is False or tls is None else client_creator(host, tls)
+    protocols = check_alpn(alpn)
+    if tls is False or tls is None:
+        if protocols:
+            raise ValueError("alpn= is for TLS connections: give tls= too")
+        creator = None
+    else:
+        creator = client_creator(host, tls, protocols)
     return HostAndPort(host, _check_port(port, allow_zero=False), via_local_interface, creator)
 
 
@@ -415,7 +439,9 @@ def to_file(path: str | os.PathLike[str]) -> File:
     return File(_check_path(path))
 
 
-def on_port(port: int, *, interface: str = "", tls: object = None) -> OnPort:
+def on_port(
+    port: int, *, interface: str = "", tls: object = None, alpn: Sequence[str] | None = None
+) -> OnPort:
     """
     Listen on TCP C{port} (0: chosen by the OS) on every IPv4 interface, or
     on C{interface} (an IPv4 or IPv6 address; C{"::"} for every IPv6 one).
@@ -424,17 +450,34 @@ def on_port(port: int, *, interface: str = "", tls: object = None) -> OnPort:
         certificate file may hold intermediate certificates after the
         server's), one PEM file holding both, or a Twisted context factory
         such as C{CertificateOptions}.  Files are read now.  Needs the
-        C{tls} extra.
-    @raise TypeError: if C{port} is not an int, or C{tls} not one of the above.
+        C{tls} extra.  A handler starts once the client's handshake is done
+        (see L{Server.create}'s C{handshake_timeout}).
+    @param alpn: with C{tls}, the application protocols this server speaks,
+        in order of preference, such as C{["h2", "http/1.1"]}: the first
+        that the client offers is chosen (L{Socket.alpn_protocol}), and a
+        client that offers ALPN but none of these fails its handshake.
+        Without it, clients that offer ALPN are served with none chosen.
+    @raise TypeError: if C{port} is not an int, C{tls} not one of the above,
+        or C{alpn} not a list of str.
     @raise ValueError: if C{port} is not in 0..65535, C{interface} is not an
-        IP address, or a TLS file cannot be read or used (the message names it).
+        IP address, a TLS file cannot be read or used (the message names
+        it), or C{alpn} is empty, repeats a name, or is given without C{tls}.
     @raise ImportError: if C{tls} is given and pyOpenSSL is not installed.
     """
     interface = _check_host(interface, "interface")
     if interface and not (isIPAddress(interface) or isIPv6Address(interface)):
         raise ValueError(f"interface must be an IP address or '', not {interface!r}")
     port = _check_port(port, allow_zero=True)
-    return OnPort(port, interface, None if tls is None else server_options(tls))
+    return OnPort(port, interface, _server_tls(tls, alpn))
+
+
+def _server_tls(tls: object, alpn: object) -> ServerTLS | None:
+    protocols = check_alpn(alpn)
+    if tls is None:
+        if protocols:
+            raise ValueError("alpn= is for TLS servers: give tls= too")
+        return None
+    return server_options(tls, protocols)
 
 
 on_port_chosen_by_os: Final[OnPort] = OnPort(0)
@@ -481,7 +524,12 @@ def to_endpoint(endpoint: str | IStreamClientEndpoint) -> Endpoint:
     return Endpoint(endpoint)
 
 
-def on_endpoint(endpoint: str | IStreamServerEndpoint) -> OnEndpoint:
+def on_endpoint(
+    endpoint: str | IStreamServerEndpoint,
+    *,
+    tls: object = None,
+    alpn: Sequence[str] | None = None,
+) -> OnEndpoint:
     """
     Listen where a Twisted server endpoint says: an object providing
     C{IStreamServerEndpoint}, or a description for
@@ -492,15 +540,26 @@ def on_endpoint(endpoint: str | IStreamServerEndpoint) -> OnEndpoint:
     endpoint object made by Twisted's C{proxyEndpoint} connects the handler
     before the header, with the load balancer's address.
 
-    @raise TypeError: if C{endpoint} is neither.
+    @param tls: serve TLS over the endpoint, as L{on_port}'s C{tls} (beneath
+        the PROXY header of a C{haproxy:} description, as HAProxy's
+        C{send-proxy-v2 ssl} sends it).  An C{ssl:} description serves TLS
+        already: give its certificate in the description instead.
+    @param alpn: the application protocols of the TLS server (this C{tls},
+        or an C{ssl:} description's), as L{on_port}'s C{alpn}.
+    @raise TypeError: if C{endpoint} is neither, C{tls} not one of
+        L{on_port}'s, or C{alpn} not a list of str.
     @raise ValueError: if Twisted cannot parse the description (an unknown
         endpoint type, a bare port number, a bad or unknown option, a
-        C{systemd:} one without sockets passed in C{LISTEN_FDS}).
+        C{systemd:} one without sockets passed in C{LISTEN_FDS}), if C{tls}
+        is given with an C{ssl:} one, or C{alpn} without TLS.
     """
+    parsed: object = None
     if isinstance(endpoint, str):
         try:
             # Parsing needs no reactor: the parsers only store it in the endpoint.
-            endpoints.serverFromString(None, endpoint)
+            parsed = endpoints.serverFromString(
+                None, endpoint[len("haproxy:") :] if endpoint.startswith("haproxy:") else endpoint
+            )
         except Exception as e:
             hint = ""
             if endpoint.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
@@ -516,4 +575,11 @@ def on_endpoint(endpoint: str | IStreamServerEndpoint) -> OnEndpoint:
             "endpoint must be a server endpoint description (str) or provide "
             f"IStreamServerEndpoint, not {type(endpoint).__name__}: {endpoint!r:.80}"
         )
-    return OnEndpoint(endpoint)
+    if isinstance(parsed, endpoints.SSL4ServerEndpoint):
+        if tls is not None:
+            raise ValueError(
+                f"{endpoint!r} serves TLS already: give its certificate there, or tls= with "
+                "a tcp: description"
+            )
+        return OnEndpoint(endpoint, None, check_alpn(alpn))
+    return OnEndpoint(endpoint, _server_tls(tls, alpn))

@@ -68,8 +68,10 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._connect import default_reactor
+from ._layers import wrap_server_factory
 from ._oneshot import OneShot
-from ._tls import load_certificate, wrap_factory
+from ._server import DEFAULT_HANDSHAKE_TIMEOUT
+from ._tls import ServerTLS, check_alpn, server_options
 from ._twistd import (
     DEFAULT_BUFFER_AGE_LIMIT,
     DEFAULT_MAX_CONNECTIONS,
@@ -128,9 +130,11 @@ class WorkerSettings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT
     idle_timeout: float | None = None
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     reactor: str | None = None  # the module of the supervisor's reactor, installed first
     tls_files: tuple[str, str] | None = None  # certificate and key: each worker serves TLS
+    tls_alpn: tuple[str, ...] | None = None  # the TLS server's ALPN protocols
 
     def to_json(self) -> str:
         """This, as the JSON text that L{from_json} reads."""
@@ -140,8 +144,9 @@ class WorkerSettings:
     def from_json(cls, text: str) -> WorkerSettings:
         """Settings from the text L{to_json} made."""
         settings = json.loads(text)
-        if settings.get("tls_files") is not None:
-            settings["tls_files"] = tuple(settings["tls_files"])
+        for name in ("tls_files", "tls_alpn"):
+            if settings.get(name) is not None:
+                settings[name] = tuple(settings[name])
         return cls(**settings)
 
 
@@ -345,19 +350,23 @@ class WorkersService(Service):
         backlog: int = 64,
         buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
         idle_timeout: float | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         tls_files: tuple[str, str] | None = None,
+        tls_alpn: list[str] | None = None,
         handle_signals: bool = True,
         reactor: Any = None,
     ) -> None:
         self.where = where
         self.tls_files = tls_files
+        self.tls_alpn = None if tls_alpn is None else tuple(tls_alpn)
         self.handler_name = handler_name
         self.workers = workers
         self.max_connections = max_connections
         self.backlog = backlog
         self.buffer_age_limit = buffer_age_limit
         self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
         self.shutdown_timeout = shutdown_timeout
         self.handle_signals = handle_signals
         self.reactor = reactor
@@ -417,9 +426,11 @@ class WorkersService(Service):
             max_connections=self.max_connections,
             buffer_age_limit=self.buffer_age_limit,
             idle_timeout=self.idle_timeout,
+            handshake_timeout=self.handshake_timeout,
             shutdown_timeout=self.shutdown_timeout,
             reactor=type(self.reactor).__module__,
             tls_files=self.tls_files,
+            tls_alpn=self.tls_alpn,
         )
         _log.info(
             "twisted_tcp tcpserver listening on {address} (handler {handler}) "
@@ -655,7 +666,7 @@ class _OnSharedSocket(WhereToListen):
     fd: int
     family: int
     backlog: int
-    tls: Any = None  # server TLS options
+    tls: ServerTLS | None = None
 
     def __str__(self) -> str:
         return f"the socket of the supervisor (descriptor {self.fd})"
@@ -663,8 +674,7 @@ class _OnSharedSocket(WhereToListen):
     def listen(
         self, reactor: Any, backlog: int, factory: IProtocolFactory
     ) -> Deferred[IListeningPort]:
-        if self.tls is not None:
-            factory = wrap_factory(self.tls, factory, client=False)
+        factory = wrap_server_factory(factory, reactor, tls=self.tls)
         try:
             try:
                 if self.family == socket.AF_UNIX:
@@ -766,7 +776,11 @@ def main(argv: list[str]) -> int:
     reactor: Any = global_reactor
     try:
         handler = load_handler(settings.handler)
-        tls = None if settings.tls_files is None else load_certificate(*settings.tls_files)
+        tls = (
+            None
+            if settings.tls_files is None
+            else server_options(settings.tls_files, check_alpn(settings.tls_alpn))
+        )
     except (usage.UsageError, ValueError, ImportError) as e:
         _log.critical("worker {index} cannot start: {error}", index=index, error=str(e))
         return 1
@@ -777,6 +791,7 @@ def main(argv: list[str]) -> int:
         max_connections=settings.max_connections,
         buffer_age_limit=settings.buffer_age_limit,
         idle_timeout=settings.idle_timeout,
+        handshake_timeout=settings.handshake_timeout,
         shutdown_timeout=settings.shutdown_timeout,
         reactor=reactor,
     )

@@ -40,6 +40,8 @@ from ._where import show_address
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
+    from ._connection import Socket
+
 DEFAULT_BUFFER_AGE_LIMIT = 120.0
 DEFAULT_CLOSE_TIMEOUT = 30.0
 
@@ -68,6 +70,7 @@ class Writer:
         "_clock",
         "_close_timer",
         "_closed",
+        "_connection",
         "_consumer_left",
         "_dirty_since",
         "_done",
@@ -124,6 +127,7 @@ class Writer:
         self._consumer_left: OneShot[None] = OneShot()
         self._done: OneShot[None] = OneShot()
         self._eof_sent: OneShot[None] = OneShot()
+        self._connection: Any = None  # the connection's protocol, which sets this
 
     # -- what the user calls -------------------------------------------------
 
@@ -210,6 +214,21 @@ class Writer:
         else:
             self._flush_waiters.append(d)
         return d
+
+    @property
+    def socket(self) -> Socket:
+        """
+        The socket this writer writes to (as Async's C{Writer.fd}): its
+        addresses, options and TLS details, such as
+        L{Socket.alpn_protocol} in a server's handler.
+
+        @raise RuntimeError: for a writer made on a transport by hand.
+        """
+        if self._connection is None:
+            raise RuntimeError("this writer was not made by twisted_tcp for a connection")
+        from ._connection import Socket
+
+        return Socket(self._connection)
 
     @property
     def bytes_to_write(self) -> int:
