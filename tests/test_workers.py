@@ -448,11 +448,15 @@ async def test_workers_port_in_use(twistd: Callable[..., Process]) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_workers_serve_tls(twistd: Callable[..., Process], pki: Pki) -> None:
-    """--tls-cert/--tls-key with --workers: each worker serves TLS on the shared socket."""
+    """
+    --tls-cert/--tls-key with --workers: each worker serves TLS on the shared
+    socket, choosing among the --tls-alpn protocols.
+    """
     process = twistd(
         *workers_argv(
             "--handler", PID, "--max-connections", "1",
             "--tls-cert", str(pki.cert), "--tls-key", str(pki.key),
+            "--tls-alpn", "x-test,h2", "--handshake-timeout", "5",
             where="0",
         )
     )  # fmt: skip
@@ -463,5 +467,9 @@ async def test_workers_serve_tls(twistd: Callable[..., Process], pki: Pki) -> No
     pids = await both_workers(where)
     assert len(pids) == 2
     assert pids == _worker_pids(process.output())
+    offering = tt.to_host_and_port("localhost", port, tls=pki.trust(), alpn=["h2", "x-test"])
+    sock = await within(tt.connect_sock(offering))
+    assert sock.alpn_protocol == "x-test"
+    await within(sock.close())
     process.popen.send_signal(signal.SIGTERM)
     assert await process.exited() == 0, process.output()
