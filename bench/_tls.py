@@ -24,6 +24,11 @@ CA_FILE = "ca.pem"
 CERT_FILE = "server.pem"
 KEY_FILE = "server.key"
 MODULES = ("cryptography", "OpenSSL", "service_identity")  # what the TLS workloads need
+# The TLS line-echo servers' deadline for a client's handshake (twisted_tcp's
+# handshake_timeout=, asyncio's ssl_handshake_timeout=; raw Twisted has none):
+# far longer than any measurement, so that tls_pending_handshakes measures
+# connections waiting for a handshake, not connections closed for being late.
+HANDSHAKE_TIMEOUT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -153,3 +158,13 @@ def ssl_client_context() -> object:
     import ssl
 
     return ssl.create_default_context(cafile=paths().ca)
+
+
+def ssl_server_context() -> object:
+    """An C{ssl.SSLContext} for asyncio servers, with this run's server certificate."""
+    import ssl
+
+    pki = paths()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.cert, pki.key)
+    return context

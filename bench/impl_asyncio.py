@@ -2,7 +2,9 @@
 asyncio streams (C{open_connection}, C{start_server}), on asyncio's own event
 loop or on uvloop's: the same code for both columns.  The C{tls_*}
 workloads pass an C{ssl.SSLContext} (trusting the run's CA) to
-C{open_connection}; uvloop has its own TLS layer (in Cython), asyncio's is
+C{open_connection}, and the TLS line echo of the C{tls_idle_conns} and
+C{tls_pending_handshakes} workloads one (with the run's server certificate)
+to C{start_server}; uvloop has its own TLS layer (in Cython), asyncio's is
 C{asyncio.sslproto}.
 """
 
@@ -342,12 +344,26 @@ async def _close(writer: Writer) -> None:
         pass
 
 
-async def serve(backlog: int) -> tuple[list[asyncio.AbstractServer], dict[str, int]]:
-    """The echo, RESP (PING) and HTTP servers, and their ports by name."""
+async def serve(
+    backlog: int, tls: bool = False
+) -> tuple[list[asyncio.AbstractServer], dict[str, int]]:
+    """
+    The echo, RESP (PING) and HTTP servers, and with C{tls} a TLS line echo
+    (C{tls_echo}), and their ports by name.
+    """
     servers = []
     ports = {}
     for name, handler in (("echo", echo), ("resp", resp_ping), ("http", http_hello)):
         server = await asyncio.start_server(handler, HOST, 0, backlog=backlog)
         servers.append(server)
         ports[name] = int(server.sockets[0].getsockname()[1])
+    if tls:
+        import _tls
+
+        server = await asyncio.start_server(
+            echo, HOST, 0, backlog=backlog, ssl=_tls.ssl_server_context(),
+            ssl_handshake_timeout=_tls.HANDSHAKE_TIMEOUT,
+        )
+        servers.append(server)
+        ports["tls_echo"] = int(server.sockets[0].getsockname()[1])
     return servers, ports

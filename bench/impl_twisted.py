@@ -10,8 +10,9 @@ that no implementation is measured with Nagle's algorithm and another without.
 TLS (the C{tls_*} workloads): clients connect through C{wrapClientTLS} with
 C{optionsForClientTLS} trusting the run's CA, and start their clock once the
 handshake is done (C{IHandshakeListener}), as twisted_tcp's C{connect} and
-asyncio's C{open_connection} return only then; the fixed servers listen with
-C{listenSSL} and C{CertificateOptions}.
+asyncio's C{open_connection} return only then; the fixed servers, and the
+TLS line echo of the C{tls_idle_conns} and C{tls_pending_handshakes}
+workloads, listen with C{listenSSL} and C{CertificateOptions}.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 twisted_tcp, used as its documentation says a user would: clients from
 C{twisted_tcp.connect} with C{async def} code over the Reader and Writer, and
 a C{Server} whose handler is the line echo of C{twisted_tcp.examples.echo}
-(over TLS, for the C{tls_*} workloads, C{to_host_and_port(..., tls=...)});
+(over TLS, for the C{tls_*} workloads, C{to_host_and_port(..., tls=...)}, and
+C{on_port(..., tls=(certificate, key))} for the TLS line echo);
 for the real-client workloads, C{Server}s running the handlers of
 examples/resp_ping.py and examples/http_hello.py, as they are shipped.
 """
@@ -147,13 +148,24 @@ async def echo(address: Any, reader: Any, writer: Any) -> None:
             await writer.flushed()
 
 
-async def _listen(reactor: Any, handler: Any, backlog: int) -> int:
+async def _listen(reactor: Any, handler: Any, backlog: int, tls: bool = False) -> int:
+    where = twisted_tcp.on_port(0, interface=HOST)
+    options: dict[str, Any] = {}
+    if tls:
+        import _tls
+
+        # As the documentation shows: tls=(certificate file, key file); the
+        # handler starts once the client's handshake is done.
+        pki = _tls.paths()
+        where = twisted_tcp.on_port(0, interface=HOST, tls=(pki.cert, pki.key))
+        options["handshake_timeout"] = _tls.HANDSHAKE_TIMEOUT
     server = await twisted_tcp.Server.create(
-        twisted_tcp.on_port(0, interface=HOST),
+        where,
         handler,
         backlog=backlog,
         max_connections=MAX_CONNECTIONS,
         reactor=reactor,
+        **options,
     )
     return int(server.listening_on)
 
@@ -163,10 +175,16 @@ async def serve(reactor: Any, backlog: int) -> int:
     return await _listen(reactor, echo, backlog)
 
 
-async def serve_all(reactor: Any, backlog: int) -> dict[str, int]:
-    """The echo, RESP (PING) and HTTP servers; returns their ports by name."""
-    return {
+async def serve_all(reactor: Any, backlog: int, tls: bool = False) -> dict[str, int]:
+    """
+    The echo, RESP (PING) and HTTP servers, and with C{tls} a TLS line echo
+    (C{tls_echo}); returns their ports by name.
+    """
+    ports = {
         "echo": await serve(reactor, backlog),
         "resp": await _listen(reactor, load_example("resp_ping").handle, backlog),
         "http": await _listen(reactor, load_example("http_hello").handle, backlog),
     }
+    if tls:
+        ports["tls_echo"] = await _listen(reactor, echo, backlog, tls=True)
+    return ports

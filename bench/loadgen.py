@@ -4,7 +4,8 @@ loop framework, so that it is cheap and the same for every server measured.
 
 Blocking sockets for one connection at a time (ping-pong, pipelined lines,
 sequential connections); epoll over non-blocking sockets for concurrent
-clients and for the idle connections.  It also runs the real clients
+clients and for the idle connections (over TLS, too: Python's C{ssl} module
+on the same non-blocking sockets).  It also runs the real clients
 (redis-benchmark, wrk) as child processes, and reads their rates from their
 output.
 """
@@ -20,6 +21,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -186,26 +188,61 @@ def vm_rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
 
 
-def open_idle(port: int, count: int) -> list[socket.socket]:
+def _fd_count(pid: int) -> int:
+    """The number of files process C{pid} has open (its accepted connections among them)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _tls_context() -> ssl.SSLContext:
+    """This run's CA trusted, 127.0.0.1 verified, TLS 1.3 only."""
+    import _tls
+
+    context: ssl.SSLContext = _tls.ssl_client_context()  # type: ignore[assignment]
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+# How open_idle sets up each connection: "line": one line round trip; "tls":
+# a TLS handshake, then one line round trip over it; "silent": nothing (a TCP
+# connection that never sends a byte: to a TLS server, a pending handshake).
+IDLE_HOW = ("line", "tls", "silent")
+_CONNECTING, _HANDSHAKING, _ECHOING = range(3)
+
+
+def open_idle(
+    port: int, count: int, how: str = "line", context: ssl.SSLContext | None = None
+) -> list[socket.socket]:
     """
     Open C{count} connections, at most L{IDLE_IN_FLIGHT} being set up at once,
-    each proven served by one line round trip; return them, open and idle.
+    each set up as C{how} says (L{IDLE_HOW}; C{context} for "tls"); return
+    them, open and idle.
     """
     expect = lines_nl(1)[0]
     ep = select.epoll()
-    pending: dict[int, list[Any]] = {}  # fd -> [socket, received, connected]
+    pending: dict[int, list[Any]] = {}  # fd -> [socket, received, state]
     done: list[socket.socket] = []
     started = 0
 
     def start() -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+        set_nodelay(sock)
         err = sock.connect_ex((HOST, port))
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
-        pending[sock.fileno()] = [sock, b"", False]
+        pending[sock.fileno()] = [sock, b"", _CONNECTING]
         ep.register(sock.fileno(), select.EPOLLOUT)
+
+    def served(fd: int) -> None:
+        ep.unregister(fd)
+        done.append(pending.pop(fd)[0])
+
+    def send_line(fd: int, conn: list[Any]) -> None:
+        if conn[0].send(expect) != LINE_BYTES:
+            raise CheckFailed("short send of one line")
+        conn[2] = _ECHOING
+        ep.modify(fd, select.EPOLLIN)
 
     try:
         while len(done) < count:
@@ -220,17 +257,38 @@ def open_idle(port: int, count: int) -> list[socket.socket]:
                 )
             for fd, _ in events:
                 conn = pending[fd]
-                sock = conn[0]
-                if not conn[2]:
-                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if conn[2] == _CONNECTING:
+                    err = conn[0].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if err:
                         raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
-                    conn[2] = True
-                    if sock.send(expect) != LINE_BYTES:
-                        raise CheckFailed("short send of one line")
-                    ep.modify(fd, select.EPOLLIN)
+                    if how == "silent":
+                        served(fd)
+                        continue
+                    if how == "line":
+                        send_line(fd, conn)
+                        continue
+                    assert context is not None
+                    # The same file descriptor, so the same epoll registration;
+                    # the handshake starts at once, below.
+                    conn[0] = context.wrap_socket(
+                        conn[0], server_hostname=HOST, do_handshake_on_connect=False
+                    )
+                    conn[2] = _HANDSHAKING
+                if conn[2] == _HANDSHAKING:
+                    try:
+                        conn[0].do_handshake()
+                    except ssl.SSLWantReadError:
+                        ep.modify(fd, select.EPOLLIN)
+                        continue
+                    except ssl.SSLWantWriteError:
+                        ep.modify(fd, select.EPOLLOUT)
+                        continue
+                    send_line(fd, conn)
                     continue
-                data = sock.recv(4096)
+                try:
+                    data = conn[0].recv(4096)
+                except ssl.SSLWantReadError:  # a TLS record with no data (a session ticket)
+                    continue
                 if not data:
                     raise CheckFailed(
                         f"connection {len(done)}: closed before the echo (the server "
@@ -241,13 +299,22 @@ def open_idle(port: int, count: int) -> list[socket.socket]:
                     continue
                 if conn[1] != expect:
                     check_line(conn[1], expect, 0)
-                ep.unregister(fd)
-                del pending[fd]
-                done.append(sock)
+                served(fd)
         return done
     except BaseException:
         close_idle(done + [conn[0] for conn in pending.values()])
         raise
+    finally:
+        ep.close()
+
+
+def _closed_by_peer(socks: list[socket.socket]) -> int:
+    """How many of C{socks} the server has closed (FIN or RST), without reading them."""
+    ep = select.epoll()
+    try:
+        for sock in socks:
+            ep.register(sock.fileno(), select.EPOLLRDHUP)  # EPOLLHUP and EPOLLERR: always
+        return len(ep.poll(0, len(socks)))
     finally:
         ep.close()
 
@@ -262,31 +329,70 @@ def close_idle(socks: list[socket.socket]) -> None:
         sock.close()
 
 
-def idle_conns(port: int, count: int, server_pid: int, settle: float) -> dict[str, Any]:
+def idle_conns(
+    port: int, count: int, server_pid: int, settle: float, how: str = "line"
+) -> dict[str, Any]:
     """
     The server's RSS per idle connection: a few connections first (made and
     closed, so that what the first connection costs once is not counted),
     then its RSS, then C{count} connections opened and left idle, then its
     RSS again.  Each reading comes C{settle} seconds after the connections
-    were served.
+    were served -- for C{how="silent"}, where nothing comes back, after the
+    server's open files say that it holds them all (or, before the first
+    reading, none).  A connection the server has closed by the second
+    reading fails the measurement.
     """
-    close_idle(open_idle(port, IDLE_PRIME))
+    if how not in IDLE_HOW:
+        raise ValueError(f"how must be one of {IDLE_HOW}, not {how!r}")
+    context = _tls_context() if how == "tls" else None
+    base = _fd_count(server_pid)
+
+    def server_holds(n: int) -> None:
+        """For "silent": wait until the server holds C{n} of them (0: has closed them all)."""
+        if how != "silent":
+            return
+        deadline = time.monotonic() + IO_TIMEOUT
+        while True:
+            held = _fd_count(server_pid) - base
+            if (held >= n) if n else (held <= 0):
+                return
+            if time.monotonic() > deadline:
+                raise CheckFailed(
+                    f"the server holds {held:,} connections, not {n:,}, after {IO_TIMEOUT:g} s"
+                    + (": did it close some (a limit on pending handshakes)?" if n else "")
+                )
+            time.sleep(0.01)
+
+    prime = open_idle(port, IDLE_PRIME, how, context)
+    try:
+        server_holds(IDLE_PRIME)
+    finally:
+        close_idle(prime)
+    server_holds(0)
     time.sleep(settle)
     before = vm_rss_kib(server_pid)
     t0 = perf_counter()
-    socks = open_idle(port, count)
+    socks = open_idle(port, count, how, context)
     try:
         elapsed = perf_counter() - t0
+        server_holds(count)
         time.sleep(settle)
         after = vm_rss_kib(server_pid)
+        closed = _closed_by_peer(socks)
+        versions = sorted({s.version() or "?" for s in socks if isinstance(s, ssl.SSLSocket)})
     finally:
         close_idle(socks)
+    if closed:
+        raise CheckFailed(f"the server closed {closed:,} of the {count:,} connections "
+                          "before its RSS was read")
+    what = {"line": "", "tls": f" over {', '.join(versions)}",
+            "silent": " waiting for a handshake"}[how]
     return {
         "value": (after - before) / count,
         "work": count,
         "elapsed": elapsed,
         "detail": f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB with {count:,} "
-        f"connections (opened in {elapsed:.2f} s)",
+        f"connections{what} (opened in {elapsed:.2f} s)",
     }
 
 
@@ -429,7 +535,8 @@ def run(workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
         elapsed = conc_conns(port, params["clients"], params["per_client"])
         return {"work": params["clients"] * params["per_client"], "elapsed": elapsed}
     if workload == "idle_conns":
-        return idle_conns(port, params["count"], params["server_pid"], params["settle"])
+        return idle_conns(port, params["count"], params["server_pid"], params["settle"],
+                          params.get("how", "line"))
     tool_timeout = max(1.0, params["timeout"] - 3.0)  # under the harness's own timeout
     if workload == "redis_benchmark":
         return redis_benchmark(

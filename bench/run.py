@@ -9,7 +9,7 @@ and ratios to raw Twisted, and writes it to bench/RESULTS.md.
     python bench/run.py --only pingpong,bulk --rounds 7
     python bench/run.py --smoke --results /tmp/R.md   # a few KiB, 1 round (the smoke test)
     python bench/run.py --only workers  # twistd tcpserver --workers 1 and 2, and uvloop
-    python bench/run.py --only tls      # tls_bulk and tls_pingpong: client side over TLS
+    python bench/run.py --only tls      # the TLS rows: client side, and idle server memory
     bench/setup.sh                      # installs redis-benchmark and wrk (Debian)
 
 Processes: every client and every server is a worker process of its own
@@ -83,7 +83,9 @@ class Scale:
     timeout: float  # seconds, for one measurement
     warmup: float  # the fraction of a measurement's work run once, untimed, first
     idle: int  # idle_conns: connections held open at once
-    idle_settle: float  # idle_conns: seconds waited before each RSS reading
+    idle_settle: float  # idle_conns (and the TLS ones): seconds waited before each RSS reading
+    tls_idle: int  # tls_idle_conns: TLS connections held open at once
+    tls_pending: int  # tls_pending_handshakes: connections held open, each waiting
     redis_requests: int  # redis-benchmark -n (for each of its two PING tests)
     redis_clients: int  # redis-benchmark -c
     wrk_seconds: int  # wrk -d (whole seconds: wrk takes no less)
@@ -93,13 +95,17 @@ class Scale:
 
 SCALES = {
     "full": Scale("full", 512 * MiB, 20_000, 200_000, 256, 2048, 5_000, 200, 20, 5, 120.0, 0.2,
-                  10_000, 0.5, 100_000, 50, 5, 50, 0),
+                  10_000, 0.5, 4_000, 900, 100_000, 50, 5, 50, 0),
     "quick": Scale("quick", 128 * MiB, 5_000, 50_000, 256, 2048, 1_000, 100, 10, 3, 60.0, 0.2,
-                   5_000, 0.5, 20_000, 50, 2, 50, 0),
+                   5_000, 0.5, 2_000, 900, 20_000, 50, 2, 50, 0),
     "smoke": Scale("smoke", 256 * 1024, 20, 300, 16, 64, 10, 4, 3, 1, 20.0, 0.0,
-                   100, 0.05, 2_000, 4, 1, 4, 0.25),
+                   100, 0.05, 50, 50, 2_000, 4, 1, 4, 0.25),
 }
 FD_MARGIN = 256  # open files a worker needs besides the idle connections
+# tls_pending_handshakes stays under every server's limit on handshakes under
+# way: twisted_tcp's Server closes new connections beyond 1,000
+# (twisted_tcp._server.MAX_HANDSHAKES); the others have none.
+assert max(s.tls_pending for s in SCALES.values()) <= 900
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ class Workload:
     divisor: float  # work per second / divisor = the value shown
     target: float  # the ratio to raw Twisted twisted_tcp aims for
     what: Callable[[Scale], str]
-    params: Callable[[Scale, float], dict[str, int]]
+    params: Callable[[Scale, float], dict[str, Any]]
     lower_is_better: bool = False  # a cost (memory), not a rate
     fresh_server: bool = False  # measured on server processes that did nothing else before
     needs: tuple[str, ...] = ()  # programs it runs; skipped where one is missing
@@ -220,6 +226,26 @@ WORKLOADS = [
         lambda s, f: {"count": s.idle, "settle": s.idle_settle},
         lower_is_better=True,
         fresh_server=True,
+    ),
+    Workload(
+        "tls_idle_conns", "server", "idle_conns", "tls_echo", "KiB RSS/conn", 1, 1.5,
+        lambda s: f"as idle_conns over TLS: {s.tls_idle:,} connections to a fresh TLS "
+        "line-echo server process, each through its TLS 1.3 handshake and one line: "
+        "its VmRSS growth / connections",
+        lambda s, f: {"count": s.tls_idle, "settle": s.idle_settle, "how": "tls"},
+        lower_is_better=True,
+        fresh_server=True,
+        tls=True,
+    ),
+    Workload(
+        "tls_pending_handshakes", "server", "idle_conns", "tls_echo", "KiB RSS/conn", 1, 1.5,
+        lambda s: f"{s.tls_pending:,} TCP connections to a fresh TLS line-echo server process "
+        "that never send a byte (each waiting for its handshake): its VmRSS growth / "
+        "connections",
+        lambda s, f: {"count": s.tls_pending, "settle": s.idle_settle, "how": "silent"},
+        lower_is_better=True,
+        fresh_server=True,
+        tls=True,
     ),
 ]
 
@@ -419,7 +445,7 @@ class Results:
 
 
 def measure(
-    workers: Workers, wl: Workload, impl: str, params: dict[str, int], timeout: float
+    workers: Workers, wl: Workload, impl: str, params: dict[str, Any], timeout: float
 ) -> tuple[float, str]:
     """
     Run one measurement and return its value (work per second / divisor, or
@@ -876,12 +902,14 @@ def report(
         *[f"- note: {n}" for n in notes],
         "",
         "Medians over the rounds; higher is better, except where the unit says lower is",
-        "better (idle_conns: memory per connection).  A ratio is the implementation's",
-        "median over raw Twisted's.  Client-side workloads: the implementations are",
-        "clients, all talking to the same raw-Twisted server process.  Server-side",
-        "workloads: the implementations are servers (line echo; RESP PING and HTTP for",
-        "the redis-benchmark and wrk rows), all driven by the same load-generator",
-        "process: plain sockets, or the real client it runs.",
+        "better (idle_conns, tls_idle_conns, tls_pending_handshakes: memory per",
+        "connection).  A ratio is the implementation's median over raw Twisted's.",
+        "Client-side workloads: the implementations are clients, all talking to the",
+        "same raw-Twisted server process.  Server-side workloads: the implementations",
+        "are servers (line echo, over TLS for the tls_ memory rows; RESP PING and HTTP",
+        "for the redis-benchmark and wrk rows), all driven by the same load-generator",
+        "process: plain sockets (with Python's ssl module over TLS), or the real client",
+        "it runs.",
         "",
         table(results, workloads, impls),
         "",
@@ -939,10 +967,11 @@ def why_skipped(wl: Workload, scale: Scale) -> str | None:
         except ImportError:
             return "no resource module (not Unix)"
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        need = scale.idle + FD_MARGIN
+        count = wl.params(scale, 1.0)["count"]
+        need = count + FD_MARGIN
         if hard != resource.RLIM_INFINITY and hard < need:
             return (f"the hard limit on open files is {hard:,}, under the {need:,} a process "
-                    f"holding {scale.idle:,} connections needs: raise it (ulimit -Hn, "
+                    f"holding {count:,} connections needs: raise it (ulimit -Hn, "
                     "LimitNOFILE=) or use --quick or --smoke")
     return None
 
@@ -958,7 +987,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "(checks that everything runs; the numbers mean nothing)")
     p.add_argument("--rounds", type=int, help="rounds (default: 5, --quick 3, --smoke 1)")
     p.add_argument("--only", help="comma-separated workload names or parts of names "
-                                  "(e.g. bulk,server_pingpong or pingpong); default: all")
+                                  "(e.g. bulk,server_pingpong or pingpong; a whole name "
+                                  "takes that workload alone); default: all")
     p.add_argument("--impls", help=f"comma-separated implementations (default: {','.join(IMPLS)}; "
                                    "uvloop only if installed); raw twisted is always included")
     p.add_argument("--no-uvloop", action="store_true", help="leave the uvloop column out")
@@ -995,9 +1025,9 @@ def main(argv: list[str]) -> int:
     if args.list:
         for wl in WORKLOADS:
             skip = why_skipped(wl, scale)
-            print(f"{wl.name:<18} {wl.side:<6} {wl.unit:<14} {wl.what(scale)}"
+            print(f"{wl.name:<22} {wl.side:<6} {wl.unit:<14} {wl.what(scale)}"
                   + (f" [skipped here: {skip}]" if skip else ""))
-        print(f"{WORKERS_WORKLOAD:<18} {'server':<6} {'conn/s':<14} {workers_what(scale)}")
+        print(f"{WORKERS_WORKLOAD:<22} {'server':<6} {'conn/s':<14} {workers_what(scale)}")
         return 0
     rounds = args.rounds or scale.rounds
     timeout = args.timeout or scale.timeout
@@ -1008,7 +1038,10 @@ def main(argv: list[str]) -> int:
     run_workers = True
     if args.only:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
-        workloads = [wl for wl in WORKLOADS if any(w in wl.name for w in wanted)]
+        names = {wl.name for wl in WORKLOADS}
+        # A whole name takes that workload alone (idle_conns, not tls_idle_conns too).
+        workloads = [wl for wl in WORKLOADS
+                     if any(w == wl.name or (w not in names and w in wl.name) for w in wanted)]
         run_workers = any(w in WORKERS_WORKLOAD for w in wanted)
         if not workloads and not run_workers:
             raise SystemExit(f"--only {args.only}: no such workload (see --list)")

@@ -7,9 +7,9 @@ One benchmark process, started and driven by run.py over its stdin/stdout:
 
 Each prints one JSON line when ready (a server: the ports it listens on: the
 line echo, and -- all but the fixed one -- the RESP and HTTP servers of the
-real-client workloads; the fixed one also a TLS sink and a TLS byte echo
-when run.py made a test PKI for the TLS workloads and named its directory
-in C{BENCH_TLS_DIR}).
+real-client workloads; when run.py made a test PKI for the TLS workloads
+and named its directory in C{BENCH_TLS_DIR}, the fixed one also a TLS sink
+and a TLS byte echo, and the others a TLS line echo).
 A client or the load generator then reads one JSON command per line,
 C{{"workload": ..., "port": ..., "params": {...}}}, runs it and answers one
 JSON line, C{{"ok": true, "work": n, "elapsed": seconds}} or C{{"ok": false,
@@ -116,8 +116,12 @@ def twisted_main(role: str, kind: str) -> None:
                     "resp": impl_twisted.listen(reactor, impl_twisted.RespPing, BACKLOG),
                     "http": impl_twisted.listen(reactor, impl_twisted.HttpHello, BACKLOG),
                 }
+                if os.environ.get("BENCH_TLS_DIR"):  # the tls_* workloads are measured
+                    ready["ports"]["tls_echo"] = impl_twisted.listen_tls(
+                        reactor, impl_twisted.LineEcho, BACKLOG)
             else:
-                ready["ports"] = await impl.serve_all(reactor, BACKLOG)
+                ready["ports"] = await impl.serve_all(
+                    reactor, BACKLOG, tls=bool(os.environ.get("BENCH_TLS_DIR")))
         StandardIO(Control(ready), reactor=reactor)
 
     def start_failed(f: Failure) -> None:
@@ -179,7 +183,8 @@ def asyncio_main(role: str, kind: str) -> None:
         )
         loop.close()
         return
-    servers, ports = loop.run_until_complete(impl_asyncio.serve(BACKLOG))
+    servers, ports = loop.run_until_complete(
+        impl_asyncio.serve(BACKLOG, tls=bool(os.environ.get("BENCH_TLS_DIR"))))
     stdin_closed = loop.create_future()
 
     def on_stdin() -> None:
