@@ -186,7 +186,7 @@ class TwistdOptions(SphinxDirective):
     """
 
     def run(self) -> list[nodes.Node]:
-        defaults = {"backlog": str(_twistd.DEFAULT_BACKLOG)}
+        defaults = {"backlog": str(_twistd.DEFAULTS.backlog)}
         rows = [
             ".. list-table::",
             "   :header-rows: 1",

@@ -771,7 +771,7 @@ reader_actions = st.lists(st.sampled_from(["read", "read", "cancel", "wait"]), m
     data=crlf_data,
     cuts=st.lists(st.integers(0, 80), max_size=40),
     actions=reader_actions,
-    limit=st.integers(0, 8),
+    limit=st.integers(1, 8),
 )
 def test_reader_lines_with_limit_match_split(
     data: bytes, cuts: list[int], actions: list[str], limit: int
@@ -792,7 +792,7 @@ def test_reader_lines_with_limit_match_split(
     data=crlf_data,
     cuts=st.lists(st.integers(0, 80), max_size=40),
     actions=reader_actions,
-    limit=st.integers(0, 8),
+    limit=st.integers(1, 8),
     delimiter=st.sampled_from([b"\r\n", b"\n", b"aba", b"\r\n\r\n"]),
 )
 def test_reader_records_with_limit_match_split(

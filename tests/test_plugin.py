@@ -155,11 +155,15 @@ def test_options_defaults() -> None:
     assert options["where"] == tt.on_port(9000)
     assert isinstance(options["where"], OnPort)
     assert options["handler-function"] is _twistd.load_handler(ECHO)
-    assert options["max-connections"] == 10000
-    assert options["backlog"] == 64
-    assert options["buffer-age-limit"] == 120.0
-    assert options["idle-timeout"] is None
-    assert options["shutdown-timeout"] == 10.0
+    assert options["settings"] == tt.DEFAULTS
+    assert options["settings"] == tt.Settings(
+        max_connections=10000,
+        backlog=64,
+        buffer_age_limit=120.0,
+        idle_timeout=None,
+        shutdown_timeout=10.0,
+        handshake_timeout=30.0,
+    )
 
 
 def test_options_all_given() -> None:
@@ -174,21 +178,18 @@ def test_options_all_given() -> None:
     )  # fmt: skip
     assert options["where"] == tt.on_file("/tmp/x.sock")
     assert isinstance(options["where"], OnFile)
-    assert options["max-connections"] == 7
-    assert options["backlog"] == 3
-    assert options["buffer-age-limit"] == 2.5
-    assert options["idle-timeout"] == 30.0
-    assert options["shutdown-timeout"] == 0.0
+    settings = options["settings"]
+    assert (settings.max_connections, settings.backlog) == (7, 3)
+    assert (settings.buffer_age_limit, settings.idle_timeout) == (2.5, 30.0)
+    assert settings.shutdown_timeout == 0.0
     service = _twistd.makeService(options)
-    assert service.idle_timeout == 30.0
-    assert service.buffer_age_limit == 2.5
+    assert service.settings is settings
 
 
 @pytest.mark.parametrize("text", ["unlimited", "UNLIMITED"])
 def test_buffer_age_limit_unlimited(text: str) -> None:
-    assert parse("--port", "0", "--handler", ECHO, "--buffer-age-limit", text)[
-        "buffer-age-limit"
-    ] is None
+    settings = parse("--port", "0", "--handler", ECHO, "--buffer-age-limit", text)["settings"]
+    assert settings.buffer_age_limit is None
 
 
 @pytest.mark.parametrize(
@@ -208,6 +209,11 @@ def test_port_as_endpoint_description(port: str) -> None:
         (["--port", "0", "--file", "x.sock", "--handler", ECHO], "exclude each other"),
         (["--port", "abc", "--handler", ECHO], "--port must be a port number"),
         (["--port", "-1", "--handler", ECHO], "--port must be a port number"),
+        (["--port", "\u00b2", "--handler", ECHO], "--port must be a port number"),
+        (["--port", "\u0663", "--handler", ECHO], "--port must be a port number"),
+        (["--port", "0", "--handler", ECHO, "--max-connections", "\u0663"], "--max-connections"),
+        (["--port", "0", "--handler", ECHO, "--handshake-timeout", "nan"], "--handshake-timeout"),
+        (["--port", "0", "--handler", ECHO, "--idle-timeout", "inf"], "or 'none' (never)"),
         (["--port", "70000", "--handler", ECHO], "between 0 and 65535, not 70000"),
         (["--port", "tcp:abc", "--handler", ECHO], "not a valid server endpoint description"),
         (["--port", "nosuch:1", "--handler", ECHO], "Unknown endpoint type"),
@@ -336,7 +342,7 @@ def test_handler_with_wrong_arguments() -> None:
     with pytest.raises(UsageError) as caught:
         parse("--port", "0", "--handler", "os.path:exists")
     message = str(caught.value)
-    assert "a handler is called as handler(address, reader, writer)" in message
+    assert "a handler is called as handler(address, reader, writer)" in message, message
     assert "exists(path)" in message
 
 
@@ -401,7 +407,7 @@ def service(handler: Any = None, **kwargs: Any) -> _twistd.TcpServerService:
         kwargs.pop("where", tt.on_port(0, interface=LOCAL)),
         handler or echo.handle,
         "the:handler",
-        **kwargs,
+        settings=tt.Settings(**kwargs),
     )
 
 
@@ -424,10 +430,10 @@ def test_listen_error_when_the_port_is_in_use() -> None:
     assert isinstance(caught.value, Exception)
     assert isinstance(caught.value, SystemExit)
     assert str(caught.value) == caught.value.code
-    assert str(caught.value).startswith(
-        f"twisted_tcp tcpserver: cannot listen on {LOCAL}:{port}: "
+    assert str(caught.value) == (
+        f"twisted_tcp tcpserver: [Errno 98] Address already in use: "
+        f"cannot listen on {LOCAL}:{port}"
     )
-    assert "Address already in use" in str(caught.value)
     assert svc.server is None
     assert svc.stopService() is None
 
@@ -695,6 +701,6 @@ async def test_twistd_port_in_use(start: Callable[..., Process], form: str) -> N
     output = process.output()
     shown = f"0.0.0.0:{port}" if form == "number" else spec
     reason = "[Errno 98] Address already in use"
-    assert f"twisted_tcp tcpserver: cannot listen on {shown}: {reason}" in output
+    assert f"twisted_tcp tcpserver: {reason}: cannot listen on {shown}" in output
     assert "listening on" not in output
     assert "Traceback" not in output

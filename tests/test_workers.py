@@ -63,7 +63,7 @@ def test_workers_make_the_supervisor(port: str) -> None:
     service = _twistd.makeService(options)
     assert isinstance(service, WorkersService)
     assert service.workers == 3
-    assert service.max_connections == 7
+    assert service.settings.max_connections == 7
     assert service.port is None  # nothing listens before the service starts
 
 
@@ -441,7 +441,8 @@ async def test_workers_port_in_use(twistd: Callable[..., Process]) -> None:
     finally:
         taken.close()
     output = process.output()
-    assert f"cannot listen on tcp:{port}:interface={LOCAL}: [Errno 98]" in output
+    reason = "[Errno 98] Address already in use"
+    assert f"{reason}: cannot listen on tcp:{port}:interface={LOCAL}" in output
     assert "started" not in output
     assert "Traceback" not in output
 

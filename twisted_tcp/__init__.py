@@ -25,6 +25,7 @@ from ._errors import (
 )
 from ._reader import Reader
 from ._server import Server
+from ._settings import DEFAULTS, Settings
 from ._where import (
     WhereToConnect,
     WhereToListen,
@@ -41,6 +42,7 @@ from ._writer import Writer
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULTS",
     "BufferAgeLimitError",
     "ConnectInterruptedError",
     "ConnectTimeoutError",
@@ -49,6 +51,7 @@ __all__ = [
     "ReadInProgressError",
     "Reader",
     "Server",
+    "Settings",
     "Socket",
     "TLSHandshakeError",
     "WhereToConnect",

@@ -11,28 +11,30 @@ own that names the address.
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from ._connection import Connection, Socket, StreamOptions
+from ._connection import Connection, Socket
 from ._errors import ConnectInterruptedError, ConnectTimeoutError, TLSHandshakeError
-from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
+from ._handler import check_handler
+from ._reader import Reader
+from ._settings import DEFAULTS, Settings, settings_with
 from ._tls import describe_tls_error
 from ._where import HostAndPort, WhereToConnect
-from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
+from ._writer import Writer
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 30.0
 _log = Logger()
 
 
@@ -48,7 +50,7 @@ def default_reactor(reactor: Any) -> Any:
 class _ConnectionFactory(Factory):
     noisy = False  # no "Starting factory" log line at every connect
 
-    def __init__(self, clock: IReactorTime, options: StreamOptions | None) -> None:
+    def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
         self.clock = clock
         self.options = options
 
@@ -77,8 +79,8 @@ def _name_address(reason: Failure, where: WhereToConnect) -> Failure:
 
 def _attempt(
     where: WhereToConnect,
-    options: StreamOptions | None,
-    timeout: float | None,
+    settings: Settings,
+    options: Settings | None,
     interrupt: Deferred[Any] | None,
     reactor: Any,
 ) -> Deferred[Connection]:
@@ -87,8 +89,12 @@ def _attempt(
             "where must be made by to_host_and_port(), to_file() or to_endpoint(), "
             f"not {type(where).__name__}: {where!r}"
         )
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be positive or None, not {timeout}")
+    if interrupt is not None and not isinstance(interrupt, Deferred):
+        raise TypeError(
+            f"interrupt must be a Deferred or None, not {type(interrupt).__name__}: "
+            f"{interrupt!r:.80}"
+        )
+    timeout = settings.timeout
     reactor = default_reactor(reactor)
     # The endpoint's own per-attempt timeout is a backstop only: ours fires first.
     endpoint = where.endpoint(reactor, None if timeout is None else timeout + 1.0)
@@ -111,7 +117,7 @@ def _attempt(
 
     def _failure(outcome: Failure) -> Failure:
         if why == "timeout" or outcome.check(error.TimeoutError):
-            return Failure(ConnectTimeoutError(where, timeout or DEFAULT_TIMEOUT))
+            return Failure(ConnectTimeoutError(where, timeout or DEFAULTS.timeout or 0.0))
         if why == "interrupt":
             return Failure(ConnectInterruptedError(where))
         if why == "cancel":
@@ -143,19 +149,64 @@ def _attempt(
 
     attempt.addBoth(finish)
     if interrupt is not None and not result.called:
-
-        def interrupted(value: object) -> object:
+        if interrupt.called:
             stop("interrupt")
-            return value
+        else:
 
-        interrupt.addBoth(interrupted)
+            def interrupted() -> None:
+                stop("interrupt")
+
+            _interrupts.add(interrupt, interrupted)
+
+            def over(outcome: object) -> object:
+                _interrupts.discard(interrupt, interrupted)
+                return outcome
+
+            result.addBoth(over)
     return result
+
+
+class _Interrupts:
+    """
+    One callback on each C{interrupt} Deferred, whatever the number of
+    attempts it interrupts: an attempt is added when it starts and taken out
+    when it ends, so that a long-lived interrupt (a shutdown signal passed
+    to every connect) holds nothing for the attempts that are over.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: weakref.WeakKeyDictionary[Deferred[Any], set[Callable[[], None]]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def add(self, interrupt: Deferred[Any], stop: Callable[[], None]) -> None:
+        waiting = self._waiting.get(interrupt)
+        if waiting is None:
+            waiting = self._waiting[interrupt] = set()
+            interrupt.addBoth(self._fired, waiting)
+        waiting.add(stop)
+
+    def discard(self, interrupt: Deferred[Any], stop: Callable[[], None]) -> None:
+        waiting = self._waiting.get(interrupt)
+        if waiting is not None:
+            waiting.discard(stop)
+
+    @staticmethod
+    def _fired(value: object, waiting: set[Callable[[], None]]) -> object:
+        stops = list(waiting)
+        waiting.clear()
+        for stop in stops:
+            stop()
+        return value
+
+
+_interrupts = _Interrupts()
 
 
 def connect_sock(
     where: WhereToConnect,
     *,
-    timeout: float | None = DEFAULT_TIMEOUT,
+    timeout: float | None = DEFAULTS.timeout,
     interrupt: Deferred[Any] | None = None,
     reactor: Any = None,
 ) -> Deferred[Socket]:
@@ -175,17 +226,18 @@ def connect_sock(
         Cancelling it abandons the attempt with C{CancelledError}.  No socket
         is left open after a failure.
     """
-    return _attempt(where, None, timeout, interrupt, reactor).addCallback(Socket)
+    settings = settings_with(timeout=timeout)
+    return _attempt(where, settings, None, interrupt, reactor).addCallback(Socket)
 
 
 def connect(
     where: WhereToConnect,
     *,
-    timeout: float | None = DEFAULT_TIMEOUT,
+    timeout: float | None = DEFAULTS.timeout,
     interrupt: Deferred[Any] | None = None,
-    reader_buffer_size: int = DEFAULT_BUFFER_SIZE,
-    buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    reader_buffer_size: int = DEFAULTS.reader_buffer_size,
+    buffer_age_limit: float | None = DEFAULTS.buffer_age_limit,
+    max_line_length: int = DEFAULTS.max_line_length,
     reactor: Any = None,
 ) -> Deferred[tuple[Socket, Reader, Writer]]:
     """
@@ -200,24 +252,29 @@ def connect(
         reading), or C{None} for no limit.
     @param max_line_length: the longest line C{read_line} returns.
     """
-    options = StreamOptions(reader_buffer_size, buffer_age_limit, max_line_length)
+    settings = settings_with(
+        timeout=timeout,
+        reader_buffer_size=reader_buffer_size,
+        buffer_age_limit=buffer_age_limit,
+        max_line_length=max_line_length,
+    )
 
     def triple(connection: Connection) -> tuple[Socket, Reader, Writer]:
         assert connection.reader is not None and connection.writer is not None
         return Socket(connection), connection.reader, connection.writer
 
-    return _attempt(where, options, timeout, interrupt, reactor).addCallback(triple)
+    return _attempt(where, settings, settings, interrupt, reactor).addCallback(triple)
 
 
 def with_connection(
     where: WhereToConnect,
     f: Callable[[Socket, Reader, Writer], Any],
     *,
-    timeout: float | None = DEFAULT_TIMEOUT,
+    timeout: float | None = DEFAULTS.timeout,
     interrupt: Deferred[Any] | None = None,
-    reader_buffer_size: int = DEFAULT_BUFFER_SIZE,
-    buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    reader_buffer_size: int = DEFAULTS.reader_buffer_size,
+    buffer_age_limit: float | None = DEFAULTS.buffer_age_limit,
+    max_line_length: int = DEFAULTS.max_line_length,
     reactor: Any = None,
 ) -> Deferred[Any]:
     """
@@ -229,7 +286,10 @@ def with_connection(
         C{f}'s result, or fails with C{f}'s exception, or with
         L{BufferAgeLimitError} if the peer stopped reading first (C{f} then
         goes on alone; a later error of it is logged).
+    @raise TypeError: if C{f} cannot be called as C{f(socket, reader,
+        writer)} or is a generator function, or as L{connect} raises.
     """
+    check_handler(f, "with_connection's f", "f(socket, reader, writer)")
 
     def run(conn: tuple[Socket, Reader, Writer]) -> Deferred[Any]:
         sock, reader, writer = conn
@@ -253,6 +313,7 @@ def with_connection(
                     _log.failure(
                         "with_connection to {where}: f failed after the connection ended",
                         value,
+                        level=LogLevel.error,
                         where=str(where),
                     )
                 return
@@ -283,7 +344,6 @@ def with_connection(
 
 
 __all__ = [
-    "DEFAULT_CLOSE_TIMEOUT",
     "connect",
     "connect_sock",
     "default_reactor",

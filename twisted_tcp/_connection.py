@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import attrs
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
@@ -25,36 +24,15 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from ._oneshot import OneShot
-from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
+from ._reader import Reader
+from ._settings import DEFAULTS, Settings, settings_with
 from ._tls import split_transport
 from ._where import show_address
-from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
+from ._writer import Writer
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IAddress, IReactorTime
-
-
-@attrs.frozen
-class StreamOptions:
-    """How the Reader and Writer of a connection behave."""
-
-    reader_buffer_size: int = DEFAULT_BUFFER_SIZE
-    buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH
-    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT
-
-    def __attrs_post_init__(self) -> None:
-        if self.reader_buffer_size < 1:
-            raise ValueError(
-                f"reader_buffer_size must be at least 1, not {self.reader_buffer_size}"
-            )
-        if self.buffer_age_limit is not None and self.buffer_age_limit <= 0:
-            raise ValueError(
-                f"buffer_age_limit must be positive or None, not {self.buffer_age_limit}"
-            )
-        if self.max_line_length < 1:
-            raise ValueError(f"max_line_length must be at least 1, not {self.max_line_length}")
 
 
 @implementer(IHalfCloseableProtocol)
@@ -62,9 +40,10 @@ class Connection(Protocol):
     """
     The protocol of every twisted_tcp connection.
 
-    With C{options}, a Reader and a Writer are attached as soon as the
-    connection is made.  Without, the transport is paused until the user
-    attaches them (L{Socket.reader_writer}) or a protocol of their own
+    With C{options} (the L{Settings} of its Reader and Writer), a Reader and
+    a Writer are attached as soon as the connection is made.  Without, the
+    transport is paused until the user attaches them
+    (L{Socket.reader_writer}) or a protocol of their own
     (L{Socket.attach_protocol}).
     """
 
@@ -72,7 +51,7 @@ class Connection(Protocol):
     writer: Writer | None = None
     closed = False
 
-    def __init__(self, clock: IReactorTime, options: StreamOptions | None) -> None:
+    def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
         self.clock = clock
         self.options = options
         self.lost: OneShot[Failure] = OneShot()
@@ -185,15 +164,20 @@ class Connection(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         # Everyone learns in this order, each seeing the ones before already
-        # told: the socket is closed, then the writer (whose error, if any,
-        # is the connection's), then the reader, then whoever waits on lost.
+        # told: the socket is closed and the reader at the end of the
+        # stream, then the writer (whose error, if any, is the
+        # connection's), then the reader's pending read, then whoever waits
+        # on lost.
         self.closed = True
+        reader = self.reader
+        if reader is not None:
+            reader.eof_known()
         if self._secured is not None:
             self._secured.fire(reason)
         if self.writer is not None:
             self.writer.connection_lost(reason)
-        if self.reader is not None:
-            self.reader.eof_received()
+        if reader is not None:
+            reader.eof_received()
         if self._user is not None:
             self._user.connectionLost(reason)
         self.lost.fire(reason)
@@ -204,7 +188,7 @@ class Connection(Protocol):
         if self.reader is not None or self._user is not None:
             raise RuntimeError("this connection already has a reader/writer or a protocol")
 
-    def start_stream(self, options: StreamOptions) -> tuple[Reader, Writer]:
+    def start_stream(self, options: Settings) -> tuple[Reader, Writer]:
         """Attach a Reader and a Writer, and start reading."""
         self._check_unattached()
         transport = self.transport
@@ -298,9 +282,9 @@ class Socket:
     def reader_writer(
         self,
         *,
-        reader_buffer_size: int = DEFAULT_BUFFER_SIZE,
-        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
-        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        reader_buffer_size: int = DEFAULTS.reader_buffer_size,
+        buffer_age_limit: float | None = DEFAULTS.buffer_age_limit,
+        max_line_length: int = DEFAULTS.max_line_length,
     ) -> tuple[Reader, Writer]:
         """
         Make the Reader and Writer of this socket (once), and start reading.
@@ -311,7 +295,11 @@ class Socket:
         if connection.reader is not None and connection.writer is not None:
             raise RuntimeError("this socket already has a reader and a writer")
         return connection.start_stream(
-            StreamOptions(reader_buffer_size, buffer_age_limit, max_line_length)
+            settings_with(
+                reader_buffer_size=reader_buffer_size,
+                buffer_age_limit=buffer_age_limit,
+                max_line_length=max_line_length,
+            )
         )
 
     def attach_protocol(self, protocol: IProtocol) -> None:

@@ -4,6 +4,8 @@ Exceptions raised by twisted_tcp.
 Each one names what went wrong and, where there is one, the address involved.
 Where Twisted already has a class for the same failure, ours subclasses it, so
 that existing ``except`` clauses and ``Failure.trap`` calls keep working.
+Each one survives ``pickle`` and ``copy`` with its attributes and message, so
+that it can cross a process boundary.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class ConnectTimeoutError(error.TimeoutError, builtins.TimeoutError):
     def __str__(self) -> str:
         return f"connecting to {self.where} did not complete within {self.timeout:g} s"
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.where, self.timeout)
+
 
 class ConnectInterruptedError(error.ConnectingCancelledError):
     """
@@ -50,6 +55,9 @@ class ConnectInterruptedError(error.ConnectingCancelledError):
 
     def __str__(self) -> str:
         return f"connecting to {self.where} was interrupted"
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.where,)
 
 
 class TLSHandshakeError(error.ConnectError):
@@ -71,6 +79,9 @@ class TLSHandshakeError(error.ConnectError):
     def __str__(self) -> str:
         return f"TLS handshake with {self.where} failed: {self.reason}"
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.where, self.reason)
+
 
 class LineTooLongError(ValueError):
     """
@@ -87,6 +98,9 @@ class LineTooLongError(ValueError):
         )
         self.max_line_length = max_line_length
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.max_line_length,)
+
 
 class IncompleteReadError(EOFError):
     """
@@ -102,6 +116,9 @@ class IncompleteReadError(EOFError):
         super().__init__(f"end of stream after {len(partial)} bytes, before {what}")
         self.partial = partial
         self.expected = expected
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.partial, self.expected)
 
 
 class ReadInProgressError(RuntimeError):
@@ -136,3 +153,6 @@ class BufferAgeLimitError(error.ConnectionLost):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.peer, self.limit, self.pending)

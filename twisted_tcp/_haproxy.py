@@ -28,6 +28,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from ._where import show_address
+
 HEADER_TIMEOUT = 30.0
 """Seconds a new connection has to send its PROXY header."""
 
@@ -104,7 +106,7 @@ class _HeaderFirst(ProtocolWrapper):
         self._timer = None
         _log.info(
             "PROXY protocol: no header from {peer} within {timeout:g} s; disconnecting",
-            peer=self._below().getPeer(),
+            peer=show_address(self._below().getPeer()),
             timeout=HEADER_TIMEOUT,
         )
         self._below().abortConnection()
@@ -169,7 +171,7 @@ class _HeaderFirst(ProtocolWrapper):
         _log.info(
             "PROXY protocol: {why} from {peer}; disconnecting",
             why=why,
-            peer=self._below().getPeer(),
+            peer=show_address(self._below().getPeer()),
         )
         self._below().abortConnection()
 

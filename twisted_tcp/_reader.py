@@ -20,11 +20,10 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
 from ._errors import IncompleteReadError, LineTooLongError, ReadInProgressError
+from ._settings import DEFAULTS, check_count
 
 _NEED = object()  # returned by a read attempt that needs more bytes than are buffered
 
-DEFAULT_BUFFER_SIZE = 128 * 1024
-DEFAULT_MAX_LINE_LENGTH = 64 * 1024
 DEFAULT_READ_SIZE = 64 * 1024
 
 
@@ -66,13 +65,11 @@ class Reader:
     def __init__(
         self,
         producer: IPushProducer | None,
-        buffer_size: int = DEFAULT_BUFFER_SIZE,
-        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        buffer_size: int = DEFAULTS.reader_buffer_size,
+        max_line_length: int = DEFAULTS.max_line_length,
     ) -> None:
-        if buffer_size < 1:
-            raise ValueError(f"reader_buffer_size must be at least 1, not {buffer_size}")
-        if max_line_length < 0:
-            raise ValueError(f"max_line_length must not be negative, not {max_line_length}")
+        check_count("reader_buffer_size", buffer_size)
+        check_count("max_line_length", max_line_length)
         self._producer = producer
         self.buffer_size = buffer_size
         self.max_line_length = max_line_length
@@ -107,9 +104,12 @@ class Reader:
         """
         Read at least one and at most C{max_bytes} bytes, as soon as any are
         there; C{b""} at the end of the stream.
+
+        @raise TypeError: if C{max_bytes} is not an int.
+        @raise ValueError: if it is less than 1.
         """
-        if max_bytes < 1:
-            raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
+        if type(max_bytes) is not int or max_bytes < 1:
+            check_count("max_bytes", max_bytes)  # raises, but for an int subclass
         return self._start(self._do_read, max_bytes)
 
     def read_line(self) -> Deferred[bytes | None]:
@@ -135,9 +135,19 @@ class Reader:
         with L{IncompleteReadError} (with the bytes read) if the stream ends
         in the middle of a record, and with L{LineTooLongError} if the record
         is longer than C{max_line_length}.
+
+        @raise TypeError: if C{delimiter} is not bytes, or C{keep_delimiter}
+            not a bool.
+        @raise ValueError: if C{delimiter} is empty.
         """
-        if not isinstance(delimiter, bytes) or not delimiter:
-            raise ValueError(f"delimiter must be non-empty bytes, not {delimiter!r}")
+        if not isinstance(keep_delimiter, bool):
+            raise TypeError(f"keep_delimiter must be a bool, not {keep_delimiter!r:.80}")
+        if not isinstance(delimiter, bytes):
+            raise TypeError(
+                f"delimiter must be bytes, not {type(delimiter).__name__}: {delimiter!r:.80}"
+            )
+        if not delimiter:
+            raise ValueError("delimiter must not be empty")
         return self._start(self._do_until, (delimiter, keep_delimiter))
 
     def really_read(self, n: int) -> Deferred[bytes]:
@@ -145,9 +155,12 @@ class Reader:
         Read exactly C{n} bytes.  Fails with L{IncompleteReadError}, carrying
         the bytes read, if the stream ends first.  The C{n} bytes are buffered
         in memory whatever C{buffer_size} says.
+
+        @raise TypeError: if C{n} is not an int.
+        @raise ValueError: if it is negative.
         """
-        if n < 0:
-            raise ValueError(f"n must not be negative, not {n}")
+        if type(n) is not int or n < 0:
+            check_count("n", n, least=0)  # raises, but for an int subclass
         return self._start(self._do_exactly, n)
 
     def contents(self) -> Deferred[bytes]:
@@ -182,13 +195,21 @@ class Reader:
 
     def eof_received(self) -> None:
         """The stream has ended: serve the pending read with what is left."""
-        if self._eof:
-            return
-        self._eof = True
-        self._discard = None
-        self._discard_tail = b""
+        self.eof_known()
         if self._waiter is not None:
             self._serve()
+
+    def eof_known(self) -> None:
+        """
+        The stream has ended (L{at_eof} says so from now on), but the
+        pending read is left to L{eof_received}: the connection tells the
+        reader first, then the writer, whose Deferreds may run user code,
+        then serves the read.
+        """
+        if not self._eof:
+            self._eof = True
+            self._discard = None
+            self._discard_tail = b""
 
     # -- internals -----------------------------------------------------------
 

@@ -11,7 +11,6 @@ the limit waits, unread and without a handler, until a slot frees.)
 from __future__ import annotations
 
 import errno
-import math
 import os
 from collections import deque
 from collections.abc import Callable
@@ -21,18 +20,20 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succee
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory
-from twisted.logger import ILogObserver, Logger, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._connect import default_reactor
-from ._connection import Connection, StreamOptions
+from ._connection import Connection
+from ._handler import check_handler
 from ._logbudget import LogBudget
 from ._oneshot import OneShot
-from ._reader import DEFAULT_BUFFER_SIZE, DEFAULT_MAX_LINE_LENGTH, Reader
+from ._reader import Reader
+from ._settings import DEFAULTS, Settings, settings_with
 from ._tls import describe_tls_error
 from ._where import WhereToListen, show_address
-from ._writer import DEFAULT_BUFFER_AGE_LIMIT, DEFAULT_CLOSE_TIMEOUT, Writer
+from ._writer import Writer
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IDelayedCall, IListeningPort
@@ -44,9 +45,6 @@ HandlerErrorPolicy = (
 
 _log = Logger()
 
-
-DEFAULT_HANDSHAKE_TIMEOUT = 30.0
-"""Seconds a TLS client has to finish its handshake."""
 
 MAX_HANDSHAKES = 1000
 """TLS handshakes under way at once on a server; beyond, new connections are closed."""
@@ -122,6 +120,10 @@ class _ServerFactory(Factory):
     def __init__(self, server: Server) -> None:
         self.server = server
 
+    def logPrefix(self) -> str:
+        """What Twisted's port logs as it starts: C{twisted_tcp server starting on 9000}."""
+        return "twisted_tcp server"
+
     def buildProtocol(self, addr: object) -> _ServerConnection:
         connection = _ServerConnection(self.server._reactor, None)
         connection.server = self.server
@@ -139,19 +141,16 @@ class Server:
         where: WhereToListen,
         handler: Handler,
         *,
-        max_connections: int,
-        options: StreamOptions,
-        idle_timeout: float | None,
-        handshake_timeout: float,
+        settings: Settings,
         on_handler_error: HandlerErrorPolicy,
         reactor: Any,
     ) -> None:
         self._where = where
         self._handler = handler
-        self._max_connections = max_connections
-        self._options = options
-        self._idle_timeout = idle_timeout
-        self._handshake_timeout = handshake_timeout
+        self._settings = settings
+        self._max_connections = settings.max_connections
+        self._idle_timeout = settings.idle_timeout
+        self._handshake_timeout = settings.handshake_timeout
         self._handshakes: set[_ServerConnection] = set()  # TLS handshakes under way
         self._handshakes_full = False  # at MAX_HANDSHAKES, and said so
         self._handshake_log = LogBudget(reactor, "failed TLS handshakes")
@@ -174,16 +173,17 @@ class Server:
         where_to_listen: WhereToListen,
         handler: Handler,
         *,
-        max_connections: int = 10000,
-        backlog: int = 64,
-        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
-        reader_buffer_size: int = DEFAULT_BUFFER_SIZE,
-        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
-        idle_timeout: float | None = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_connections: int = DEFAULTS.max_connections,
+        backlog: int = DEFAULTS.backlog,
+        buffer_age_limit: float | None = DEFAULTS.buffer_age_limit,
+        reader_buffer_size: int = DEFAULTS.reader_buffer_size,
+        max_line_length: int = DEFAULTS.max_line_length,
+        close_timeout: float | None = DEFAULTS.close_timeout,
+        idle_timeout: float | None = DEFAULTS.idle_timeout,
+        handshake_timeout: float = DEFAULTS.handshake_timeout,
         on_handler_error: HandlerErrorPolicy = "log",
         reactor: Any = None,
+        settings: Settings | None = None,
     ) -> Deferred[Server]:
         """
         Start listening on C{where_to_listen} and return a Deferred that fires
@@ -221,23 +221,30 @@ class Server:
             (log it with the peer's address and keep serving), C{"ignore"},
             C{"raise"} (stop listening; L{close_finished} fails with the
             error), or a callable C{(address, exception)}.
+        @param settings: all of the limits above at once, as a L{Settings}
+            (the keyword arguments are then not given).
+        @raise TypeError: if C{handler} cannot be called as
+            C{handler(address, reader, writer)} or is a generator function,
+            or a limit is not a number (see L{Settings}).
+        @raise ValueError: if a limit is out of range, NaN or infinite.
         """
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise TypeError(f"max_connections must be an int, not {max_connections!r}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-        if backlog < 1:
-            raise ValueError(f"backlog must be at least 1, not {backlog}")
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be positive or None, not {idle_timeout}")
-        if isinstance(handshake_timeout, bool) or not isinstance(handshake_timeout, (int, float)):
-            raise TypeError(f"handshake_timeout must be a number, not {handshake_timeout!r}")
-        if not 0 < handshake_timeout < math.inf:
-            raise ValueError(
-                f"handshake_timeout must be a positive number of seconds, not {handshake_timeout}"
-            )
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, not {handler!r}")
+        given = settings_with(
+            max_connections=max_connections,
+            backlog=backlog,
+            buffer_age_limit=buffer_age_limit,
+            reader_buffer_size=reader_buffer_size,
+            max_line_length=max_line_length,
+            close_timeout=close_timeout,
+            idle_timeout=idle_timeout,
+            handshake_timeout=handshake_timeout,
+        )
+        if settings is None:
+            settings = given
+        elif not isinstance(settings, Settings):
+            raise TypeError(f"settings must be a Settings, not {type(settings).__name__}")
+        elif given is not DEFAULTS:
+            raise TypeError("give the limits either as settings= or as keyword arguments")
+        check_handler(handler, "handler", "handler(address, reader, writer)")
         if not (callable(on_handler_error) or on_handler_error in ("log", "ignore", "raise")):
             raise ValueError(
                 "on_handler_error must be 'log', 'ignore', 'raise' or a callable, "
@@ -248,24 +255,19 @@ class Server:
                 "where_to_listen must be made by on_port(), on_file() or "
                 f"on_port_chosen_by_os, not {where_to_listen!r}"
             )
-        options = StreamOptions(
-            reader_buffer_size, buffer_age_limit, max_line_length, close_timeout
-        )
         reactor = default_reactor(reactor)
         server = cls(
             where_to_listen,
             handler,
-            max_connections=max_connections,
-            options=options,
-            idle_timeout=idle_timeout,
-            handshake_timeout=handshake_timeout,
+            settings=settings,
             on_handler_error=on_handler_error,
             reactor=reactor,
         )
-        listening = where_to_listen.listen(reactor, backlog, _ServerFactory(server))
+        listening = where_to_listen.listen(reactor, settings.backlog, _ServerFactory(server))
 
         def listening_now(port: IListeningPort) -> Server:
             server._port = port
+            server._fit_accepts()
             _accept_errors.watch(server)
             return server
 
@@ -409,7 +411,8 @@ class Server:
         self._connections.add(connection)
         if len(self._connections) >= self._max_connections:
             self._pause_accepting()
-        reader, writer = connection.start_stream(self._options)
+        self._fit_accepts()
+        reader, writer = connection.start_stream(self._settings)
         if self._idle_timeout is not None:
             connection.watch_idle(self._idle_timeout)
         address = connection.transport.getPeer()  # type: ignore[union-attr]
@@ -456,12 +459,27 @@ class Server:
         while parked and len(self._connections) < self._max_connections and not self._closed:
             self._serve(parked.popleft())
         if len(self._connections) < self._max_connections and not parked:
+            self._fit_accepts()
             self._resume_accepting()
         self._maybe_drained()
 
     def _maybe_drained(self) -> None:
         if self._closed and not self._connections and not self._handlers_running:
             self._drained.fire(None)
+
+    def _fit_accepts(self) -> None:
+        """
+        Twisted's ports accept up to C{numberAccepts} connections each time
+        the listening socket is readable (a number they adapt): keep it at
+        most the free slots, so that a full server holds no accepted
+        connection without a handler while another process on the same
+        socket (a worker of C{twistd --workers}) has room for it.
+        """
+        port: Any = self._port
+        accepts = getattr(port, "numberAccepts", None)
+        if accepts is not None:
+            free = self._max_connections - len(self._connections) - len(self._handshakes)
+            port.numberAccepts = max(1, min(accepts, free))
 
     def _pause_accepting(self) -> None:
         if self._accepting and self._port is not None:
@@ -512,12 +530,16 @@ class Server:
             return
         if policy == "log":
             _log.failure(
-                "handler for {peer} failed", failure, peer=show_address(address)
+                "handler for {peer} failed",
+                failure,
+                level=LogLevel.error,
+                peer=show_address(address),
             )
         elif policy == "raise":
             _log.failure(
                 "handler for {peer} failed; the server stops listening (on_handler_error='raise')",
                 failure,
+                level=LogLevel.error,
                 peer=show_address(address),
             )
             self._stop(failure)
@@ -526,7 +548,9 @@ class Server:
                 policy(address, failure.value)  # type: ignore[operator, arg-type]
             except Exception:
                 _log.failure(
-                    "on_handler_error callable failed for {peer}", peer=show_address(address)
+                    "on_handler_error callable failed for {peer}",
+                    level=LogLevel.error,
+                    peer=show_address(address),
                 )
 
     def _stop(self, failure: Failure | None) -> None:
@@ -602,7 +626,6 @@ _accept_errors = _AcceptErrorWatch()
 
 __all__ = [
     "ACCEPT_RETRY_DELAY",
-    "DEFAULT_HANDSHAKE_TIMEOUT",
     "MAX_HANDSHAKES",
     "Handler",
     "HandlerErrorPolicy",

@@ -18,7 +18,7 @@ The life of the service, as twistd drives it:
     3. One log line says where the server listens and which handler it runs.
     4. On SIGTERM or SIGINT, C{stopService} stops accepting, waits up to
        C{--shutdown-timeout} seconds for the running handlers to finish and
-       their replies to be flushed, closes whatever connections remain, and
+       their replies to be flushed, aborts whatever connections remain (a reset), and
        only then lets the reactor stop (twistd waits for its Deferred).
        twistd then ends the process with the same signal.
 
@@ -30,9 +30,8 @@ N worker processes.
 from __future__ import annotations
 
 import importlib
-import inspect
-import math
 import os
+import sys
 import traceback
 from typing import Any
 
@@ -46,7 +45,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._connect import default_reactor
-from ._server import DEFAULT_HANDSHAKE_TIMEOUT, Handler, Server
+from ._handler import check_handler
+from ._server import Handler, Server
+from ._settings import DEFAULTS, Settings
 from ._where import (
     OnEndpoint,
     OnPort,
@@ -58,11 +59,6 @@ from ._where import (
 )
 
 _log = Logger()
-
-DEFAULT_MAX_CONNECTIONS = 10000
-DEFAULT_BACKLOG = 64
-DEFAULT_BUFFER_AGE_LIMIT = 120.0
-DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
 _HANDLER_EXAMPLE = "twisted_tcp.examples.echo:handle"
 
@@ -153,48 +149,50 @@ def load_handler(spec: str) -> Handler:
             f"{handler!r:.80}, of type {type(handler).__name__}"
         )
     try:
-        signature = inspect.signature(handler)
-    except (TypeError, ValueError):
-        pass  # some builtins have none: let them be
-    else:
-        try:
-            signature.bind(None, None, None)
-        except TypeError as e:
-            raise usage.UsageError(
-                f"--handler {spec}: a handler is called as handler(address, reader, writer), "
-                f"but {attribute}{signature} cannot be: {e}"
-            ) from None
+        check_handler(handler, "a handler", "handler(address, reader, writer)")
+    except TypeError as e:
+        raise usage.UsageError(f"--handler {spec}: {e}") from None
     return handler  # type: ignore[no-any-return]
 
 
 # -- the options --------------------------------------------------------------
 
 
-def _count(option: str, text: str) -> int:
+def _number(option: str, text: str, *, whole: bool, none: str | None = None) -> Any:
+    """
+    C{text} as an int (C{whole}) or a float, or None if it is the word
+    C{none}; ASCII only (Python would read other digits too).
+    """
+    if none is not None and text.lower() == none:
+        return None
     try:
-        value = int(text)
+        if not text.isascii():
+            raise ValueError(text)
+        return int(text) if whole else float(text)
     except ValueError:
-        value = 0
-    if value < 1:
+        kind = "a whole number" if whole else "a number of seconds"
+        also = f", or '{none}'" if none else ""
+        raise usage.UsageError(f"--{option} must be {kind}{also}, not {text!r}") from None
+
+
+def _limit(option: str, field: str, text: str, none: str | None = None) -> Any:
+    """The value of C{--option}, for the L{Settings} field C{field}, checked as it checks it."""
+    value = _number(option, text, whole=isinstance(getattr(DEFAULTS, field), int), none=none)
+    try:
+        return Settings.check(field, value, label=f"--{option}", none_as=f"'{none}'")
+    except (TypeError, ValueError) as e:
+        raise usage.UsageError(str(e)) from None
+
+
+def _whole_number(option: str, text: str) -> int:
+    """C{text} as a whole number of at least 1, in ASCII digits."""
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
         raise usage.UsageError(f"--{option} must be a whole number of at least 1, not {text!r}")
-    return value
-
-
-def _seconds(option: str, text: str, *, allow_zero: bool, or_else: str = "") -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
-        least = "0 or more" if allow_zero else "more than 0"
-        raise usage.UsageError(
-            f"--{option} must be a number of seconds, {least}{or_else}, not {text!r}"
-        )
-    return value
+    return int(text)
 
 
 def _where_from_port(text: str) -> WhereToListen:
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         port = int(text)
         if port > 65535:
             raise usage.UsageError(f"--port must be between 0 and 65535, not {port}")
@@ -221,7 +219,8 @@ class Options(usage.Options):
         "are a twisted_tcp Reader and Writer; it may return a value, a Deferred or a "
         "coroutine, and the connection is flushed and closed when it finishes. "
         "On SIGTERM or SIGINT the server stops accepting, lets running handlers finish for "
-        "up to --shutdown-timeout seconds, closes the connections that remain, and exits. "
+        "up to --shutdown-timeout seconds, aborts the connections that remain (the clients get "
+        "a reset), and exits. "
         "With --workers N, N worker processes serve on the one listening socket; a worker "
         "that dies is restarted, SIGHUP restarts them one by one, and SIGTERM or SIGINT stop "
         "them all as above, then twistd exits with status 0. "
@@ -269,7 +268,7 @@ class Options(usage.Options):
         [
             "handshake-timeout",
             None,
-            f"{DEFAULT_HANDSHAKE_TIMEOUT:g}",
+            f"{DEFAULTS.handshake_timeout:g}",
             "Seconds a TLS client has to finish its handshake; the handler starts once it "
             "is done.",
         ],
@@ -283,7 +282,7 @@ class Options(usage.Options):
         [
             "max-connections",
             None,
-            str(DEFAULT_MAX_CONNECTIONS),
+            str(DEFAULTS.max_connections),
             "Most connections served at once (by each worker, with --workers); beyond, new "
             "clients wait in the backlog.",
         ],
@@ -300,12 +299,12 @@ class Options(usage.Options):
             None,
             None,
             f"Length of the kernel's queue of connections not yet accepted [default: "
-            f"{DEFAULT_BACKLOG}]. With an endpoint description, use its backlog= option.",
+            f"{DEFAULTS.backlog}]. With an endpoint description, use its backlog= option.",
         ],
         [
             "buffer-age-limit",
             None,
-            f"{DEFAULT_BUFFER_AGE_LIMIT:g}",
+            f"{DEFAULTS.buffer_age_limit:g}",
             "Seconds that written bytes may wait unsent (the client stopped reading) before "
             "the connection is closed, or 'unlimited'.",
         ],
@@ -319,11 +318,30 @@ class Options(usage.Options):
         [
             "shutdown-timeout",
             None,
-            f"{DEFAULT_SHUTDOWN_TIMEOUT:g}",
+            f"{DEFAULTS.shutdown_timeout:g}",
             "Seconds that running handlers get to finish after SIGTERM or SIGINT; the "
-            "connections still open then are closed.",
+            "connections still open then are aborted (the clients get a reset).",
         ],
     ]
+
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse the command line.  Under twistd (as its C{tcpserver}
+        subcommand), a usage error is printed as one line with the reason,
+        then a pointer to C{--help}, on stderr, and twistd exits with status
+        1: twistd itself would print the whole help first and the reason
+        last.  Used alone, it raises L{usage.UsageError}.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(
+                f"twistd tcpserver: {e}\n"
+                "Run 'twistd tcpserver --help' for the options.\n"
+            )
+            raise SystemExit(1) from None
 
     def postOptions(self) -> None:
         """Check every option and import the handler; raise UsageError on the first error."""
@@ -347,39 +365,31 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--file: {e}") from None
         backlog = self["backlog"]
-        if backlog is not None and port is not None and not port.isdigit():
+        if backlog is not None and not isinstance(where, OnPort) and port is not None:
             raise usage.UsageError(
                 "--backlog does not apply to an endpoint description: add backlog=N to it "
                 f"instead (e.g. {port}:backlog={backlog})"
             )
         self["where"] = self._with_tls(where)
-        self["max-connections"] = _count("max-connections", self["max-connections"])
-        self["workers"] = _count("workers", self["workers"])
+        self["workers"] = _whole_number("workers", self["workers"])
         if self["workers"] > 1:
             from ._workers import check_shareable
 
             check_shareable(where, self["workers"])
-        self["backlog"] = DEFAULT_BACKLOG if backlog is None else _count("backlog", backlog)
-        age = self["buffer-age-limit"]
-        if isinstance(age, str) and age.lower() == "unlimited":
-            self["buffer-age-limit"] = None
-        else:
-            self["buffer-age-limit"] = _seconds(
-                "buffer-age-limit", age, allow_zero=False, or_else=", or 'unlimited'"
-            )
-        self["shutdown-timeout"] = _seconds(
-            "shutdown-timeout", self["shutdown-timeout"], allow_zero=True
+        self["settings"] = Settings(
+            max_connections=_limit("max-connections", "max_connections", self["max-connections"]),
+            backlog=DEFAULTS.backlog if backlog is None else _limit("backlog", "backlog", backlog),
+            buffer_age_limit=_limit(
+                "buffer-age-limit", "buffer_age_limit", self["buffer-age-limit"], "unlimited"
+            ),
+            idle_timeout=_limit("idle-timeout", "idle_timeout", self["idle-timeout"], "none"),
+            handshake_timeout=_limit(
+                "handshake-timeout", "handshake_timeout", self["handshake-timeout"]
+            ),
+            shutdown_timeout=_limit(
+                "shutdown-timeout", "shutdown_timeout", self["shutdown-timeout"]
+            ),
         )
-        self["handshake-timeout"] = _seconds(
-            "handshake-timeout", self["handshake-timeout"], allow_zero=False
-        )
-        idle = self["idle-timeout"]
-        if isinstance(idle, str) and idle.lower() == "none":
-            self["idle-timeout"] = None
-        else:
-            self["idle-timeout"] = _seconds(
-                "idle-timeout", idle, allow_zero=False, or_else=", or 'none'"
-            )
         self["handler-function"] = load_handler(self["handler"])
 
 
@@ -416,14 +426,7 @@ def makeService(options: Options) -> Service:
     L{TcpServerService}, or with C{--workers} N > 1 the supervisor of N
     worker processes that each run one.
     """
-    limits: dict[str, Any] = {
-        "max_connections": options["max-connections"],
-        "backlog": options["backlog"],
-        "buffer_age_limit": options["buffer-age-limit"],
-        "idle_timeout": options["idle-timeout"],
-        "handshake_timeout": options["handshake-timeout"],
-        "shutdown_timeout": options["shutdown-timeout"],
-    }
+    settings = options["settings"]
     if options["workers"] > 1:
         from ._workers import WorkersService
 
@@ -434,21 +437,29 @@ def makeService(options: Options) -> Service:
             workers=options["workers"],
             tls_files=(cert, key) if cert is not None else None,
             tls_alpn=options["tls-alpn"],
-            **limits,
+            settings=settings,
         )
     return TcpServerService(
-        options["where"], options["handler-function"], options["handler"], **limits
+        options["where"], options["handler-function"], options["handler"], settings=settings
     )
 
 
 # -- the service --------------------------------------------------------------
 
 
-def _reason(failure: Failure) -> str:
-    error = failure.value
-    if isinstance(error, CannotListenError):
-        return str(error.socketError)
-    return f"{type(error).__name__}: {error}"
+def cannot_listen(where: object, reason: Failure | str) -> str:
+    """
+    What twistd says when it cannot listen on C{where}: the reason first,
+    so that it survives twistd's daemon mode, which passes a start-up
+    error to the terminal cut to about 60 characters.
+    """
+    if isinstance(reason, Failure):
+        error = reason.value
+        if isinstance(error, CannotListenError):
+            reason = str(error.socketError)
+        else:
+            reason = f"{type(error).__name__}: {error}"
+    return f"twisted_tcp tcpserver: {reason}: cannot listen on {where}"
 
 
 class TcpServerService(Service):
@@ -458,6 +469,7 @@ class TcpServerService(Service):
     C{stopService} shuts the server down gracefully.
 
     @ivar server: the running L{Server}, or C{None} before it listens.
+    @ivar settings: the server's limits, and C{shutdown_timeout}.
     """
 
     name = "tcpserver"
@@ -469,23 +481,13 @@ class TcpServerService(Service):
         handler: Handler,
         handler_name: str,
         *,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        backlog: int = DEFAULT_BACKLOG,
-        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
-        idle_timeout: float | None = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        settings: Settings = DEFAULTS,
         reactor: Any = None,
     ) -> None:
         self.where = where
         self.handler = handler
         self.handler_name = handler_name
-        self.max_connections = max_connections
-        self.backlog = backlog
-        self.buffer_age_limit = buffer_age_limit
-        self.idle_timeout = idle_timeout
-        self.handshake_timeout = handshake_timeout
-        self.shutdown_timeout = shutdown_timeout
+        self.settings = settings
         self._reactor = reactor
         self._listening: Deferred[None] | None = None
         self._starting = False
@@ -512,14 +514,7 @@ class TcpServerService(Service):
         self._starting = True
         try:
             self._listening = Server.create(
-                self.where,
-                self.handler,
-                max_connections=self.max_connections,
-                backlog=self.backlog,
-                buffer_age_limit=self.buffer_age_limit,
-                idle_timeout=self.idle_timeout,
-                handshake_timeout=self.handshake_timeout,
-                reactor=self._reactor,
+                self.where, self.handler, settings=self.settings, reactor=self._reactor
             ).addCallbacks(self._listening_now, self._cannot_listen)
         finally:
             self._starting = False
@@ -536,7 +531,7 @@ class TcpServerService(Service):
         )
 
     def _cannot_listen(self, failure: Failure) -> None:
-        message = f"twisted_tcp tcpserver: cannot listen on {self.where}: {_reason(failure)}"
+        message = cannot_listen(self.where, failure)
         if self._starting:
             # Raised by _listen.  twistd's log takes in stderr, where the
             # message is printed when the process exits: no need to log it.
@@ -548,7 +543,7 @@ class TcpServerService(Service):
     def stopService(self) -> Deferred[None] | None:
         """
         Stop accepting, let the running handlers finish for at most
-        C{shutdown_timeout} seconds, then close the connections that remain.
+        C{shutdown_timeout} seconds, then abort the connections that remain.
         The Deferred fires when every connection is closed.
         """
         Service.stopService(self)
@@ -561,7 +556,7 @@ class TcpServerService(Service):
         return Deferred.fromCoroutine(self._shut_down(server))
 
     async def _shut_down(self, server: Server) -> None:
-        timeout = self.shutdown_timeout
+        timeout = self.settings.shutdown_timeout
         _log.info(
             "twisted_tcp tcpserver stopping: no new connections; waiting up to {timeout:g} s "
             "for {n} connection(s) to finish",

@@ -9,9 +9,11 @@ endpoint methods take it as an argument.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -26,6 +28,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
+from twisted.python.failure import Failure
 
 from ._layers import Layering, wrap_server_factory
 from ._tls import ServerTLS, TLSClientEndpoint, check_alpn, client_creator, server_options
@@ -52,7 +55,17 @@ def _check_path(path: object) -> str:
         raise ValueError("path must not be empty")
     if "\0" in path:
         raise ValueError(f"path must not contain a NUL byte: {path!r}")
+    size = len(os.fsencode(path))
+    if size > _MAX_UNIX_PATH:
+        raise ValueError(
+            f"path is {size} bytes long, but a Unix socket's path holds at most "
+            f"{_MAX_UNIX_PATH} bytes on this system: {path[:40]!r}..."
+        )
     return path
+
+
+# The bytes of a Unix socket's path, its final NUL excluded (sun_path).
+_MAX_UNIX_PATH = 107 if sys.platform.startswith("linux") else 103
 
 
 def _check_host(host: object, what: str) -> str:
@@ -260,6 +273,9 @@ class OnFile(WhereToListen):
                     listener.listen(backlog)
                     listener.setblocking(False)
                     port = reactor.adoptStreamPort(listener.fileno(), socket.AF_UNIX, factory)
+                    # Twisted's adopted port listens again with its own
+                    # backlog (50): the socket's own is this one.
+                    port.socket.listen(backlog)
                 except BaseException:
                     os.unlink(self.path)
                     raise
@@ -282,17 +298,20 @@ def _claim_socket_path(path: str) -> None:
             return  # not a socket, or missing: bind() reports what is wrong
     except OSError:
         return
+    # Never blocking: a live server whose backlog is full would keep a
+    # blocking connect() (and the reactor) waiting for ever.  Non-blocking,
+    # it answers at once: refused (nobody listens), or connected or
+    # EAGAIN (somebody does, however busy).
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)
-        return
-    except OSError:
-        return
+        probe.setblocking(False)
+        status = probe.connect_ex(path)
     finally:
         probe.close()
-    raise CannotListenError("unix", path, "another server is listening on this path")
+    if status == errno.ECONNREFUSED:
+        os.unlink(path)
+    elif status in (0, errno.EAGAIN, errno.EINPROGRESS):
+        raise CannotListenError("unix", path, "another server is listening on this path")
 
 
 def _describe(source: object) -> str:
@@ -378,7 +397,19 @@ class OnEndpoint(WhereToListen):
         layering = Layering(
             reactor, tls=self.tls, alpn=self.alpn, proxy_header=self._proxied() is not None
         )
-        return self.endpoint(layering, backlog).listen(factory)
+
+        def named(failure: Failure) -> Failure:
+            # A value the description's parser let through, such as a port
+            # above 65535: an error that names the address, as for any other.
+            if failure.check(OverflowError, ValueError, TypeError):
+                return Failure(CannotListenError(None, str(self), failure.value))
+            return failure
+
+        try:
+            listening = self.endpoint(layering, backlog).listen(factory)
+        except (OverflowError, ValueError, TypeError):
+            listening = fail()
+        return listening.addErrback(named)
 
 
 def to_host_and_port(
@@ -574,6 +605,15 @@ def on_endpoint(
         raise TypeError(
             "endpoint must be a server endpoint description (str) or provide "
             f"IStreamServerEndpoint, not {type(endpoint).__name__}: {endpoint!r:.80}"
+        )
+    # Twisted's parsers take any port number; its ports then fail to bind with
+    # an OverflowError, and leak their socket (tcp:, tcp6: and ssl: keep the
+    # number as _port, which the tests check).
+    port = getattr(parsed, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError(
+            f"not a valid server endpoint description: {endpoint!r}: the port must be "
+            f"between 0 and 65535, not {port}"
         )
     if isinstance(parsed, endpoints.SSL4ServerEndpoint):
         if tls is not None:

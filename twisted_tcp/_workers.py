@@ -13,9 +13,11 @@ The supervisor, L{WorkersService}, is the service of the twistd process:
        twisted_tcp._workers INDEX SETTINGS}, spawned with the listening
        socket as its descriptor 3, a pipe as its stdin (its end is closed
        when the supervisor dies, whereupon the worker shuts down: no orphan
-       keeps the port), its stdout a pipe for two control lines
+       keeps the port), its descriptor 4 a pipe for two control lines
        (C{listening}, C{closed}), and its stderr a pipe of log lines, which
-       the supervisor logs again with a C{[worker I pid P]} prefix.
+       the supervisor logs again with a C{[worker I pid P]} prefix; so is
+       whatever comes on its stdout (the output of a process the handler
+       started, say).
     3. A worker that exits is restarted after a back-off (L{FIRST_DELAY},
        doubling up to L{MAX_DELAY}; back to the first after a worker ran
        L{STABLE_AFTER} seconds), and its exit status is logged.
@@ -70,15 +72,12 @@ from twisted.python.failure import Failure
 from ._connect import default_reactor
 from ._layers import wrap_server_factory
 from ._oneshot import OneShot
-from ._server import DEFAULT_HANDSHAKE_TIMEOUT
+from ._settings import DEFAULTS, Settings
 from ._tls import ServerTLS, check_alpn, server_options
 from ._twistd import (
-    DEFAULT_BUFFER_AGE_LIMIT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_SHUTDOWN_TIMEOUT,
     ListenError,
     TcpServerService,
-    _reason,
+    cannot_listen,
     load_handler,
 )
 from ._where import OnEndpoint, OnFile, OnPort, WhereToListen, show_address
@@ -90,6 +89,9 @@ _log = Logger()
 
 WORKER_FD = 3
 """The descriptor number of the listening socket in a worker."""
+
+CONTROL_FD = 4
+"""The descriptor number of the pipe of a worker's control lines (not its stdout)."""
 
 FIRST_DELAY = 0.5
 """Seconds before a worker that exited is restarted, the first time."""
@@ -127,11 +129,7 @@ class WorkerSettings:
     handler: str
     family: int
     backlog: int
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT
-    idle_timeout: float | None = None
-    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
-    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    settings: Settings = DEFAULTS
     reactor: str | None = None  # the module of the supervisor's reactor, installed first
     tls_files: tuple[str, str] | None = None  # certificate and key: each worker serves TLS
     tls_alpn: tuple[str, ...] | None = None  # the TLS server's ALPN protocols
@@ -147,6 +145,7 @@ class WorkerSettings:
         for name in ("tls_files", "tls_alpn"):
             if settings.get(name) is not None:
                 settings[name] = tuple(settings[name])
+        settings["settings"] = Settings(**settings["settings"])
         return cls(**settings)
 
 
@@ -238,7 +237,7 @@ class _Worker(ProcessProtocol):
         self.promoted = False
         self.kill_timer: IDelayedCall | None = None
         self._control = b""
-        self._log_text = b""
+        self._output = {1: b"", 2: b""}  # the part of a line each has sent so far
 
     def __str__(self) -> str:
         return f"worker {self.index} (pid {self.pid})"
@@ -246,30 +245,34 @@ class _Worker(ProcessProtocol):
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
 
-    def outReceived(self, data: bytes) -> None:
-        self._control += data
-        *lines, self._control = self._control.split(b"\n")
-        if len(self._control) > _MAX_LOG_LINE:  # not ours: a child's output, say
-            self._control = b""
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == CONTROL_FD:
+            self._control += data
+            *lines, self._control = self._control.split(b"\n")
+            self._control = self._control[:_MAX_LOG_LINE]
+            for line in lines:
+                if line == _LISTENING:
+                    self.listening.fire(None)
+                elif line == _CLOSED:
+                    self.closed.fire(None)
+            return
+        # stderr, the worker's log; stdout, what its children print
+        text = self._output.get(childFD, b"") + data
+        *lines, text = text.split(b"\n")
+        if len(text) > _MAX_LOG_LINE:  # no end of line in sight: log what came
+            lines.append(text)
+            text = b""
+        self._output[childFD] = text
         for line in lines:
-            if line == _LISTENING:
-                self.listening.fire(None)
-            elif line == _CLOSED:
-                self.closed.fire(None)
+            self._relay(line, LogLevel.warn if childFD == 2 else LogLevel.info)
 
-    def errReceived(self, data: bytes) -> None:
-        self._log_text += data
-        *lines, self._log_text = self._log_text.split(b"\n")
-        if len(self._log_text) > _MAX_LOG_LINE:  # no end of line in sight: log what came
-            lines.append(self._log_text)
-            self._log_text = b""
-        for line in lines:
-            self._relay(line)
-
-    def _relay(self, line: bytes) -> None:
-        """Log one line of the worker's log with its index and pid."""
+    def _relay(self, line: bytes, level: LogLevel = LogLevel.warn) -> None:
+        """
+        Log one line of the worker's log with its index and pid; a line that
+        is not a log line (early output, a crash, a child's output) at C{level}.
+        """
         text = line.decode("utf-8", "replace").rstrip("\r")
-        namespace, level = __name__, LogLevel.warn  # not a log line: early output, a crash
+        namespace = __name__
         match = _LOG_LINE.fullmatch(text)
         if match is not None:
             try:
@@ -300,7 +303,7 @@ class _Worker(ProcessProtocol):
         _log.warn(
             "{worker} still runs {seconds:g} s after SIGTERM; killing it",
             worker=str(self),
-            seconds=self.supervisor.shutdown_timeout + KILL_MARGIN,
+            seconds=self.supervisor.settings.shutdown_timeout + KILL_MARGIN,
         )
         self._signal("KILL")
 
@@ -314,9 +317,10 @@ class _Worker(ProcessProtocol):
         # Not processEnded, which also waits for the pipes to close: a
         # process the handler started holds them open after the worker died.
         self.transport.loseConnection()  # type: ignore[union-attr]
-        if self._log_text:
-            self._relay(self._log_text)
-            self._log_text = b""
+        for fd, text in self._output.items():
+            if text:
+                self._relay(text)
+                self._output[fd] = b""
         if self.kill_timer is not None:
             self.kill_timer.cancel()
             self.kill_timer = None
@@ -346,12 +350,7 @@ class WorkersService(Service):
         handler_name: str,
         *,
         workers: int,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        backlog: int = 64,
-        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
-        idle_timeout: float | None = None,
-        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        settings: Settings = DEFAULTS,
         tls_files: tuple[str, str] | None = None,
         tls_alpn: list[str] | None = None,
         handle_signals: bool = True,
@@ -362,12 +361,7 @@ class WorkersService(Service):
         self.tls_alpn = None if tls_alpn is None else tuple(tls_alpn)
         self.handler_name = handler_name
         self.workers = workers
-        self.max_connections = max_connections
-        self.backlog = backlog
-        self.buffer_age_limit = buffer_age_limit
-        self.idle_timeout = idle_timeout
-        self.handshake_timeout = handshake_timeout
-        self.shutdown_timeout = shutdown_timeout
+        self.settings = settings
         self.handle_signals = handle_signals
         self.reactor = reactor
         self._settings: WorkerSettings | None = None
@@ -404,30 +398,22 @@ class WorkersService(Service):
             status 1 and the message.
         """
         self.reactor = default_reactor(self.reactor)
-        listening = self.where.listen(self.reactor, self.backlog, _NoAccept())
+        listening = self.where.listen(self.reactor, self.settings.backlog, _NoAccept())
         result: list[Any] = []
         listening.addBoth(result.append)
         if not result:  # every shareable kind of address listens at once
             listening.cancel()
-            raise ListenError(
-                f"twisted_tcp tcpserver: cannot listen on {self.where}: it did not listen at once"
-            )
+            raise ListenError(cannot_listen(self.where, "it did not listen at once"))
         if isinstance(result[0], Failure):
-            raise ListenError(
-                f"twisted_tcp tcpserver: cannot listen on {self.where}: {_reason(result[0])}"
-            )
+            raise ListenError(cannot_listen(self.where, result[0]))
         port: Any = result[0]
         port.pauseProducing()
         self.port = port
         self._settings = WorkerSettings(
             handler=self.handler_name,
             family=int(port.addressFamily),
-            backlog=int(getattr(port, "backlog", self.backlog)),
-            max_connections=self.max_connections,
-            buffer_age_limit=self.buffer_age_limit,
-            idle_timeout=self.idle_timeout,
-            handshake_timeout=self.handshake_timeout,
-            shutdown_timeout=self.shutdown_timeout,
+            backlog=int(getattr(port, "backlog", self.settings.backlog)),
+            settings=self.settings,
             reactor=type(self.reactor).__module__,
             tls_files=self.tls_files,
             tls_alpn=self.tls_alpn,
@@ -451,7 +437,13 @@ class WorkersService(Service):
             sys.executable,
             [sys.executable, "-m", _WORKER_MODULE, str(index), self._settings.to_json()],
             env={**os.environ, WORKER_ENVIRONMENT_VARIABLE: str(index)},
-            childFDs={0: "w", 1: "r", 2: "r", WORKER_FD: self.port.fileno()},  # type: ignore[attr-defined]
+            childFDs={
+                0: "w",
+                1: "r",
+                2: "r",
+                WORKER_FD: self.port.fileno(),  # type: ignore[attr-defined]
+                CONTROL_FD: "r",
+            },
         )
         self._alive.add(worker)
         if promote:
@@ -586,7 +578,7 @@ class WorkersService(Service):
                 except Exception as e:
                     if self._stopping:
                         return
-                    new.terminate(self.shutdown_timeout + KILL_MARGIN)
+                    new.terminate(self.settings.shutdown_timeout + KILL_MARGIN)
                     _log.error(
                         "rolling restart stopped: the new worker {index} (pid {pid}) did not "
                         "start accepting ({why}); the other workers keep running",
@@ -599,7 +591,7 @@ class WorkersService(Service):
                     return
                 old = self._promote(new)
                 if old is not None:
-                    old.terminate(self.shutdown_timeout + KILL_MARGIN)
+                    old.terminate(self.settings.shutdown_timeout + KILL_MARGIN)
                     await old.closed.wait()
             if not self._roll_again:
                 break
@@ -628,10 +620,10 @@ class WorkersService(Service):
             "twisted_tcp tcpserver stopping {n} worker(s); each lets its handlers finish for "
             "up to {timeout:g} s",
             n=len(workers),
-            timeout=self.shutdown_timeout,
+            timeout=self.settings.shutdown_timeout,
         )
         for worker in workers:
-            worker.terminate(self.shutdown_timeout + KILL_MARGIN)
+            worker.terminate(self.settings.shutdown_timeout + KILL_MARGIN)
         # Once no worker accepts, close the socket: new clients are refused.
         await DeferredList([w.closed.wait() for w in workers])
         port, self.port = self.port, None
@@ -735,7 +727,10 @@ def _log_line(event: dict[str, Any]) -> str:
 
 
 class _Control(Protocol):
-    """The worker's stdin and stdout: stdin closing (the supervisor died) stops the worker."""
+    """
+    The worker's stdin, and L{CONTROL_FD} for its control lines: stdin
+    closing (the supervisor died) stops the worker.
+    """
 
     def __init__(self, stop: Callable[[], None]) -> None:
         self._stop = stop
@@ -766,6 +761,7 @@ def main(argv: list[str]) -> int:
     """
     index, settings = int(argv[0]), WorkerSettings.from_json(argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.set_inheritable(CONTROL_FD, False)  # not for the processes the handler starts
     log_file = sys.stderr
     globalLogBeginner.beginLoggingTo(
         [FileLogObserver(log_file, _log_line)], redirectStandardIO=True
@@ -788,11 +784,7 @@ def main(argv: list[str]) -> int:
         _OnSharedSocket(WORKER_FD, settings.family, settings.backlog, tls),
         handler,
         settings.handler,
-        max_connections=settings.max_connections,
-        buffer_age_limit=settings.buffer_age_limit,
-        idle_timeout=settings.idle_timeout,
-        handshake_timeout=settings.handshake_timeout,
-        shutdown_timeout=settings.shutdown_timeout,
+        settings=settings.settings,
         reactor=reactor,
     )
     status = 0
@@ -827,7 +819,8 @@ def main(argv: list[str]) -> int:
             return
         from twisted.internet.stdio import StandardIO
 
-        StandardIO(control, reactor=reactor)
+        # (On POSIX, StandardIO takes the descriptors: the type stubs know only Windows.)
+        StandardIO(control, stdout=CONTROL_FD, reactor=reactor)  # type: ignore[call-arg]
         control.say(_LISTENING)
 
     reactor.addSystemEventTrigger("before", "shutdown", stop_service)

@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from ._errors import BufferAgeLimitError, WriterClosedError
 from ._oneshot import OneShot
+from ._settings import DEFAULTS, check_seconds
 from ._tls import split_transport, tls_held
 from ._where import show_address
 
@@ -41,9 +42,6 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
     from ._connection import Socket
-
-DEFAULT_BUFFER_AGE_LIMIT = 120.0
-DEFAULT_CLOSE_TIMEOUT = 30.0
 
 
 @implementer(IPullProducer)
@@ -55,15 +53,13 @@ class Writer:
     peer: the bytes are buffered in memory, and once the peer is gone they are
     dropped.  Use L{flushed} for back-pressure.
 
-    @ivar buffer_age_limit: seconds that written bytes may wait unflushed
-        before the connection is closed with L{BufferAgeLimitError}, or
-        C{None} for no limit.
     @ivar close_timeout: seconds that L{close} waits for the buffer to drain
         before dropping what is left.
     """
 
     __slots__ = (
         "__weakref__",
+        "_age_limit",
         "_age_mark",
         "_age_timer",
         "_clean",
@@ -88,7 +84,6 @@ class Writer:
         "_tls",
         "_transport",
         "_written",
-        "buffer_age_limit",
         "close_timeout",
     )
 
@@ -96,19 +91,19 @@ class Writer:
         self,
         transport: ITransport,
         clock: IReactorTime,
-        buffer_age_limit: float | None = DEFAULT_BUFFER_AGE_LIMIT,
-        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+        buffer_age_limit: float | None = DEFAULTS.buffer_age_limit,
+        close_timeout: float | None = DEFAULTS.close_timeout,
         peer: object = None,
     ) -> None:
-        if buffer_age_limit is not None and buffer_age_limit <= 0:
-            raise ValueError(f"buffer_age_limit must be positive or None, not {buffer_age_limit}")
+        self._age_limit = check_seconds("buffer_age_limit", buffer_age_limit, none="unlimited")
+        self.close_timeout = check_seconds(
+            "close_timeout", close_timeout, zero=True, none="wait for ever"
+        )
         self._transport = transport
         # The transport that writes to the kernel, and the TLS layer between.
         self._sink, self._tls = split_transport(transport)
         self._clock = clock
         self._peer = peer
-        self.buffer_age_limit = buffer_age_limit
-        self.close_timeout = close_timeout
         self._closed = False  # close(), write_eof() or abort() was called
         self._half_closed = False  # write_eof() was called, and close() not yet
         self._lost = False  # the connection is gone
@@ -140,25 +135,32 @@ class Writer:
         """
         if self._closed:
             raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
+        if type(data) is not bytes:
+            _check_bytes("data", data)
         if self._lost:
             self._clean = False  # dropped: a later flushed() fails
             return
         held = self._held
         if held is None:
             self._transport.write(data)
-        elif isinstance(data, bytes):
-            held.append(data)
         else:
-            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+            held.append(data)
         if data:
             self._written += len(data)
             if self._clean:
                 self._became_dirty()
 
     def write_line(self, line: bytes) -> None:
-        """Write C{line} followed by C{b"\\n"}."""
+        """
+        Write C{line} followed by C{b"\\n"}.
+
+        @raise WriterClosedError: after L{close}, L{write_eof} or L{abort}.
+        @raise TypeError: if C{line} is not bytes.
+        """
         if self._closed:
             raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
+        if type(line) is not bytes:
+            _check_bytes("line", line)
         if self._lost:
             self._clean = False  # dropped: a later flushed() fails
             return
@@ -177,15 +179,25 @@ class Writer:
             self._became_dirty()
 
     def write_sequence(self, chunks: list[bytes]) -> None:
-        """Write several chunks, in order, as one call."""
+        """
+        Write several chunks, in order, as one call.
+
+        @raise WriterClosedError: after L{close}, L{write_eof} or L{abort}.
+        @raise TypeError: if C{chunks} is not a list or tuple of bytes.
+        """
         if self._closed:
             raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
+        if not isinstance(chunks, (list, tuple)):
+            raise TypeError(
+                f"chunks must be a list of bytes, not {type(chunks).__name__}: {chunks!r:.80}"
+            )
+        for chunk in chunks:
+            if type(chunk) is not bytes:
+                _check_bytes("each chunk", chunk)
         if self._lost:
             self._clean = False  # dropped: a later flushed() fails
             return
         if self._held is not None:
-            if not all(isinstance(chunk, bytes) for chunk in chunks):
-                raise TypeError("chunks must all be bytes")
             self._held.extend(chunks)
         else:
             self._transport.writeSequence(chunks)
@@ -229,6 +241,25 @@ class Writer:
         from ._connection import Socket
 
         return Socket(self._connection)
+
+    @property
+    def buffer_age_limit(self) -> float | None:
+        """
+        Seconds that written bytes may wait unflushed before the connection
+        is closed with L{BufferAgeLimitError}, or C{None} for no limit.  A
+        new value takes effect at once, for the bytes already waiting too.
+
+        @raise TypeError: if set to something other than a number or None.
+        @raise ValueError: if set to NaN, infinity, 0 or less.
+        """
+        return self._age_limit
+
+    @buffer_age_limit.setter
+    def buffer_age_limit(self, limit: float | None) -> None:
+        self._age_limit = check_seconds("buffer_age_limit", limit, none="unlimited")
+        self._cancel_age_timer()
+        if not self._clean and not self._lost and limit is not None:
+            self._check_age()
 
     @property
     def bytes_to_write(self) -> int:
@@ -454,14 +485,14 @@ class Writer:
         self._clean = False
         self._dirty_since = self._clock.seconds()
         self._age_mark = self._written
-        limit = self.buffer_age_limit
+        limit = self._age_limit
         if limit is not None:
             if self._age_timer is None:
                 self._age_timer = self._clock.callLater(limit, self._check_age)
 
     def _check_age(self) -> None:
         self._age_timer = None
-        limit = self.buffer_age_limit
+        limit = self._age_limit
         if self._clean or self._lost or limit is None:
             return
         now = self._clock.seconds()
@@ -519,3 +550,10 @@ class Writer:
     def __repr__(self) -> str:
         state = "closed" if self.is_closed else "open"
         return f"<Writer to {self._peer_text()} {state}, {self.bytes_to_write} bytes to write>"
+
+
+def _check_bytes(name: str, data: object) -> None:
+    """@raise TypeError: if C{data} is not bytes (a subclass is)."""
+    if not isinstance(data, bytes):
+        hint = " (encode it first)" if isinstance(data, str) else ""
+        raise TypeError(f"{name} must be bytes{hint}, not {type(data).__name__}: {data!r:.80}")

@@ -63,3 +63,19 @@ async def pid_and_child_then_hold(address: IAddress, reader: Reader, writer: Wri
     child = subprocess.Popen(["sleep", "60"])
     writer.write_line(b"%d %d" % (os.getpid(), child.pid))
     await reader.contents()
+
+
+async def child_prints(address: IAddress, reader: Reader, writer: Writer) -> None:
+    """
+    Run a child process that prints a line on its stdout (which it inherits
+    from the worker), then reply C{done}.
+    """
+    import sys
+
+    subprocess.run([sys.executable, "-c", "print('hello from a child process')"], timeout=10)
+    writer.write_line(b"done")
+
+
+def yields(address: IAddress, reader: Reader, writer: Writer):  # type: ignore[no-untyped-def]
+    """A generator function: not a handler (its body would never run)."""
+    yield writer.write_line(b"never")
