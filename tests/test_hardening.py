@@ -627,3 +627,20 @@ async def test_many_connects_with_one_interrupt_all_succeed() -> None:
     assert len(shutdown.callbacks) <= 1
     shutdown.callback(None)
     assert reactor.running
+
+
+def test_writer_close_timeout_is_checked_when_set() -> None:
+    writer, _, _ = make_writer()
+    writer.close_timeout = 0
+    assert writer.close_timeout == 0.0
+    writer.close_timeout = None
+    for bad, kind in [(NAN, ValueError), (-1, ValueError), ("1", TypeError), (True, TypeError)]:
+        with pytest.raises(kind, match="close_timeout"):
+            writer.close_timeout = bad
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_close_takes_a_bool() -> None:
+    async with serving(echo) as server:
+        with pytest.raises(TypeError, match="close_existing_connections must be a bool"):
+            server.close("yes")  # type: ignore[arg-type]

@@ -334,6 +334,11 @@ class Server:
         @return: a Deferred that fires when the server has stopped listening
             and, with C{close_existing_connections}, every connection is closed.
         """
+        if not isinstance(close_existing_connections, bool):
+            raise TypeError(
+                "close_existing_connections must be a bool, not "
+                f"{type(close_existing_connections).__name__}: {close_existing_connections!r:.80}"
+            )
         self._stop(None)
         waits = [self._close_finished.wait().addErrback(lambda _: None)]
         if close_existing_connections:

@@ -53,8 +53,6 @@ class Writer:
     peer: the bytes are buffered in memory, and once the peer is gone they are
     dropped.  Use L{flushed} for back-pressure.
 
-    @ivar close_timeout: seconds that L{close} waits for the buffer to drain
-        before dropping what is left.
     """
 
     __slots__ = (
@@ -64,6 +62,7 @@ class Writer:
         "_age_timer",
         "_clean",
         "_clock",
+        "_close_timeout",
         "_close_timer",
         "_closed",
         "_connection",
@@ -84,7 +83,6 @@ class Writer:
         "_tls",
         "_transport",
         "_written",
-        "close_timeout",
     )
 
     def __init__(
@@ -96,9 +94,7 @@ class Writer:
         peer: object = None,
     ) -> None:
         self._age_limit = check_seconds("buffer_age_limit", buffer_age_limit, none="unlimited")
-        self.close_timeout = check_seconds(
-            "close_timeout", close_timeout, zero=True, none="wait for ever"
-        )
+        self.close_timeout = close_timeout
         self._transport = transport
         # The transport that writes to the kernel, and the TLS layer between.
         self._sink, self._tls = split_transport(transport)
@@ -241,6 +237,24 @@ class Writer:
         from ._connection import Socket
 
         return Socket(self._connection)
+
+    @property
+    def close_timeout(self) -> float | None:
+        """
+        Seconds that L{close} waits for the buffer to drain before dropping
+        what is left, or C{None} to wait for ever (applies to the next
+        close).
+
+        @raise TypeError: if set to something other than a number or None.
+        @raise ValueError: if set to NaN, infinity or a negative number.
+        """
+        return self._close_timeout
+
+    @close_timeout.setter
+    def close_timeout(self, seconds: float | None) -> None:
+        self._close_timeout = check_seconds(
+            "close_timeout", seconds, zero=True, none="wait for ever"
+        )
 
     @property
     def buffer_age_limit(self) -> float | None:
