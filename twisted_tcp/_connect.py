@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import error
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from ._connection import Connection, Socket
+from ._driver import Task, run
 from ._errors import ConnectInterruptedError, ConnectTimeoutError, TLSHandshakeError
 from ._handler import check_handler
 from ._reader import Reader
@@ -291,9 +292,10 @@ def with_connection(
     """
     check_handler(f, "with_connection's f", "f(socket, reader, writer)")
 
-    def run(conn: tuple[Socket, Reader, Writer]) -> Deferred[Any]:
+    def call_f(conn: tuple[Socket, Reader, Writer]) -> Deferred[Any]:
         sock, reader, writer = conn
         outcome: list[Any] = []
+        running: Task | Deferred[Any] | None = None
 
         def cancel(done: Deferred[Any]) -> None:
             # Twisted fires a cancelled Deferred at once: the connection is
@@ -302,7 +304,8 @@ def with_connection(
             if not outcome:
                 outcome.append(None)
                 sock.abort()
-                running.cancel()
+                if running is not None:
+                    running.cancel()
                 done.errback(CancelledError(f"with_connection to {where} was cancelled"))
 
         done: Deferred[Any] = Deferred(cancel)
@@ -327,8 +330,7 @@ def with_connection(
             if not outcome:
                 first(failure)
 
-        running = maybeDeferred(f, sock, reader, writer)
-        running.addBoth(first)
+        running = run(f, (sock, reader, writer), first)
         writer.consumer_left().addErrback(writer_failed)
         return done.addCallback(lambda _: outcome[0])
 
@@ -340,7 +342,7 @@ def with_connection(
         buffer_age_limit=buffer_age_limit,
         max_line_length=max_line_length,
         reactor=reactor,
-    ).addCallback(run)
+    ).addCallback(call_f)
 
 
 __all__ = [

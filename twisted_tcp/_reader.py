@@ -84,7 +84,7 @@ class Reader:
         self._paused = False
         self._discard: bytes | None = None  # dropping an overlong record up to this
         self._discard_tail = b""  # ... with these last bytes maybe starting it
-        self._waiter: Deferred[Any] | None = None
+        self._waiter: Deferred[Any] | PendingRead | None = None
         self._op: Callable[[Any], Any] | None = None
         self._op_arg: Any = None
 
@@ -241,30 +241,51 @@ class Reader:
         return first[pos:end]
 
     def _start(self, op: Callable[[Any], Any], arg: Any) -> Deferred[Any]:
+        """Start a read for a caller that gets a Deferred."""
+        try:
+            result = self._begin(op, arg)
+        except Exception:
+            return fail()
+        if type(result) is PendingRead:
+            return self._as_deferred(result)
+        return succeed(result)
+
+    def _begin(self, op: Callable[[Any], Any], arg: Any) -> Any:
+        """
+        Start a read: return its result now, or a L{PendingRead} if it must
+        wait for bytes; raise its error now.
+        """
         if self._waiter is not None:
-            return fail(
-                ReadInProgressError(
-                    "another read is already pending on this Reader; "
-                    "a Reader serves one read at a time"
-                )
+            raise ReadInProgressError(
+                "another read is already pending on this Reader; "
+                "a Reader serves one read at a time"
             )
         self._scan_idx = self._scan_off = 0
         try:
             result = op(arg)
         except Exception:
             self._update_flow()
-            return fail()
+            raise
         if result is _NEED:
-            d: Deferred[Any] = Deferred(self._cancel)
-            self._waiter = d
+            pending = PendingRead(self)
+            self._waiter = pending
             self._op = op
             self._op_arg = arg
             if self._paused:
                 self._set_paused(False)
-            return d
+            return pending
         if self._paused and self._size <= self.buffer_size:
             self._set_paused(False)
-        return succeed(result)
+        return result
+
+    def _as_deferred(self, pending: PendingRead) -> Deferred[Any]:
+        """The Deferred of a pending read, for a caller (or a driver) that wants one."""
+        if self._waiter is not pending:  # it ended before anybody waited for it
+            outcome = pending.outcome
+            return fail(outcome) if isinstance(outcome, Failure) else succeed(outcome)
+        d: Deferred[Any] = Deferred(self._cancel)
+        self._waiter = d
+        return d
 
     def _serve(self) -> None:
         op = self._op
@@ -279,13 +300,15 @@ class Reader:
         waiter = self._waiter
         assert waiter is not None
         self._waiter = self._op = self._op_arg = None
-        if isinstance(result, Failure):
+        if not isinstance(waiter, Deferred):
+            waiter.done(result)
+        elif isinstance(result, Failure):
             waiter.errback(result)
         else:
             waiter.callback(result)
         self._update_flow()
 
-    def _cancel(self, d: Deferred[Any]) -> None:
+    def _cancel(self, d: Deferred[Any] | PendingRead) -> None:
         if self._waiter is d:
             self._waiter = self._op = self._op_arg = None
             self._update_flow()
@@ -496,6 +519,48 @@ class Reader:
         return _NEED
 
 
+class PendingRead:
+    """
+    A read that waits for bytes, as awaiting L{Reader.lines} meets it.  The
+    lean driver (L{twisted_tcp._driver.Task}) that awaits it sets itself as
+    C{task}, and the reader resumes it with the result directly: no
+    Deferred, no callback.  Awaited under any other driver (Twisted's sends
+    back what it does not know), it turns into the read's Deferred.
+
+    @ivar task: the task that awaits it, or C{None}.
+    @ivar outcome: the result (or L{Failure}) of a read that ended before
+        anybody awaited it.
+    """
+
+    __slots__ = ("_reader", "outcome", "task")
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self.task: Any = None
+        self.outcome: Any = self
+
+    def __await__(self) -> Any:
+        if self.outcome is self:
+            got = yield self
+            if got is not self:
+                return got  # the lean driver sent the result
+        return (yield from self._reader._as_deferred(self).__await__())
+
+    def done(self, outcome: Any) -> None:
+        """The read ended with C{outcome}: resume whoever awaits it."""
+        task = self.task
+        if task is None:
+            self.outcome = outcome
+        elif isinstance(outcome, Failure):
+            task.throw_failure(outcome)
+        else:
+            task.send_result(outcome)
+
+    def cancel(self) -> None:
+        """Give up the read (its bytes stay for the next one)."""
+        self._reader._cancel(self)
+
+
 class _Lines:
     """The async iterator of L{Reader.lines}."""
 
@@ -514,7 +579,9 @@ class _Lines:
             line = reader._line_now()
             if line is not None:
                 return line
-        line = await reader._start(reader._do_line, None)
+        line = reader._begin(reader._do_line, None)
+        if type(line) is PendingRead:
+            line = await line
         if line is None:
             raise StopAsyncIteration
         return line  # type: ignore[no-any-return]

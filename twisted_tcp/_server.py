@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from ._connect import default_reactor
 from ._connection import Connection
+from ._driver import run
 from ._handler import check_handler
 from ._logbudget import LogBudget
 from ._oneshot import OneShot
@@ -67,6 +68,10 @@ class _ServerConnection(Connection):
     def handshakeCompleted(self) -> None:
         Connection.handshakeCompleted(self)
         self.server._handshake_done(self)
+
+    def handler_ended(self, result: object) -> None:
+        """The handler returned C{result} or failed (a L{Failure})."""
+        self.server._handler_done(result, self)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._idle_timer is not None and self._idle_timer.active():
@@ -422,9 +427,7 @@ class Server:
             connection.watch_idle(self._idle_timeout)
         address = connection.transport.getPeer()  # type: ignore[union-attr]
         self._handlers_running += 1
-        maybeDeferred(self._handler, address, reader, writer).addBoth(
-            self._handler_done, connection
-        )
+        run(self._handler, (address, reader, writer), connection.handler_ended)
 
     def _handler_done(self, result: object, connection: _ServerConnection) -> None:
         self._handlers_running -= 1

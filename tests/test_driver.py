@@ -1,0 +1,329 @@
+"""
+The lean driver (twisted_tcp._driver), alone: Deferreds fired by hand, no
+reactor.  What a handler relies on when it runs under it: awaiting any
+Deferred or coroutine, cancellation where it waits, context variables as
+with ensureDeferred, tracebacks that end at its own line, and
+@inlineCallbacks or plain handlers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import traceback
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+from twisted.internet.defer import CancelledError, Deferred, fail, inlineCallbacks, succeed
+from twisted.python.failure import Failure
+
+from twisted_tcp._driver import Task, run
+
+var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+
+class Outcome:
+    """The C{done} callback: records how the handler ended."""
+
+    def __init__(self) -> None:
+        self.results: list[Any] = []
+
+    def __call__(self, result: Any) -> None:
+        self.results.append(result)
+
+    @property
+    def value(self) -> Any:
+        assert len(self.results) == 1, self.results
+        result = self.results[0]
+        assert not isinstance(result, Failure), result
+        return result
+
+    def failure(self, kind: type[BaseException]) -> Failure:
+        assert len(self.results) == 1, self.results
+        result = self.results[0]
+        assert isinstance(result, Failure), result
+        assert result.check(kind), result
+        return result
+
+
+def test_a_coroutine_runs_to_its_end_across_awaits() -> None:
+    first: Deferred[int] = Deferred()
+    second: Deferred[int] = Deferred()
+
+    async def handler(a: int) -> int:
+        x = await first
+        y = await second
+        return a + x + y
+
+    done = Outcome()
+    task = run(handler, (1,), done)
+    assert isinstance(task, Task)
+    assert done.results == []
+    first.callback(10)
+    assert done.results == []
+    second.callback(100)
+    assert done.value == 111
+
+
+def test_awaits_of_fired_deferreds_and_nested_coroutines_do_not_wait() -> None:
+    async def inner() -> int:
+        return await succeed(2)
+
+    async def handler() -> int:
+        return await succeed(1) + await inner()
+
+    done = Outcome()
+    run(handler, (), done)
+    assert done.value == 3
+
+
+def test_a_failed_await_raises_where_it_awaits() -> None:
+    d: Deferred[None] = Deferred()
+
+    async def handler() -> str:
+        try:
+            await d
+        except ValueError as e:
+            return f"caught {e}"
+        return "not raised"
+
+    done = Outcome()
+    run(handler, (), done)
+    d.errback(ValueError("bad"))
+    assert done.value == "caught bad"
+    assert d.result is None  # consumed: not logged as unhandled
+
+
+def handler_that_raises_on_its_own_line(d: Deferred[None]) -> Any:
+    async def handler() -> None:
+        await d
+        raise RuntimeError("from the handler")  # the line the traceback ends at
+
+    return handler
+
+
+def test_a_failure_carries_the_handlers_traceback() -> None:
+    d: Deferred[None] = Deferred()
+    done = Outcome()
+    run(handler_that_raises_on_its_own_line(d), (), done)
+    d.callback(None)
+    failure = done.failure(RuntimeError)
+    frames = traceback.extract_tb(failure.getTracebackObject())
+    assert frames[-1].name == "handler"
+    assert (
+        frames[-1].line
+        == 'raise RuntimeError("from the handler")  # the line the traceback ends at'
+    )
+
+
+def test_cancel_raises_cancelled_error_where_it_waits() -> None:
+    cancelled: list[Deferred[None]] = []
+    d: Deferred[None] = Deferred(cancelled.append)
+
+    async def handler() -> str:
+        try:
+            await d
+        except CancelledError:
+            return "cleaned up"
+        return "not cancelled"
+
+    done = Outcome()
+    task = run(handler, (), done)
+    assert task is not None
+    task.cancel()
+    assert cancelled == [d]
+    assert done.value == "cleaned up"
+    task.cancel()  # after the end: nothing
+    assert len(done.results) == 1
+
+
+def test_an_uncaught_cancel_is_the_outcome() -> None:
+    async def handler() -> None:
+        await Deferred()
+
+    done = Outcome()
+    task = run(handler, (), done)
+    assert task is not None
+    task.cancel()
+    done.failure(CancelledError)
+
+
+def test_context_variables_as_with_ensure_deferred() -> None:
+    """Seen inside as they were at the start, kept across awaits, not leaked out."""
+    d: Deferred[None] = Deferred()
+    seen: list[str] = []
+
+    async def handler() -> None:
+        seen.append(var.get())
+        var.set("inside")
+        await d
+        seen.append(var.get())
+
+    token = var.set("outside")
+    try:
+        done = Outcome()
+        run(handler, (), done)
+        var.set("changed later")
+        d.callback(None)
+        assert var.get() == "changed later"
+    finally:
+        var.reset(token)
+    assert seen == ["outside", "inside"]
+    assert done.value is None
+
+
+class NotADeferred:
+    """An awaitable that yields something else, as an asyncio Future does."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield self
+
+
+def test_awaiting_something_else_is_a_clear_error_in_the_handler() -> None:
+    async def handler() -> None:
+        await NotADeferred()
+
+    done = Outcome()
+    run(handler, (), done)
+    failure = done.failure(TypeError)
+    assert "Deferred.fromFuture" in str(failure.value)
+
+
+def test_plain_and_inline_callbacks_handlers() -> None:
+    done = Outcome()
+    assert run(lambda x: x * 2, (21,), done) is None
+    assert done.value == 42
+
+    d: Deferred[int] = Deferred()
+
+    @inlineCallbacks
+    def generator_handler() -> Generator[Deferred[int], int, int]:
+        value = yield d
+        return value + 1
+
+    done = Outcome()
+    returned = run(generator_handler, (), done)
+    assert isinstance(returned, Deferred)
+    d.callback(1)
+    assert done.value == 2
+
+    done = Outcome()
+    run(lambda: fail(KeyError("k")), (), done)
+    done.failure(KeyError)
+
+
+def test_a_synchronous_exception_is_the_outcome() -> None:
+    def handler() -> None:
+        raise ZeroDivisionError
+
+    done = Outcome()
+    assert run(handler, (), done) is None
+    done.failure(ZeroDivisionError)
+
+
+def test_a_coroutine_returned_by_a_plain_function_is_run() -> None:
+    async def later() -> str:
+        return "ran"
+
+    done = Outcome()
+    run(lambda: later(), (), done)
+    assert done.value == "ran"
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, SystemExit])
+def test_base_exceptions_are_outcomes_too(exception: type[BaseException]) -> None:
+    async def handler() -> None:
+        raise exception
+
+    done = Outcome()
+    run(handler, (), done)
+    done.failure(exception)
+
+
+# -- reads resumed directly ------------------------------------------------------------
+
+
+def test_lines_are_handed_to_the_task_with_no_deferred() -> None:
+    from twisted_tcp import Reader
+    from twisted_tcp._reader import PendingRead
+
+    reader = Reader(None)
+    seen: list[bytes] = []
+
+    async def handler() -> int:
+        async for line in reader.lines():
+            seen.append(line)
+        return len(seen)
+
+    done = Outcome()
+    task = run(handler, (), done)
+    assert isinstance(task, Task)
+    assert type(reader._waiter) is PendingRead and reader._waiter.task is task
+    reader.data_received(b"one\ntw")
+    reader.data_received(b"o\nthree\n")
+    assert seen == [b"one", b"two", b"three"]
+    reader.eof_received()
+    assert done.value == 3
+
+
+def test_cancelling_a_task_that_waits_for_a_line_keeps_the_bytes() -> None:
+    from twisted_tcp import Reader
+
+    reader = Reader(None)
+
+    async def handler() -> str:
+        try:
+            async for _ in reader.lines():
+                pass
+        except CancelledError:
+            return "cancelled"
+        return "ended"
+
+    done = Outcome()
+    task = run(handler, (), done)
+    assert task is not None
+    reader.data_received(b"partial")
+    task.cancel()
+    assert done.value == "cancelled"
+    assert reader._waiter is None
+    reader.data_received(b" line\n")
+    assert result_of(reader.read_line()) == b"partial line"
+
+
+def test_lines_under_twisteds_own_driver_wait_on_a_deferred() -> None:
+    """A coroutine run by ensureDeferred (inside a handler, say) reads lines too."""
+    from twisted.internet.defer import ensureDeferred
+
+    from twisted_tcp import Reader
+
+    reader = Reader(None)
+
+    async def consume() -> list[bytes]:
+        return [line async for line in reader.lines()]
+
+    d = ensureDeferred(consume())
+    assert isinstance(reader._waiter, Deferred)
+    reader.data_received(b"a\nb\n")
+    reader.eof_received()
+    assert result_of(d) == [b"a", b"b"]
+
+
+def test_a_read_that_ends_before_it_is_awaited_keeps_its_line() -> None:
+    from twisted_tcp import Reader
+    from twisted_tcp._reader import PendingRead
+
+    reader = Reader(None)
+    step = reader.lines().__anext__()
+    pending = step.send(None)  # type: ignore[attr-defined]
+    assert type(pending) is PendingRead and pending.task is None
+    reader.data_received(b"early\n")
+    with pytest.raises(StopIteration) as stopped:
+        step.send(pending)  # type: ignore[attr-defined]  # as a driver that knows it not
+    assert stopped.value.value == b"early"
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box and not isinstance(box[0], Failure), box
+    return box[0]

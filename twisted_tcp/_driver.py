@@ -1,0 +1,146 @@
+"""
+The lean driver: runs a handler (or C{with_connection}'s C{f}) and tells a
+callback how it ended.
+
+A coroutine (an C{async def} handler) is run by L{Task}, a small trampoline
+of C{send} and C{throw}: each Deferred it awaits gets one callback, which
+resumes the coroutine directly.  There is no Deferred for the handler
+itself, and no pass through Twisted's C{_inlineCallbacks}, which costs
+several times more per resume.  What users rely on stays: a handler awaits
+any Deferred or coroutine; it is cancelled where it waits (L{Task.cancel});
+its context variables are those of a copy of the context it was started
+in, as with C{ensureDeferred}; and its failure's traceback ends at its own
+line.  A handler decorated with C{@inlineCallbacks}, or a plain function,
+returns a Deferred or a value, which is waited for or taken as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from contextvars import copy_context
+from types import CoroutineType
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+
+from ._reader import PendingRead
+
+Done = Callable[[Any], object]
+"""Told how a handler ended: its result, or a L{Failure}."""
+
+
+class Task:
+    """
+    Runs one coroutine to its end, then calls C{done} with its result or
+    its L{Failure}.  It starts at once, as C{ensureDeferred} does.
+    """
+
+    __slots__ = ("_context", "_coroutine", "_done", "_waiting")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], done: Done) -> None:
+        self._coroutine = coroutine
+        self._done = done
+        self._context = copy_context()
+        # what the coroutine awaits: a Deferred, or a read of a Reader
+        self._waiting: Deferred[Any] | PendingRead | None = None
+        self._step(None, None)
+
+    def cancel(self) -> None:
+        """
+        Cancel what the coroutine awaits: it gets C{CancelledError} there
+        (unless what it awaits fires otherwise), and may catch it.
+        """
+        waiting = self._waiting
+        if type(waiting) is PendingRead:
+            waiting.cancel()
+            self.throw_failure(Failure(CancelledError()))
+        elif waiting is not None:
+            waiting.cancel()
+
+    def send_result(self, value: object) -> None:
+        """The read it awaits returned C{value}: resume with it."""
+        self._waiting = None
+        self._step(value, None)
+
+    def throw_failure(self, failure: Failure) -> None:
+        """Raise C{failure} where it awaits."""
+        self._waiting = None
+        self._step(None, failure)
+
+    def _step(self, value: object, error: Failure | None) -> None:
+        """
+        Run the coroutine until it awaits something that has not ended, or
+        ends: send it C{value}, or raise C{error} where it awaits.
+        """
+        coroutine = self._coroutine
+        while True:
+            try:
+                if error is None:
+                    awaited = self._context.run(coroutine.send, value)
+                else:
+                    awaited = self._context.run(error.throwExceptionIntoGenerator, coroutine)
+            except StopIteration as stop:
+                self._done(stop.value)
+                return
+            except BaseException:
+                self._done(Failure())
+                return
+            if type(awaited) is PendingRead:
+                awaited.task = self  # the reader resumes us directly
+                self._waiting = awaited
+                return
+            if isinstance(awaited, Deferred):
+                # Never fired yet (an await of a fired one does not yield),
+                # unless paused: either way, its callback resumes us.
+                self._waiting = awaited
+                awaited.addBoth(self._resume)
+                return
+            value = None
+            error = Failure(
+                TypeError(
+                    f"a twisted_tcp handler awaited {awaited!r:.80}, which is not a "
+                    "Deferred nor a coroutine: wrap an asyncio future with "
+                    "Deferred.fromFuture"
+                )
+            )
+
+    def _resume(self, result: object) -> None:
+        # A value is read by the awaited Deferred's __await__ itself, from
+        # inside this callback; a failure is raised into the coroutine, as
+        # Twisted's own driver does.  Returning None consumes either, so that
+        # a failure is not also logged as unhandled.
+        self._waiting = None
+        if isinstance(result, Failure):
+            self._step(None, result)
+        else:
+            self._step(None, None)
+
+
+def run(f: Callable[..., Any], args: tuple[Any, ...], done: Done) -> Task | Deferred[Any] | None:
+    """
+    Call C{f(*args)} and call C{done} once with how it ended: its value, or
+    a L{Failure} (for an exception, raised at once or later).  A coroutine
+    is run by a L{Task}; a Deferred is waited for; anything else is the
+    value.
+
+    @return: what can be cancelled while C{f} runs (the L{Task}, or the
+        Deferred it returned), or C{None} if it has already ended.
+    """
+    try:
+        result = f(*args)
+    except BaseException:
+        done(Failure())
+        return None
+    if type(result) is CoroutineType:
+        return Task(result, done)
+    if isinstance(result, Deferred):
+        result.addBoth(done)
+        return result
+    if isinstance(result, Coroutine):  # another kind of coroutine object
+        return Task(result, done)
+    done(result)
+    return None
+
+
+__all__ = ["Done", "Task", "run"]
