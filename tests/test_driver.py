@@ -245,7 +245,7 @@ def test_base_exceptions_are_outcomes_too(exception: type[BaseException]) -> Non
 
 def test_lines_are_handed_to_the_task_with_no_deferred() -> None:
     from twisted_tcp import Reader
-    from twisted_tcp._reader import PendingRead
+    from twisted_tcp._reader import ReadDeferred
 
     reader = Reader(None)
     seen: list[bytes] = []
@@ -258,12 +258,15 @@ def test_lines_are_handed_to_the_task_with_no_deferred() -> None:
     done = Outcome()
     task = run(handler, (), done)
     assert isinstance(task, Task)
-    assert type(reader._waiter) is PendingRead and reader._waiter.task is task
+    waiter = reader._waiter
+    assert type(waiter) is ReadDeferred and waiter.task is task
+    reader.data_received(b"zero\n")
+    assert not waiter.called  # resumed directly: the Deferred was not fired
     reader.data_received(b"one\ntw")
     reader.data_received(b"o\nthree\n")
-    assert seen == [b"one", b"two", b"three"]
+    assert seen == [b"zero", b"one", b"two", b"three"]
     reader.eof_received()
-    assert done.value == 3
+    assert done.value == 4
 
 
 def test_cancelling_a_task_that_waits_for_a_line_keeps_the_bytes() -> None:
@@ -308,18 +311,49 @@ def test_lines_under_twisteds_own_driver_wait_on_a_deferred() -> None:
     assert result_of(d) == [b"a", b"b"]
 
 
-def test_a_read_that_ends_before_it_is_awaited_keeps_its_line() -> None:
+def test_read_line_awaited_is_resumed_directly_and_can_be_cancelled_from_outside() -> None:
     from twisted_tcp import Reader
-    from twisted_tcp._reader import PendingRead
 
     reader = Reader(None)
-    step = reader.lines().__anext__()
-    pending = step.send(None)  # type: ignore[attr-defined]
-    assert type(pending) is PendingRead and pending.task is None
-    reader.data_received(b"early\n")
-    with pytest.raises(StopIteration) as stopped:
-        step.send(pending)  # type: ignore[attr-defined]  # as a driver that knows it not
-    assert stopped.value.value == b"early"
+    reads: list[Deferred[Any]] = []
+
+    async def handler() -> list[Any]:
+        got: list[Any] = []
+        d = reader.read_line()
+        reads.append(d)
+        got.append(await d)
+        d = reader.read_line()
+        reads.append(d)
+        try:
+            await d
+        except CancelledError:
+            got.append("cancelled")
+        return got
+
+    done = Outcome()
+    run(handler, (), done)
+    reader.data_received(b"first\n")
+    assert not reads[0].called  # no callback chain
+    reads[1].cancel()  # by whoever holds it, while the task awaits it
+    assert done.value == [b"first", "cancelled"]
+    assert not reads[1].called  # no failure left in it to log
+
+
+def test_callbacks_added_to_an_awaited_read_still_run() -> None:
+    from twisted_tcp import Reader
+
+    reader = Reader(None)
+    also: list[Any] = []
+
+    async def handler() -> Any:
+        d = reader.read_line()
+        d.addCallback(also.append)  # before the await: the driver waits on callbacks
+        return await d
+
+    done = Outcome()
+    run(handler, (), done)
+    reader.data_received(b"line\n")
+    assert also == [b"line"]
 
 
 def result_of(d: Deferred[Any]) -> Any:
@@ -327,3 +361,22 @@ def result_of(d: Deferred[Any]) -> Any:
     d.addBoth(box.append)
     assert box and not isinstance(box[0], Failure), box
     return box[0]
+
+
+def test_an_awaited_read_with_a_timeout_gives_its_result() -> None:
+    """A read given callbacks (a timeout, say) is awaited as a Deferred, value and all."""
+    from twisted.internet.task import Clock
+
+    from twisted_tcp import Reader
+
+    reader = Reader(None)
+    clock = Clock()
+
+    async def handler() -> Any:
+        return await reader.read_line().addTimeout(5, clock)
+
+    done = Outcome()
+    run(handler, (), done)
+    reader.data_received(b"in time\n")
+    assert done.value == b"in time"
+    assert not clock.getDelayedCalls()

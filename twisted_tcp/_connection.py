@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import tcp, unix
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
     IProtocol,
     ITCPTransport,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
@@ -33,6 +34,10 @@ from ._writer import Writer
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IAddress, IReactorTime
+
+
+# Twisted's socket transports, which _end_now may close in this turn.
+_SOCKET_TRANSPORTS = frozenset({tcp.Server, tcp.Client, unix.Server, unix.Client})
 
 
 @implementer(IHalfCloseableProtocol)
@@ -62,6 +67,7 @@ class Connection(Protocol):
         self._secured: OneShot[None] | None = None  # made by secured()
         self._handshake_done = False
         self._tls: Any = None  # the TLS layer under this protocol, if any
+        self._sink: Any = None  # the transport under every wrapper (found with the TLS layer)
 
     # -- IProtocol -----------------------------------------------------------
 
@@ -82,7 +88,8 @@ class Connection(Protocol):
         Find the TLS layer under this protocol, if any, and ask it to say
         when its handshake is done (L{handshakeCompleted}); return it.
         """
-        self._tls = tls = split_transport(self.transport)[1]
+        self._sink, self._tls = split_transport(self.transport)
+        tls = self._tls
         if tls is not None:
             # Said only now, and only over TLS: a client endpoint's wrapper
             # checks its protocol's interfaces when it is built and keeps
@@ -142,14 +149,37 @@ class Connection(Protocol):
         self._read_eof = True
         if self.reader is not None:
             self.reader.eof_received()
-            if self.writer is not None and self.writer.is_closed:
+            writer = self.writer
+            if writer is not None and writer.is_closed:
                 self.transport.loseConnection()  # type: ignore[union-attr]
+                if writer.all_sent():
+                    self._end_now()
         elif self._user is not None:
             halfclose = IHalfCloseableProtocol(self._user, None)
             if halfclose is not None:
                 halfclose.readConnectionLost()
             else:
                 self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _end_now(self) -> None:
+        """
+        Both streams have ended and every byte written has gone: end the
+        connection in this turn of the reactor, as Twisted itself does for a
+        protocol that cannot half-close, rather than in the next one, where
+        the transport would write nothing and add and remove itself from the
+        poller to find that out.  For plain socket transports only (a TLS
+        layer still has its close_notify to send).
+        """
+        transport: Any = self.transport
+        if (
+            self._tls is None
+            and type(transport) in _SOCKET_TRANSPORTS
+            and transport.disconnecting
+            and transport.connected
+        ):
+            transport.stopReading()
+            transport.stopWriting()
+            transport.connectionLost(connectionDone)
 
     def writeConnectionLost(self) -> None:
         """Our end of the stream was sent (after L{Writer.write_eof})."""
@@ -194,15 +224,11 @@ class Connection(Protocol):
         transport = self.transport
         assert transport is not None
         reader = Reader(transport, options.reader_buffer_size, options.max_line_length)  # type: ignore[arg-type]
-        writer = Writer(
-            transport,
-            self.clock,
-            options.buffer_age_limit,
-            options.close_timeout,
-        )
+        if self._sink is None:
+            self._find_tls()
+        writer = Writer.for_connection(self, self._sink, self._tls, options)
         self.reader = reader
         self.writer = writer
-        writer._connection = self
         writer.start()
         held, self._held = self._held or [], None
         for data in held:

@@ -21,10 +21,10 @@ from contextvars import copy_context
 from types import CoroutineType
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from ._reader import PendingRead
+from ._reader import ReadDeferred
 
 Done = Callable[[Any], object]
 """Told how a handler ended: its result, or a L{Failure}."""
@@ -42,8 +42,7 @@ class Task:
         self._coroutine = coroutine
         self._done = done
         self._context = copy_context()
-        # what the coroutine awaits: a Deferred, or a read of a Reader
-        self._waiting: Deferred[Any] | PendingRead | None = None
+        self._waiting: Deferred[Any] | None = None  # what the coroutine awaits
         self._step(None, None)
 
     def cancel(self) -> None:
@@ -52,10 +51,7 @@ class Task:
         (unless what it awaits fires otherwise), and may catch it.
         """
         waiting = self._waiting
-        if type(waiting) is PendingRead:
-            waiting.cancel()
-            self.throw_failure(Failure(CancelledError()))
-        elif waiting is not None:
+        if waiting is not None:
             waiting.cancel()
 
     def send_result(self, value: object) -> None:
@@ -86,7 +82,7 @@ class Task:
             except BaseException:
                 self._done(Failure())
                 return
-            if type(awaited) is PendingRead:
+            if type(awaited) is ReadDeferred and not awaited.tapped:
                 awaited.task = self  # the reader resumes us directly
                 self._waiting = awaited
                 return

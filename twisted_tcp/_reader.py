@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
@@ -84,7 +84,7 @@ class Reader:
         self._paused = False
         self._discard: bytes | None = None  # dropping an overlong record up to this
         self._discard_tail = b""  # ... with these last bytes maybe starting it
-        self._waiter: Deferred[Any] | PendingRead | None = None
+        self._waiter: ReadDeferred | None = None
         self._op: Callable[[Any], Any] | None = None
         self._op_arg: Any = None
 
@@ -241,18 +241,18 @@ class Reader:
         return first[pos:end]
 
     def _start(self, op: Callable[[Any], Any], arg: Any) -> Deferred[Any]:
-        """Start a read for a caller that gets a Deferred."""
+        """Start a read; return its Deferred."""
         try:
             result = self._begin(op, arg)
         except Exception:
             return fail()
-        if type(result) is PendingRead:
-            return self._as_deferred(result)
+        if type(result) is ReadDeferred:
+            return result
         return succeed(result)
 
     def _begin(self, op: Callable[[Any], Any], arg: Any) -> Any:
         """
-        Start a read: return its result now, or a L{PendingRead} if it must
+        Start a read: return its result now, or a L{ReadDeferred} if it must
         wait for bytes; raise its error now.
         """
         if self._waiter is not None:
@@ -267,7 +267,7 @@ class Reader:
             self._update_flow()
             raise
         if result is _NEED:
-            pending = PendingRead(self)
+            pending = ReadDeferred(self)
             self._waiter = pending
             self._op = op
             self._op_arg = arg
@@ -277,15 +277,6 @@ class Reader:
         if self._paused and self._size <= self.buffer_size:
             self._set_paused(False)
         return result
-
-    def _as_deferred(self, pending: PendingRead) -> Deferred[Any]:
-        """The Deferred of a pending read, for a caller (or a driver) that wants one."""
-        if self._waiter is not pending:  # it ended before anybody waited for it
-            outcome = pending.outcome
-            return fail(outcome) if isinstance(outcome, Failure) else succeed(outcome)
-        d: Deferred[Any] = Deferred(self._cancel)
-        self._waiter = d
-        return d
 
     def _serve(self) -> None:
         op = self._op
@@ -300,15 +291,21 @@ class Reader:
         waiter = self._waiter
         assert waiter is not None
         self._waiter = self._op = self._op_arg = None
-        if not isinstance(waiter, Deferred):
-            waiter.done(result)
-        elif isinstance(result, Failure):
-            waiter.errback(result)
-        else:
-            waiter.callback(result)
+        task = waiter.task
+        if task is None or waiter.tapped:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+        if task is not None:
+            waiter.task = None
+            if isinstance(result, Failure):
+                task.throw_failure(result)
+            else:
+                task.send_result(result)
         self._update_flow()
 
-    def _cancel(self, d: Deferred[Any] | PendingRead) -> None:
+    def _cancel(self, d: Deferred[Any]) -> None:
         if self._waiter is d:
             self._waiter = self._op = self._op_arg = None
             self._update_flow()
@@ -519,46 +516,60 @@ class Reader:
         return _NEED
 
 
-class PendingRead:
+class ReadDeferred(Deferred[Any]):
     """
-    A read that waits for bytes, as awaiting L{Reader.lines} meets it.  The
-    lean driver (L{twisted_tcp._driver.Task}) that awaits it sets itself as
-    C{task}, and the reader resumes it with the result directly: no
-    Deferred, no callback.  Awaited under any other driver (Twisted's sends
-    back what it does not know), it turns into the read's Deferred.
+    The Deferred of a read that waits for bytes.  Awaited by the lean
+    driver (L{twisted_tcp._driver.Task}), which sets itself as C{task}, it
+    is not fired when the read ends: the reader resumes the task with the
+    result directly, with no callback run (unless callbacks were added to
+    it, which it then runs too).  Awaited under Twisted's own driver, or
+    given callbacks, it is an ordinary Deferred.
 
     @ivar task: the task that awaits it, or C{None}.
-    @ivar outcome: the result (or L{Failure}) of a read that ended before
-        anybody awaited it.
+    @ivar tapped: whether callbacks were added to it.
     """
 
-    __slots__ = ("_reader", "outcome", "task")
+    __slots__ = ("reader", "tapped", "task")
 
     def __init__(self, reader: Reader) -> None:
-        self._reader = reader
+        super().__init__(reader._cancel)
+        self.reader = reader
         self.task: Any = None
-        self.outcome: Any = self
+        self.tapped = False
+
+    # Every way to add a callback says so: then the driver waits on them.
+    def addCallbacks(self, *args: Any, **kwargs: Any) -> Any:
+        self.tapped = True
+        return super().addCallbacks(*args, **kwargs)
+
+    def addCallback(self, *args: Any, **kwargs: Any) -> Any:
+        self.tapped = True
+        return super().addCallback(*args, **kwargs)
+
+    def addErrback(self, *args: Any, **kwargs: Any) -> Any:
+        self.tapped = True
+        return super().addErrback(*args, **kwargs)
+
+    def addBoth(self, *args: Any, **kwargs: Any) -> Any:
+        self.tapped = True
+        return super().addBoth(*args, **kwargs)
 
     def __await__(self) -> Any:
-        if self.outcome is self:
+        if not self.called:
             got = yield self
-            if got is not self:
-                return got  # the lean driver sent the result
-        return (yield from self._reader._as_deferred(self).__await__())
-
-    def done(self, outcome: Any) -> None:
-        """The read ended with C{outcome}: resume whoever awaits it."""
-        task = self.task
-        if task is None:
-            self.outcome = outcome
-        elif isinstance(outcome, Failure):
-            task.throw_failure(outcome)
-        else:
-            task.send_result(outcome)
+            if not self.called:
+                return got  # the lean driver resumed us with the result directly
+        # Fired (its callbacks run, or Twisted's driver waits on it): as a Deferred.
+        return (yield from Deferred.__iter__(self))
 
     def cancel(self) -> None:
-        """Give up the read (its bytes stay for the next one)."""
-        self._reader._cancel(self)
+        task = self.task
+        if task is not None and not self.called:
+            self.task = None
+            self.reader._cancel(self)
+            task.throw_failure(Failure(CancelledError()))
+            return
+        super().cancel()
 
 
 class _Lines:
@@ -580,7 +591,7 @@ class _Lines:
             if line is not None:
                 return line
         line = reader._begin(reader._do_line, None)
-        if type(line) is PendingRead:
+        if type(line) is ReadDeferred:
             line = await line
         if line is None:
             raise StopAsyncIteration

@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from ._errors import BufferAgeLimitError, WriterClosedError
 from ._oneshot import OneShot
-from ._settings import DEFAULTS, check_seconds
+from ._settings import DEFAULTS, Settings, check_seconds
 from ._tls import split_transport, tls_held
 from ._where import show_address
 
@@ -93,13 +93,54 @@ class Writer:
         close_timeout: float | None = DEFAULTS.close_timeout,
         peer: object = None,
     ) -> None:
-        self._age_limit = check_seconds("buffer_age_limit", buffer_age_limit, none="unlimited")
-        self.close_timeout = close_timeout
+        sink, tls = split_transport(transport)
+        self._setup(
+            transport,
+            sink,
+            tls,
+            clock,
+            check_seconds("buffer_age_limit", buffer_age_limit, none="unlimited"),
+            check_seconds("close_timeout", close_timeout, zero=True, none="wait for ever"),
+        )
+        self._peer = peer
+
+    @classmethod
+    def for_connection(
+        cls, connection: Any, sink: Any, tls: Any, settings: Settings
+    ) -> Writer:
+        """
+        The writer of a connection's protocol (which found the layers of its
+        transport already), with limits from L{Settings}, which checked them.
+        """
+        writer = cls.__new__(cls)
+        writer._setup(
+            connection.transport,
+            sink,
+            tls,
+            connection.clock,
+            settings.buffer_age_limit,
+            settings.close_timeout,
+        )
+        writer._connection = connection
+        return writer
+
+    def _setup(
+        self,
+        transport: Any,
+        sink: Any,
+        tls: Any,
+        clock: IReactorTime,
+        buffer_age_limit: float | None,
+        close_timeout: float | None,
+    ) -> None:
+        self._age_limit = buffer_age_limit
+        self._close_timeout = close_timeout
         self._transport = transport
         # The transport that writes to the kernel, and the TLS layer between.
-        self._sink, self._tls = split_transport(transport)
+        self._sink = sink
+        self._tls = tls
         self._clock = clock
-        self._peer = peer
+        self._peer = None
         self._closed = False  # close(), write_eof() or abort() was called
         self._half_closed = False  # write_eof() was called, and close() not yet
         self._lost = False  # the connection is gone
@@ -463,7 +504,12 @@ class Writer:
             self._close_timer.cancel()
         self._close_timer = None
         error = self._error
-        if self._closed and error is None and reason.check(ConnectionDone) and self._tls is None:
+        if (
+            self._closed
+            and error is None
+            and isinstance(reason.value, ConnectionDone)
+            and self._tls is None
+        ):
             # close() flushed everything before the connection closed cleanly.
             # (Over TLS that is known only from resumeProducing: a TLS layer
             # closed by the peer drops what it is given.)
@@ -531,6 +577,15 @@ class Writer:
         # Not self.abort(): the writer is stopped, not closed, so a handler
         # still writing has its bytes dropped instead of getting an exception.
         self._transport.abortConnection()  # type: ignore[attr-defined]
+
+    def all_sent(self) -> bool:
+        """
+        Whether the writer was closed (not only half-closed) and every byte
+        written has been handed to the kernel, as far as the transport says.
+        """
+        return (
+            self._closed and not self._half_closed and not self._lost and self._unsent() == 0
+        )
 
     def _unsent(self) -> int | None:
         """
