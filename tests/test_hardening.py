@@ -656,3 +656,42 @@ async def test_server_close_takes_a_bool() -> None:
     async with serving(echo) as server:
         with pytest.raises(TypeError, match="close_existing_connections must be a bool"):
             server.close("yes")  # type: ignore[arg-type]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_peers_fin_ends_a_finished_connection_in_the_same_turn() -> None:
+    """
+    The client sends a line, reads the echo and ends its side: the handler
+    ends, and with every byte already sent the connection closes at once,
+    not on the transport's next turn (no write of nothing, no extra poll).
+    Twisted's socket transports hold the attributes this relies on.
+    """
+    transports: list[Any] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        transports.append(writer.socket.transport)
+        await echo(address, reader, writer)
+
+    async with serving(handler) as server:
+        client = raw_client(server.listening_on)
+        try:
+            client.sendall(b"hi\n")
+            await until(lambda: _received(client) == b"hi\n")
+            transport = transports[0]
+            assert (transport.dataBuffer, transport.offset, transport._tempDataLen) == (b"", 0, 0)
+            writes: list[None] = []
+            real_do_write = transport.doWrite
+            transport.doWrite = lambda: (writes.append(None), real_do_write())[1]
+            client.shutdown(socket.SHUT_WR)
+            await until(lambda: server.num_connections == 0)
+            assert writes == []
+            assert transport.disconnected
+        finally:
+            client.close()
+
+
+def _received(client: socket.socket) -> bytes:
+    try:
+        return client.recv(100)
+    except BlockingIOError:
+        return b""
