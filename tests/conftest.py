@@ -26,6 +26,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 import twisted_tcp
+from twisted_tcp._sweeper import is_sweep
 
 T = TypeVar("T")
 
@@ -244,8 +245,17 @@ def _describe(fd: int) -> str:
         return "?"
 
 
+def _timers() -> list[Any]:
+    """
+    The reactor's pending delayed calls, but the writers' sweeper: one timer
+    for all of the process's writers, which holds nothing open and ends by
+    itself within a second (twisted_tcp._sweeper).
+    """
+    return [call for call in reactor.getDelayedCalls() if not is_sweep(call)]
+
+
 def _reactor_state() -> tuple[set[Any], set[Any], int]:
-    return set(reactor.getReaders()), set(reactor.getWriters()), len(reactor.getDelayedCalls())
+    return set(reactor.getReaders()), set(reactor.getWriters()), len(_timers())
 
 
 async def _settle(before: tuple[set[Any], set[Any], int], fds: set[int]) -> tuple[Any, ...]:
@@ -264,7 +274,7 @@ async def _settle(before: tuple[set[Any], set[Any], int], fds: set[int]) -> tupl
     return (
         readers - before[0],
         writers - before[1],
-        reactor.getDelayedCalls(),
+        _timers(),
         {fd: _describe(fd) for fd in extra_fds},
     )
 

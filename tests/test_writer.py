@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from twisted_tcp import BufferAgeLimitError, Writer, WriterClosedError
+from twisted_tcp._sweeper import GRACE
 
 from .conftest import PENDING, failure_of, outcome, result_of
 
@@ -331,11 +332,12 @@ def test_close_flushes_then_closes_and_fires_when_lost() -> None:
     assert transport.producer is None  # unregistered, so loseConnection can finish
     assert transport.lose_calls == 1
     assert pending(d)
-    assert len(clock.getDelayedCalls()) == 1  # the close_timeout
+    assert len(clock.getDelayedCalls()) == 1  # the sweeper's, for the close_timeout
     writer.connection_lost(Failure(ConnectionDone()))
     assert result_of(d) is None
     assert result_of(flushed) is None  # a clean close flushed everything
     assert writer.bytes_to_write == 0
+    clock.advance(GRACE)
     assert not clock.getDelayedCalls()
 
 
@@ -494,3 +496,45 @@ def test_buffer_age_spares_a_peer_that_reads_slowly_but_steadily() -> None:
     clock.advance(1)  # t=20: bytes written by t=10 are still unsent
     assert isinstance(writer.error, BufferAgeLimitError)
     assert transport.abort_calls == 1
+
+
+# -- timers only for what waits long ---------------------------------------------------
+
+
+def test_long_limits_get_timers_only_when_bytes_wait_past_the_grace() -> None:
+    """
+    With limits above GRACE, a write or a close that finishes within it
+    costs no timer of its own (one sweeper serves every writer); one that
+    waits longer gets its timer then, due when it would have been anyway.
+    """
+    writer, transport, clock = make(buffer_age_limit=120.0, close_timeout=30.0)
+    writer.write(b"quick")
+    transport.drain()
+    clock.advance(GRACE)
+    assert not clock.getDelayedCalls()  # drained in time: no timer was ever armed
+    writer.write(b"stuck")
+    clock.advance(GRACE)
+    (timer,) = clock.getDelayedCalls()  # the age check, armed at the sweep
+    assert timer.getTime() == GRACE + 120.0
+    clock.advance(120.0 - GRACE - 0.1)
+    assert transport.abort_calls == 0
+    clock.advance(0.2)
+    assert transport.abort_calls == 1
+    assert isinstance(writer.error, BufferAgeLimitError)
+
+
+def test_a_long_close_timeout_is_kept_to_the_second() -> None:
+    writer, transport, clock = make(close_timeout=30.0)
+    writer.write(b"last words")
+    writer.close()
+    clock.advance(29.9)
+    assert transport.abort_calls == 0
+    clock.advance(0.2)
+    assert transport.abort_calls == 1
+
+
+def test_short_limits_are_timed_from_the_start() -> None:
+    writer, _, clock = make(buffer_age_limit=0.5)
+    writer.write(b"x")
+    (timer,) = clock.getDelayedCalls()
+    assert timer.getTime() == 0.5

@@ -35,6 +35,7 @@ from zope.interface import implementer
 from ._errors import BufferAgeLimitError, WriterClosedError
 from ._oneshot import OneShot
 from ._settings import DEFAULTS, Settings, check_seconds
+from ._sweeper import GRACE, Sweeper, sweeper_for
 from ._tls import split_transport, tls_held
 from ._where import show_address
 
@@ -62,6 +63,7 @@ class Writer:
         "_age_timer",
         "_clean",
         "_clock",
+        "_close_started",
         "_close_timeout",
         "_close_timer",
         "_closed",
@@ -80,6 +82,7 @@ class Writer:
         "_lost_reason",
         "_peer",
         "_sink",
+        "_sweeper",
         "_tls",
         "_transport",
         "_written",
@@ -154,6 +157,8 @@ class Writer:
         self._drained_at = 0.0  # when the transport last drained what was written
         self._age_timer: IDelayedCall | None = None
         self._close_timer: IDelayedCall | None = None
+        self._close_started: float | None = None  # close() with bytes unsent: since when
+        self._sweeper: Sweeper | None = None  # made the first time this writer waits
         self._error: BaseException | None = None
         self._flush_waiters: list[Deferred[None]] | None = None  # made by the first flushed()
         self._consumer_left: OneShot[None] = OneShot()
@@ -351,7 +356,7 @@ class Writer:
                     and (not self._clean or self._tls is not None)
                     and not self._lost
                 ):
-                    self._close_timer = self._clock.callLater(self.close_timeout, self.abort)
+                    self._wait_for_close()
         elif self._half_closed:
             # After write_eof() only our side was closed: close the rest now,
             # rather than wait for the peer to close its side.
@@ -360,7 +365,7 @@ class Writer:
                 # The timer first: with the write side already shut down,
                 # loseConnection() may report the connection lost at once.
                 if self.close_timeout is not None:
-                    self._close_timer = self._clock.callLater(self.close_timeout, self.abort)
+                    self._wait_for_close()
                 if self._tls is None:
                     self._transport.loseConnection()
                 elif self._eof_sent.fired:  # our close_notify has left: nothing to wait for
@@ -546,9 +551,43 @@ class Writer:
         self._dirty_since = self._clock.seconds()
         self._age_mark = self._written
         limit = self._age_limit
-        if limit is not None:
-            if self._age_timer is None:
+        if limit is not None and self._age_timer is None:
+            if limit > GRACE:
+                self._note()  # a timer only if the bytes wait that long
+            else:
                 self._age_timer = self._clock.callLater(limit, self._check_age)
+
+    def _wait_for_close(self) -> None:
+        """A close waits for bytes to leave: abort it after close_timeout seconds."""
+        timeout = self._close_timeout
+        assert timeout is not None
+        self._close_started = self._clock.seconds()
+        if timeout > GRACE:
+            self._note()  # a timer only if the close takes that long
+        else:
+            self._close_timer = self._clock.callLater(timeout, self.abort)
+
+    def _note(self) -> None:
+        sweeper = self._sweeper
+        if sweeper is None:
+            sweeper = self._sweeper = sweeper_for(self._clock)
+        sweeper.note(self)
+
+    def swept(self) -> None:
+        """
+        Some time (at most L{GRACE} seconds) after this writer started to
+        wait: if it still waits, it gets the timers of its limits now, due
+        when they would have been had they been armed at the start.
+        """
+        if self._lost:
+            return
+        ages = not self._closed or self._half_closed  # close() ends the age check
+        if ages and not self._clean and self._age_limit is not None and self._age_timer is None:
+            self._check_age()  # closes now if over the limit, else arms the timer for the rest
+        started, timeout = self._close_started, self._close_timeout
+        if started is not None and timeout is not None and self._close_timer is None:
+            left = max(0.0, started + timeout - self._clock.seconds())
+            self._close_timer = self._clock.callLater(left, self.abort)
 
     def _check_age(self) -> None:
         self._age_timer = None
