@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp, unix
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
@@ -32,7 +33,6 @@ from ._where import show_address
 from ._writer import Writer
 
 if TYPE_CHECKING:
-    from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IAddress, IReactorTime
 
 
@@ -59,7 +59,8 @@ class Connection(Protocol):
     def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
         self.clock = clock
         self.options = options
-        self.lost: OneShot[Failure] = OneShot()
+        self._lost: OneShot[Failure] | None = None  # made by the first when_lost()
+        self._lost_reason: Failure | None = None
         self._read_eof = False
         self._holding = False  # the transport is paused until something is attached
         self._held: list[bytes] | None = None  # received before anything was attached
@@ -210,7 +211,17 @@ class Connection(Protocol):
             reader.eof_received()
         if self._user is not None:
             self._user.connectionLost(reason)
-        self.lost.fire(reason)
+        self._lost_reason = reason
+        if self._lost is not None:
+            self._lost.fire(reason)
+
+    def when_lost(self) -> Deferred[None]:
+        """A Deferred that fires (with None) once the connection is lost."""
+        if self._lost_reason is not None:
+            return succeed(None)
+        if self._lost is None:
+            self._lost = OneShot()
+        return self._lost.wait().addBoth(lambda _: None)
 
     # -- attaching what reads and writes -------------------------------------
 
@@ -375,7 +386,7 @@ class Socket:
 
     def close_finished(self) -> Deferred[None]:
         """A Deferred that fires (with None) when the connection is closed."""
-        return self._connection.lost.wait().addBoth(lambda _: None)
+        return self._connection.when_lost()
 
     @property
     def is_closed(self) -> bool:

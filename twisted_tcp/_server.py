@@ -76,7 +76,7 @@ class _ServerConnection(Connection):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._idle_timer is not None and self._idle_timer.active():
             self._idle_timer.cancel()
-        # The slot is freed first, so that whoever waits on self.lost (as
+        # The slot is freed first, so that whoever waits on when_lost() (as
         # close(close_existing_connections=True) does) sees it freed.
         self.server._ended(self, reason)
         Connection.connectionLost(self, reason)
@@ -348,7 +348,7 @@ class Server:
         waits = [self._close_finished.wait().addErrback(lambda _: None)]
         if close_existing_connections:
             for connection in list(self._connections):
-                waits.append(connection.lost.wait().addBoth(lambda _: None))
+                waits.append(connection.when_lost())
                 connection.transport.abortConnection()  # type: ignore[union-attr]
         return DeferredList(waits).addCallback(lambda _: None)
 
@@ -433,7 +433,7 @@ class Server:
         self._handlers_running -= 1
         writer = connection.writer
         assert writer is not None
-        writer.close()
+        writer.start_close()
         # A handler that fails with the writer's own error (say, from an
         # awaited flushed()) is not reported here: _ended reports that error
         # once, when the connection it closed is lost.  Nor is one that fails

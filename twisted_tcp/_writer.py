@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from ._connection import Socket
 
 
+_PENDING: Any = object()  # an outcome that has not come yet
+
+
 @implementer(IPullProducer)
 class Writer:
     """
@@ -72,12 +75,14 @@ class Writer:
         "_dirty_since",
         "_done",
         "_drained_at",
+        "_eof_outcome",
         "_eof_sent",
         "_error",
         "_flush_waiters",
         "_flushed_count",
         "_half_closed",
         "_held",
+        "_left_outcome",
         "_lost",
         "_lost_reason",
         "_peer",
@@ -161,9 +166,13 @@ class Writer:
         self._sweeper: Sweeper | None = None  # made the first time this writer waits
         self._error: BaseException | None = None
         self._flush_waiters: list[Deferred[None]] | None = None  # made by the first flushed()
-        self._consumer_left: OneShot[None] = OneShot()
-        self._done: OneShot[None] = OneShot()
-        self._eof_sent: OneShot[None] = OneShot()
+        # Made by whoever first waits (most connections never do), each
+        # fired with the outcome recorded when it came, if it came before.
+        self._consumer_left: OneShot[None] | None = None
+        self._done: OneShot[None] | None = None
+        self._eof_sent: OneShot[None] | None = None
+        self._eof_outcome: Any = _PENDING  # how the end of our stream went
+        self._left_outcome: Any = _PENDING  # the consumer_left outcome
         self._connection: Any = None  # the connection's protocol, which sets this
 
     # -- what the user calls -------------------------------------------------
@@ -338,6 +347,15 @@ class Writer:
         left is dropped.  Idempotent; the Deferred fires when the connection
         is closed, and never fails.
         """
+        self.start_close()
+        if self._lost:
+            return succeed(None)
+        if self._done is None:
+            self._done = OneShot()
+        return self._done.wait()
+
+    def start_close(self) -> None:
+        """L{close}, for a caller that does not wait for the end (the server)."""
         if not self._closed:
             self._closed = True
             if not self._lost:
@@ -368,10 +386,9 @@ class Writer:
                     self._wait_for_close()
                 if self._tls is None:
                     self._transport.loseConnection()
-                elif self._eof_sent.fired:  # our close_notify has left: nothing to wait for
+                elif self._eof_outcome is not _PENDING:  # close_notify has left: no wait
                     self._sink.loseConnection()
                 # else resumeProducing closes the socket once close_notify has left
-        return self._done.wait()
 
     def write_eof(self) -> Deferred[None]:
         """
@@ -401,6 +418,14 @@ class Writer:
         else:
             self._sink.unregisterProducer()
             self._transport.loseWriteConnection()  # type: ignore[attr-defined]
+        return self._wait_eof()
+
+    def _wait_eof(self) -> Deferred[None]:
+        outcome = self._eof_outcome
+        if outcome is not _PENDING:
+            return fail(outcome) if isinstance(outcome, Failure) else succeed(None)
+        if self._eof_sent is None:
+            self._eof_sent = OneShot()
         return self._eof_sent.wait()
 
     def abort(self) -> None:
@@ -417,6 +442,10 @@ class Writer:
         L{BufferAgeLimitError} if the writer closed the connection because the
         peer stopped reading.
         """
+        if self._consumer_left is None:
+            self._consumer_left = OneShot()
+            if self._left_outcome is not _PENDING:
+                self._consumer_left.fire(self._left_outcome)
         return self._consumer_left.wait()
 
     # -- holding writes while received bytes are handled ------------------------
@@ -495,7 +524,13 @@ class Writer:
     def eof_sent(self) -> None:
         """Everything was flushed and the end of the stream sent (L{write_eof})."""
         self._drained()
-        self._eof_sent.fire(None)
+        self._eof_done(None)
+
+    def _eof_done(self, outcome: Any) -> None:
+        if self._eof_outcome is _PENDING:
+            self._eof_outcome = outcome
+            if self._eof_sent is not None:
+                self._eof_sent.fire(outcome)
 
     def connection_lost(self, reason: Failure) -> None:
         """The connection is gone: fail pending flushes, report the peer leaving."""
@@ -523,12 +558,13 @@ class Writer:
         self._flush_waiters = None
         for d in waiters or ():
             d.errback(error or reason)
-        self._eof_sent.fire(Failure(error) if error is not None else reason)
-        if error is not None:
-            self._consumer_left.fire(Failure(error))
-        elif not self._closed:
-            self._consumer_left.fire(None)
-        self._done.fire(None)
+        self._eof_done(Failure(error) if error is not None else reason)
+        if error is not None or not self._closed:
+            self._left_outcome = Failure(error) if error is not None else None
+            if self._consumer_left is not None:
+                self._consumer_left.fire(self._left_outcome)
+        if self._done is not None:
+            self._done.fire(None)
 
     def _failed_for_loss(self, exc: BaseException | None) -> bool:
         """
