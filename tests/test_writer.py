@@ -538,3 +538,33 @@ def test_short_limits_are_timed_from_the_start() -> None:
     writer.write(b"x")
     (timer,) = clock.getDelayedCalls()
     assert timer.getTime() == 0.5
+
+
+# -- events waited for late ---------------------------------------------------------------
+
+
+def test_consumer_left_asked_after_the_fact_says_what_happened() -> None:
+    writer, _, _ = make()
+    writer.connection_lost(Failure(ConnectionLost()))
+    assert result_of(writer.consumer_left()) is None  # the peer left
+    assert result_of(writer.close()) is None
+
+    writer, _, clock = make(buffer_age_limit=1.0)
+    writer.write(b"x")
+    clock.advance(1.0)
+    writer.connection_lost(Failure(ConnectionAborted()))
+    failure_of(writer.consumer_left(), BufferAgeLimitError)
+
+    writer, _, _ = make()
+    writer.close()
+    writer.connection_lost(Failure(ConnectionDone()))
+    assert pending(writer.consumer_left())  # we closed it: the peer did not leave
+
+
+def test_end_of_stream_sent_before_anybody_waits() -> None:
+    writer, _, _ = make()
+    d = writer.write_eof()
+    writer.eof_sent()
+    assert result_of(d) is None
+    writer.connection_lost(Failure(ConnectionDone()))
+    assert result_of(writer.close()) is None
