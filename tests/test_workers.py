@@ -210,9 +210,11 @@ async def test_both_workers_serve(twistd: Callable[..., Process]) -> None:
     assert len(pids) == 2
     assert process.popen.pid not in pids
     assert pids == _worker_pids(process.output())
-    output = process.output()
-    for index, pid in STARTED.findall(output):
-        assert f"[worker {index} pid {pid}] twisted_tcp tcpserver listening on " in output
+    for index, pid in STARTED.findall(process.output()):
+        # Relayed from the worker's stderr, a pipe of its own: it may reach
+        # twistd's log a moment after the connection was served.
+        line = f"[worker {index} pid {pid}] twisted_tcp tcpserver listening on "
+        await process.wait_for(re.compile(re.escape(line)))
     process.popen.send_signal(signal.SIGTERM)
     assert await process.exited() == 0, process.output()
     output = process.output()

@@ -55,20 +55,23 @@ class Connection(Protocol):
     reader: Reader | None = None
     writer: Writer | None = None
     closed = False
+    # The rest of the state, here as class attributes: an instance holds in
+    # its dict only what it changed (an idle connection is a few hundred
+    # bytes smaller).
+    _lost: OneShot[Failure] | None = None  # made by the first when_lost()
+    _lost_reason: Failure | None = None
+    _read_eof = False
+    _holding = False  # the transport is paused until something is attached
+    _held: list[bytes] | None = None  # received before anything was attached
+    _user: IProtocol | None = None
+    _secured: OneShot[None] | None = None  # made by secured()
+    _handshake_done = False
+    _tls: Any = None  # the TLS layer under this protocol, if any
+    _sink: Any = None  # the transport under every wrapper (found with the TLS layer)
 
     def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
         self.clock = clock
         self.options = options
-        self._lost: OneShot[Failure] | None = None  # made by the first when_lost()
-        self._lost_reason: Failure | None = None
-        self._read_eof = False
-        self._holding = False  # the transport is paused until something is attached
-        self._held: list[bytes] | None = None  # received before anything was attached
-        self._user: IProtocol | None = None
-        self._secured: OneShot[None] | None = None  # made by secured()
-        self._handshake_done = False
-        self._tls: Any = None  # the TLS layer under this protocol, if any
-        self._sink: Any = None  # the transport under every wrapper (found with the TLS layer)
 
     # -- IProtocol -----------------------------------------------------------
 

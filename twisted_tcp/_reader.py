@@ -12,6 +12,7 @@ C{max_line_length} instead of buffering it.
 
 from __future__ import annotations
 
+import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -525,17 +526,24 @@ class ReadDeferred(Deferred[Any]):
     it, which it then runs too).  Awaited under Twisted's own driver, or
     given callbacks, it is an ordinary Deferred.
 
+    It is the iterator of its own C{await} (C{__next__}, C{send},
+    C{throw}), so that a read waiting holds no generator frame.
+
     @ivar task: the task that awaits it, or C{None}.
     @ivar tapped: whether callbacks were added to it.
+    @ivar end: raise C{StopAsyncIteration} rather than give C{None} (the
+        end of the stream) to an C{async for} over L{Reader.lines}.
     """
 
-    __slots__ = ("reader", "tapped", "task")
+    __slots__ = ("awaited", "end", "reader", "tapped", "task")
 
     def __init__(self, reader: Reader) -> None:
         super().__init__(reader._cancel)
         self.reader = reader
         self.task: Any = None
         self.tapped = False
+        self.end = False
+        self.awaited = False
 
     # Every way to add a callback says so: then the driver waits on them.
     def addCallbacks(self, *args: Any, **kwargs: Any) -> Any:
@@ -554,13 +562,39 @@ class ReadDeferred(Deferred[Any]):
         self.tapped = True
         return super().addBoth(*args, **kwargs)
 
+    # -- the iterator of its own await ------------------------------------------
+
     def __await__(self) -> Any:
-        if not self.called:
-            got = yield self
-            if not self.called:
-                return got  # the lean driver resumed us with the result directly
-        # Fired (its callbacks run, or Twisted's driver waits on it): as a Deferred.
-        return (yield from Deferred.__iter__(self))
+        return self
+
+    def __next__(self) -> Any:
+        if self.called:  # fired before it was awaited, or resumed from its callback
+            result = self.result
+            if isinstance(result, Failure):
+                self.addErrback(_consumed)  # raised here: not to be logged as unhandled
+                result.raiseException()
+            return self._give(result)
+        if not self.awaited:
+            self.awaited = True
+            return self  # the driver waits on it
+        # Resumed with None, which Python hands to __next__ rather than send.
+        return self._give(None)
+
+    def send(self, value: Any) -> Any:
+        # The lean driver sends the result itself (this was not fired);
+        # once fired, any driver resumes the await from inside its callback,
+        # where the result is this Deferred's.
+        return self._give(self.result if self.called else value)
+
+    def throw(self, error: Any, value: Any = None, traceback: Any = None) -> Any:
+        if value is None:
+            value = error if isinstance(error, BaseException) else error()
+        raise value.with_traceback(traceback) if traceback is not None else value
+
+    def _give(self, result: Any) -> Any:
+        if result is None and self.end:
+            raise StopAsyncIteration
+        raise StopIteration(result)
 
     def cancel(self) -> None:
         task = self.task
@@ -583,16 +617,28 @@ class _Lines:
     def __aiter__(self) -> _Lines:
         return self
 
-    async def __anext__(self) -> bytes:
+    def __anext__(self) -> Any:
         reader = self._reader
         # A line already buffered costs no Deferred at all.
         if reader._waiter is None:
             line = reader._line_now()
             if line is not None:
-                return line
+                return _ready(line)
         line = reader._begin(reader._do_line, None)
         if type(line) is ReadDeferred:
-            line = await line
+            line.end = True
+            return line
         if line is None:
             raise StopAsyncIteration
-        return line  # type: ignore[no-any-return]
+        return _ready(line)
+
+
+@types.coroutine
+def _ready(value: Any) -> Any:
+    """An await that gives C{value} at once (a generator: cheaper than raising)."""
+    return value
+    yield  # pragma: no cover  (makes it a generator)
+
+
+def _consumed(failure: Failure) -> None:
+    return None
