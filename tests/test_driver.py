@@ -380,3 +380,54 @@ def test_an_awaited_read_with_a_timeout_gives_its_result() -> None:
     reader.data_received(b"in time\n")
     assert done.value == b"in time"
     assert not clock.getDelayedCalls()
+
+
+def test_a_read_that_ended_before_its_await_gives_its_outcome() -> None:
+    """Fired (a line, or an error) while nobody awaited it: the await gives it then."""
+    import gc
+
+    from twisted.logger import globalLogPublisher
+
+    from twisted_tcp import LineTooLongError, Reader
+
+    reader = Reader(None, max_line_length=4)
+    early = reader.read_line()
+    reader.data_received(b"ok\n")
+    assert early.called
+    logged: list[Any] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+
+        async def handler() -> Any:
+            got = [await early]
+            too_long = reader.read_line()
+            reader.data_received(b"far too long\n")
+            try:
+                await too_long
+            except LineTooLongError:
+                got.append("too long")
+            return got
+
+        done = Outcome()
+        run(handler, (), done)
+        assert done.value == [b"ok", "too long"]
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert not [e for e in logged if e.get("isError") or "log_failure" in e]
+
+
+def test_the_end_of_the_stream_under_twisteds_driver() -> None:
+    from twisted.internet.defer import ensureDeferred
+
+    from twisted_tcp import Reader
+
+    reader = Reader(None)
+
+    async def read_two() -> list[Any]:
+        return [await reader.read_line(), await reader.read_line()]
+
+    d = ensureDeferred(read_two())
+    reader.data_received(b"last\n")
+    reader.eof_received()
+    assert result_of(d) == [b"last", None]
