@@ -27,6 +27,7 @@ from ._errors import ConnectInterruptedError, ConnectTimeoutError, TLSHandshakeE
 from ._handler import check_handler
 from ._reader import Reader
 from ._settings import DEFAULTS, Settings, settings_with
+from ._sweeper import GRACE, sweeper_for
 from ._tls import describe_tls_error
 from ._where import HostAndPort, WhereToConnect
 from ._writer import Writer
@@ -97,8 +98,9 @@ def _attempt(
         )
     timeout = settings.timeout
     reactor = default_reactor(reactor)
-    # The endpoint's own per-attempt timeout is a backstop only: ours fires first.
-    endpoint = where.endpoint(reactor, None if timeout is None else timeout + 1.0)
+    # No timeout of the endpoint's own (a timer of the connector's, per
+    # attempt): the deadline below covers the whole attempt, and cancels it.
+    endpoint = where.endpoint(reactor, None)
     why: str | None = None
     securing: Connection | None = None  # connected, its TLS handshake under way
 
@@ -114,7 +116,7 @@ def _attempt(
 
     result: Deferred[Connection] = Deferred(lambda _: stop("cancel"))
     attempt = endpoint.connect(_ConnectionFactory(reactor, options))
-    timer = reactor.callLater(timeout, stop, "timeout") if timeout is not None else None
+    deadline = None if timeout is None else _Deadline(reactor, timeout, stop)
 
     def _failure(outcome: Failure) -> Failure:
         if why == "timeout" or outcome.check(error.TimeoutError):
@@ -137,8 +139,8 @@ def _attempt(
                 securing = outcome
                 handshake.addCallbacks(lambda _: finish(outcome), finish)
                 return
-        if timer is not None and timer.active():
-            timer.cancel()
+        if deadline is not None:
+            deadline.cancel()
         if result.called:  # cancelled by the user after connecting; do not leak
             if isinstance(outcome, Connection):
                 outcome.transport.abortConnection()  # type: ignore[union-attr]
@@ -165,6 +167,39 @@ def _attempt(
 
             result.addBoth(over)
     return result
+
+
+class _Deadline:
+    """
+    The deadline of one attempt.  A connection is usually made long before
+    it: one longer than L{GRACE} gets its timer only if the attempt is
+    still under way then (noted by the clock's sweeper meanwhile), so that
+    the common connect costs no timer of its own.
+    """
+
+    __slots__ = ("_clock", "_due", "_stop", "_timer", "over")
+
+    def __init__(self, clock: Any, seconds: float, stop: Callable[[str], None]) -> None:
+        self._clock = clock
+        self._due = clock.seconds() + seconds
+        self._stop = stop
+        self.over = False
+        self._timer: Any = None
+        if seconds > GRACE:
+            sweeper_for(clock).note(self)
+        else:
+            self._timer = clock.callLater(seconds, stop, "timeout")
+
+    def swept(self) -> None:
+        if not self.over:
+            left = max(0.0, self._due - self._clock.seconds())
+            self._timer = self._clock.callLater(left, self._stop, "timeout")
+
+    def cancel(self) -> None:
+        self.over = True
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.cancel()
 
 
 class _Interrupts:
