@@ -323,7 +323,7 @@ def test_with_connection_refuses_an_f_that_could_never_run() -> None:
 
 def test_writes_refuse_what_is_not_bytes_at_the_call() -> None:
     writer, transport, _ = make_writer()
-    writer.hold()  # as while the reader hands a received chunk to the handler
+    writer.gather()  # as while the reader hands a received chunk to the handler
     for call in (
         lambda: writer.write_line("L" * 20000),  # type: ignore[arg-type]
         lambda: writer.write_line("short"),  # type: ignore[arg-type]
@@ -335,7 +335,7 @@ def test_writes_refuse_what_is_not_bytes_at_the_call() -> None:
         with pytest.raises(TypeError, match="must be"):
             call()
     writer.write_line(b"fine")
-    writer.release()
+    writer.send_gathered()
     assert transport.value() == b"fine\n"
 
 

@@ -85,7 +85,7 @@ class Connection(Protocol):
         elif tls is not None:
             self._holding = True  # paused once the handshake, which must read, is done
         else:
-            self.hold()
+            self.pause_until_attached()
 
     def _find_tls(self) -> Any:
         """
@@ -113,7 +113,7 @@ class Connection(Protocol):
         """The TLS handshake succeeded (Twisted's TLS layer calls this)."""
         self._handshake_done = True
         if self._holding:
-            self.hold()
+            self.pause_until_attached()
         if self._secured is not None:
             self._secured.fire(None)
 
@@ -129,7 +129,7 @@ class Connection(Protocol):
             self._secured = OneShot()
         return self._secured.wait()
 
-    def hold(self) -> None:
+    def pause_until_attached(self) -> None:
         """Stop reading until a reader/writer or a protocol is attached."""
         self._holding = True
         self.transport.pauseProducing()  # type: ignore[union-attr]
@@ -142,11 +142,11 @@ class Connection(Protocol):
             self._held.append(data)
             return
         # What the reader's consumers write meanwhile goes out in one call.
-        writer.hold()
+        writer.gather()
         try:
             self.reader.data_received(data)  # type: ignore[union-attr]
         finally:
-            writer.release()
+            writer.send_gathered()
 
     def readConnectionLost(self) -> None:
         """The peer half-closed: the reader sees the end of the stream."""
@@ -253,7 +253,7 @@ class Connection(Protocol):
             writer.connection_lost(Failure(RuntimeError("connection already lost")))
         elif self._holding:
             self._holding = False
-            reader._paused = True  # hold() paused the transport: let the reader resume it
+            reader._paused = True  # paused until attached: let the reader resume it
             reader._update_flow()
         return reader, writer
 

@@ -414,7 +414,7 @@ class Server:
         elif len(self._connections) < self._max_connections:
             self._serve(connection)
         else:
-            connection.hold()
+            connection.pause_until_attached()
             self._parked.append(connection)
 
     def _serve(self, connection: _ServerConnection) -> None:

@@ -155,7 +155,7 @@ class Writer:
         self._lost_reason: BaseException | None = None  # ... with this (flushes fail with it)
         self._clean = True  # nothing written since the transport last drained
         self._written = 0
-        self._held: list[bytes] | None = None  # writes kept by hold() until release()
+        self._held: list[bytes] | None = None  # writes kept by gather() until send_gathered()
         self._flushed_count = 0
         self._dirty_since = 0.0  # when the last write found the transport drained
         self._age_mark = 0  # bytes written by _dirty_since, all to be sent in time
@@ -360,7 +360,7 @@ class Writer:
             self._closed = True
             if not self._lost:
                 self._cancel_age_timer()
-                self.release()
+                self.send_gathered()
                 if self._tls is None:
                     self._sink.unregisterProducer()
                 # Over TLS: close_notify after what was written; the writer
@@ -410,7 +410,7 @@ class Writer:
             return self.flushed()
         # The age check stays on: a peer that never reads fails this Deferred
         # with BufferAgeLimitError instead of leaving it pending for ever.
-        self.release()
+        self.send_gathered()
         if self._tls is not None:
             # close_notify after what was written; the writer stays
             # registered to learn when it has left (resumeProducing).
@@ -450,9 +450,9 @@ class Writer:
 
     # -- holding writes while received bytes are handled ------------------------
 
-    def hold(self) -> None:
+    def gather(self) -> None:
         """
-        Keep what is written from now on, until L{release}, and hand it to
+        Keep what is written from now on, until L{send_gathered}, and hand it to
         the transport as one C{writeSequence}.  The connection holds writes
         while the reader handles a received chunk: a handler that answers
         many pipelined lines then costs Twisted one call, not one per line,
@@ -462,8 +462,8 @@ class Writer:
         if self._held is None and not self._lost:
             self._held = []
 
-    def release(self) -> None:
-        """Hand the writes held since L{hold} to the transport."""
+    def send_gathered(self) -> None:
+        """Hand the writes gathered since L{gather} to the transport."""
         held = self._held
         if held is not None:
             self._held = None
