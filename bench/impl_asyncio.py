@@ -107,7 +107,45 @@ async def _pipelined(
     return perf_counter() - t0
 
 
+async def _one_conn(port: int, line: bytes) -> None:
+    """Connect (C{open_connection}), one line round trip, close; returns once closed."""
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(line)
+        got = await reader.readline()
+        if got != line:
+            check_line(got, line, 0)
+    finally:
+        await _close(writer)
+
+
+async def _seq_conns(port: int, count: int) -> float:
+    expect = lines_nl(count)
+    t0 = perf_counter()
+    for i in range(count):
+        await _one_conn(port, expect[i])
+    return perf_counter() - t0
+
+
+async def _conc_conns(port: int, clients: int, per_client: int) -> float:
+    expect = lines_nl(clients)
+
+    async def one_client(client: int) -> None:
+        for _ in range(per_client):
+            await _one_conn(port, expect[client])
+
+    t0 = perf_counter()
+    await asyncio.gather(*(one_client(c) for c in range(clients)))
+    return perf_counter() - t0
+
+
 async def client(workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
+    if workload == "seq_conns":
+        return {"work": params["count"], "elapsed": await _seq_conns(port, params["count"])}
+    if workload == "conc_conns":
+        elapsed = await _conc_conns(port, params["clients"], params["per_client"])
+        return {"work": params["clients"] * params["per_client"], "elapsed": elapsed}
     ssl_context = None
     if params.get("tls"):
         import _tls

@@ -35,11 +35,11 @@ from _common import (
     lines_nl,
     resp_reply,
 )
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -266,7 +266,91 @@ class _Pipelined(_Client):
             self.send_more()
 
 
+class _OneLine(_Client):
+    """
+    One short connection of the connection workloads: write one line, read
+    its echo, close; C{done} fires once the connection is closed.
+    """
+
+    def __init__(self, line: bytes) -> None:
+        super().__init__()
+        self.line = line
+        self.buf = b""
+        self.echoed = False
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+        self.transport.write(self.line)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buf += data
+        if self.buf.endswith(b"\n"):
+            if self.buf != self.line:
+                self.fail(CheckFailed(f"got {self.buf[:70]!r}, want {self.line[:70]!r}"))
+                return
+            self.echoed = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.echoed:
+            self.finish(None)
+        elif not self.done.called:
+            self.done.errback(reason)
+        self.lost.callback(None)
+
+
+class _OneLineFactory(ClientFactory):
+    """C{reactor.connectTCP}'s factory for one L{_OneLine} connection."""
+
+    noisy = False
+
+    def __init__(self, line: bytes) -> None:
+        self.proto = _OneLine(line)
+
+    def buildProtocol(self, addr: Any) -> _OneLine:
+        return self.proto
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if not self.proto.done.called:
+            self.proto.done.errback(reason)
+
+
+def _one_conn(reactor: Any, port: int, line: bytes) -> Deferred[None]:
+    """Connect (C{reactor.connectTCP}), one line round trip, close; fires once closed."""
+    factory = _OneLineFactory(line)
+    reactor.connectTCP(HOST, port, factory, timeout=10)
+    return factory.proto.done
+
+
+async def _seq_conns(reactor: Any, port: int, count: int) -> float:
+    expect = lines_nl(count)
+    t0 = perf_counter()
+    for i in range(count):
+        await _one_conn(reactor, port, expect[i])
+    return perf_counter() - t0
+
+
+async def _conc_conns(reactor: Any, port: int, clients: int, per_client: int) -> float:
+    expect = lines_nl(clients)
+
+    async def one_client(client: int) -> None:
+        for _ in range(per_client):
+            await _one_conn(reactor, port, expect[client])
+
+    t0 = perf_counter()
+    await gatherResults(
+        [Deferred.fromCoroutine(one_client(c)) for c in range(clients)], consumeErrors=True
+    )
+    return perf_counter() - t0
+
+
 async def client(reactor: Any, workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
+    if workload == "seq_conns":
+        return {"work": params["count"],
+                "elapsed": await _seq_conns(reactor, port, params["count"])}
+    if workload == "conc_conns":
+        elapsed = await _conc_conns(reactor, port, params["clients"], params["per_client"])
+        return {"work": params["clients"] * params["per_client"], "elapsed": elapsed}
     if workload == "bulk_send":
         proto: _Client = _BulkSender(params["total"])
         work = params["total"]

@@ -108,7 +108,52 @@ async def _pipelined(reader: Any, writer: Any, count: int, batch: int, window: i
     return perf_counter() - t0
 
 
+async def _one_conn(reactor: Any, where: Any, line: bytes) -> None:
+    """Connect, one line round trip, close (C{with_connection}); returns once closed."""
+
+    async def one_line(sock: Any, reader: Any, writer: Any) -> None:
+        writer.write_line(line)
+        got = await reader.read_line()
+        if got != line:
+            check_line(got, line, 0)
+
+    await twisted_tcp.with_connection(where, one_line, timeout=10, reactor=reactor)
+
+
+async def _seq_conns(reactor: Any, where: Any, count: int) -> float:
+    expect = lines(count)
+    t0 = perf_counter()
+    for i in range(count):
+        await _one_conn(reactor, where, expect[i])
+    return perf_counter() - t0
+
+
+async def _conc_conns(reactor: Any, where: Any, clients: int, per_client: int) -> float:
+    from twisted.internet.defer import Deferred, gatherResults
+
+    expect = lines(clients)
+
+    async def one_client(client: int) -> None:
+        for _ in range(per_client):
+            await _one_conn(reactor, where, expect[client])
+
+    t0 = perf_counter()
+    await gatherResults(
+        [Deferred.fromCoroutine(one_client(c)) for c in range(clients)], consumeErrors=True
+    )
+    return perf_counter() - t0
+
+
 async def client(reactor: Any, workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
+    if workload in ("seq_conns", "conc_conns"):
+        # Connection rates: a connection per line, as the documentation's
+        # with_connection(to_host_and_port(host, port), f) makes one.
+        where = twisted_tcp.to_host_and_port(HOST, port)
+        if workload == "seq_conns":
+            return {"work": params["count"],
+                    "elapsed": await _seq_conns(reactor, where, params["count"])}
+        elapsed = await _conc_conns(reactor, where, params["clients"], params["per_client"])
+        return {"work": params["clients"] * params["per_client"], "elapsed": elapsed}
     if params.get("tls"):
         import _tls
 

@@ -111,7 +111,8 @@ assert max(s.tls_pending for s in SCALES.values()) <= 900
 @dataclass(frozen=True)
 class Workload:
     name: str
-    side: str  # "client": the implementations are clients; "server": they are servers
+    side: str  # "client": the implementations are clients; "server": they are servers;
+    # "both": each implementation's client against its own server
     command: str  # what the client worker or load generator runs
     port: str  # which port of the server: sink, source or echo
     unit: str
@@ -167,6 +168,21 @@ WORKLOADS = [
         lambda s, f: {"count": _n(s.pipelined * f), "batch": s.batch, "window": s.window},
     ),
     Workload(
+        "client_seq_conns", "client", "seq_conns", "echo", "conn/s", 1, 0.85,
+        lambda s: f"{s.seq_conns:,} sequential client connections: connect, one line, "
+        "read its echo, close",
+        lambda s, f: {"count": _n(s.seq_conns * f)},
+    ),
+    Workload(
+        "client_conc_conns", "client", "conc_conns", "echo", "conn/s", 1, 0.85,
+        lambda s: f"{s.clients} concurrent clients x {s.per_client} sequential "
+        "client connections, one line each",
+        lambda s, f: {
+            "clients": s.clients if f >= 1 else _n(s.clients * f),
+            "per_client": s.per_client,
+        },
+    ),
+    Workload(
         "tls_bulk", "client", "bulk_send", "tls_sink", "MB/s", 1e6, 0.9,
         lambda s: f"as bulk_send over TLS: client sends {s.bulk_bytes / MiB:g} MiB "
         "in 64 KiB writes to a TLS sink",
@@ -203,6 +219,18 @@ WORKLOADS = [
             "clients": s.clients if f >= 1 else _n(s.clients * f),
             "per_client": s.per_client,
         },
+    ),
+    Workload(
+        "both_pingpong", "both", "pingpong", "echo", "round trips/s", 1, 0.9,
+        lambda s: f"{s.pingpong:,} round trips of a 64-byte line, one in flight, "
+        "each implementation's client against its own line-echo server",
+        lambda s, f: {"count": _n(s.pingpong * f)},
+    ),
+    Workload(
+        "both_seq_conns", "both", "seq_conns", "echo", "conn/s", 1, 0.85,
+        lambda s: f"{s.seq_conns:,} sequential connections (connect, one line, close), "
+        "each implementation's client against its own line-echo server",
+        lambda s, f: {"count": _n(s.seq_conns * f)},
     ),
     _redis(16),
     _redis(1),
@@ -454,6 +482,9 @@ def measure(
     if wl.side == "client":
         server_key: tuple[str, ...] = ("server", "fixed")
         client_key: tuple[str, ...] = ("client", impl)
+    elif wl.side == "both":
+        server_key = ("server", impl)
+        client_key = ("client", impl)
     else:
         server_key = ("server", impl)
         client_key = ("loadgen",)
@@ -909,7 +940,9 @@ def report(
         "are servers (line echo, over TLS for the tls_ memory rows; RESP PING and HTTP",
         "for the redis-benchmark and wrk rows), all driven by the same load-generator",
         "process: plain sockets (with Python's ssl module over TLS), or the real client",
-        "it runs.",
+        "it runs.  Both-side workloads (both_*): each implementation's client talks to",
+        "its own line-echo server (twisted_tcp to twisted_tcp, raw Twisted to raw",
+        "Twisted, asyncio to asyncio), client and server in two processes.",
         "",
         table(results, workloads, impls),
         "",
@@ -1106,7 +1139,9 @@ def main(argv: list[str]) -> int:
             keys: list[tuple[str, ...]] = []
             if any(wl.side == "client" for wl in measured):
                 keys += [("server", "fixed")] + [("client", i) for i in impls]
-            if any(wl.side == "server" and not wl.fresh_server for wl in measured):
+            if any(wl.side == "both" for wl in measured):
+                keys += [("client", i) for i in impls]
+            if any(wl.side in ("server", "both") and not wl.fresh_server for wl in measured):
                 keys += [("server", i) for i in impls]
             if any(wl.side == "server" for wl in measured) or run_workers:
                 keys += [("loadgen",)]
