@@ -695,3 +695,34 @@ def _received(client: socket.socket) -> bytes:
         return client.recv(100)
     except BlockingIOError:
         return b""
+
+
+def test_limits_given_again_are_checked_as_the_first_time() -> None:
+    """A kept Settings never lets a bool pass for the int or float it equals."""
+    where = tt.to_host_and_port(LOCAL, 9)
+    with pytest.raises(ValueError, match="timeout"):
+        tt.connect(where, timeout=0)
+    tt.connect(where, timeout=1).addErrback(lambda _: None).cancel()
+    with pytest.raises(TypeError, match="timeout"):
+        tt.connect(where, timeout=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_line_length"):
+        tt.connect(where, max_line_length=[1])  # type: ignore[arg-type]
+
+
+def test_a_function_handler_is_checked_without_inspect() -> None:
+    """The quick check of plain functions agrees with inspect's on what it accepts."""
+
+    async def three(a: Any, b: Any, c: Any) -> None: ...
+    def star(*args: Any) -> None: ...
+    def defaults(a: Any, b: Any, c: Any, d: Any = 1) -> None: ...
+    def keyword_only(a: Any, b: Any, c: Any, *, d: Any) -> None: ...
+    def four(a: Any, b: Any, c: Any, d: Any) -> None: ...
+
+    from twisted_tcp._handler import check_handler
+
+    call = "handler(address, reader, writer)"
+    for ok in (three, star, defaults):
+        check_handler(ok, "handler", call)
+    for bad in (keyword_only, four):
+        with pytest.raises(TypeError, match="cannot be"):
+            check_handler(bad, "handler", call)

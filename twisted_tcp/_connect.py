@@ -326,9 +326,16 @@ def with_connection(
         writer)} or is a generator function, or as L{connect} raises.
     """
     check_handler(f, "with_connection's f", "f(socket, reader, writer)")
+    settings = settings_with(
+        timeout=timeout,
+        reader_buffer_size=reader_buffer_size,
+        buffer_age_limit=buffer_age_limit,
+        max_line_length=max_line_length,
+    )
 
-    def call_f(conn: tuple[Socket, Reader, Writer]) -> Deferred[Any]:
-        sock, reader, writer = conn
+    def call_f(connection: Connection) -> Deferred[Any]:
+        sock, reader, writer = Socket(connection), connection.reader, connection.writer
+        assert reader is not None and writer is not None
         outcome: list[Any] = []
         running: Task | Deferred[Any] | None = None
 
@@ -356,28 +363,27 @@ def with_connection(
                     )
                 return
             outcome.append(value)
-            writer.close().addBoth(lambda _: done.callback(None))
+            writer.start_close()  # (with our side already shut, it may end the connection now)
+            if connection.closed and not done.called:
+                done.callback(None)  # else lost() fires it, once the close is done
 
-        def writer_failed(failure: Failure) -> None:
-            # The writer hears of the end before the reader: f's next read
-            # cannot beat its error.  Not when f already ended (maybe with
-            # this very error): that is not an error of f's to log.
+        def lost() -> None:
+            # Told after the writer, before the reader: f's next read cannot
+            # beat the writer's error, which is then the outcome.  Not when f
+            # already ended (maybe with this very error): that is not an
+            # error of f's to log.
+            error = writer.error
             if not outcome:
-                first(failure)
+                if error is not None:
+                    first(Failure(error))
+            elif not done.called:
+                done.callback(None)
 
+        connection.call_when_lost(lost)
         running = run(f, (sock, reader, writer), first)
-        writer.consumer_left().addErrback(writer_failed)
         return done.addCallback(lambda _: outcome[0])
 
-    return connect(
-        where,
-        timeout=timeout,
-        interrupt=interrupt,
-        reader_buffer_size=reader_buffer_size,
-        buffer_age_limit=buffer_age_limit,
-        max_line_length=max_line_length,
-        reactor=reactor,
-    ).addCallback(call_f)
+    return _attempt(where, settings, settings, interrupt, reactor).addCallback(call_f)
 
 
 __all__ = [

@@ -11,6 +11,7 @@ connection's life: made, half-closed by the peer, lost.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp, unix
@@ -68,6 +69,7 @@ class Connection(Protocol):
     _handshake_done = False
     _tls: Any = None  # the TLS layer under this protocol, if any
     _sink: Any = None  # the transport under every wrapper (found with the TLS layer)
+    _lost_calls: list[Callable[[], object]] | None = None  # call_when_lost()
 
     def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
         self.clock = clock
@@ -210,6 +212,9 @@ class Connection(Protocol):
             self._secured.fire(reason)
         if self.writer is not None:
             self.writer.connection_lost(reason)
+        calls, self._lost_calls = self._lost_calls, None
+        for call in calls or ():
+            call()
         if reader is not None:
             reader.eof_received()
         if self._user is not None:
@@ -217,6 +222,19 @@ class Connection(Protocol):
         self._lost_reason = reason
         if self._lost is not None:
             self._lost.fire(reason)
+
+    def call_when_lost(self, call: Callable[[], object]) -> None:
+        """
+        Call C{call()} when the connection is lost, after the writer has
+        learnt it and before the reader's pending read does (at once if it
+        is lost already): no Deferred for it.
+        """
+        if self.closed:
+            call()
+        elif self._lost_calls is None:
+            self._lost_calls = [call]
+        else:
+            self._lost_calls.append(call)
 
     def when_lost(self) -> Deferred[None]:
         """A Deferred that fires (with None) once the connection is lost."""

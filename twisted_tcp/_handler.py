@@ -7,6 +7,8 @@ quietly at every connection.
 from __future__ import annotations
 
 import inspect
+from inspect import CO_ASYNC_GENERATOR, CO_GENERATOR, CO_VARARGS
+from types import FunctionType
 
 
 def check_handler(handler: object, name: str, call: str) -> None:
@@ -18,6 +20,8 @@ def check_handler(handler: object, name: str, call: str) -> None:
         or async generator function (its body would never run: nothing
         iterates it), or cannot take three positional arguments.
     """
+    if type(handler) is FunctionType and _takes_three(handler):
+        return  # the common case, without inspect (with_connection checks f at every call)
     if not callable(handler):
         raise TypeError(
             f"{name} must be callable as {call}, not {type(handler).__name__}: {handler!r:.80}"
@@ -41,6 +45,23 @@ def check_handler(handler: object, name: str, call: str) -> None:
         raise TypeError(
             f"{name} is called as {call}, but {title}{signature} cannot be: {e}"
         ) from None
+
+
+def _takes_three(function: FunctionType) -> bool:
+    """
+    Whether a plain Python function (not a generator of either kind) can be
+    called with three positional arguments and no keyword, read from its
+    code object; C{False} means "ask inspect", which says why.
+    """
+    code = function.__code__
+    if code.co_flags & (CO_GENERATOR | CO_ASYNC_GENERATOR):
+        return False
+    positional = code.co_argcount
+    required = positional - len(function.__defaults__ or ())
+    keyword_required = code.co_kwonlyargcount - len(function.__kwdefaults__ or ())
+    if keyword_required:
+        return False
+    return required <= 3 and (positional >= 3 or bool(code.co_flags & CO_VARARGS))
 
 
 __all__ = ["check_handler"]

@@ -142,8 +142,25 @@ def settings_with(**given: Any) -> Settings:
     """
     for name, value in given.items():
         if value is not getattr(DEFAULTS, name):
-            return attrs.evolve(DEFAULTS, **given)
-    return DEFAULTS
+            break
+    else:
+        return DEFAULTS
+    # Not the defaults: the same values come again and again (a client that
+    # connects with timeout=10 each time), so a made Settings is kept.
+    key = tuple((name, type(value), value) for name, value in given.items())  # True is not 1
+    try:
+        settings = _made.get(key)
+    except TypeError:  # an unhashable value: Settings says what is wrong with it
+        settings = None
+    if settings is None:
+        settings = attrs.evolve(DEFAULTS, **given)
+        if len(_made) >= 64:
+            _made.clear()
+        _made[key] = settings
+    return settings
+
+
+_made: dict[tuple[tuple[str, type, Any], ...], Settings] = {}
 
 
 __all__ = ["DEFAULTS", "Settings", "check_count", "check_seconds", "settings_with"]
