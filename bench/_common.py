@@ -114,3 +114,17 @@ def http_error(status: int, reason: bytes) -> bytes:
     """An error response that closes the connection."""
     body = b"%d %s\n" % (status, reason)
     return HTTP_HEAD % (status, reason, len(body)) + b"Connection: close\r\n\r\n" + body
+
+
+def vm_rss_kib(pid: int) -> int:
+    """The resident set size of process C{pid}, in KiB (VmRSS of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for text in f:
+            if text.startswith("VmRSS:"):
+                return int(text.split()[1])
+    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+
+
+def fd_count(pid: int) -> int:
+    """The number of files process C{pid} has open (its accepted connections among them)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))

@@ -29,7 +29,16 @@ import time
 from time import perf_counter
 from typing import Any
 
-from _common import HOST, LINE_BYTES, CheckFailed, check_line, lines_nl, set_nodelay
+from _common import (
+    HOST,
+    LINE_BYTES,
+    CheckFailed,
+    check_line,
+    fd_count,
+    lines_nl,
+    set_nodelay,
+    vm_rss_kib,
+)
 
 IO_TIMEOUT = 10.0  # seconds: no single send/recv/connect waits longer
 
@@ -177,20 +186,6 @@ def conc_conns(port: int, clients: int, per_client: int) -> float:
 IDLE_IN_FLIGHT = 200  # connections being opened at once (well under the backlog of 1024)
 IDLE_PRIME = 20  # connections made (and closed) before the first RSS reading
 _RST_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
-
-
-def vm_rss_kib(pid: int) -> int:
-    """The resident set size of process C{pid}, in KiB (VmRSS of /proc/PID/status)."""
-    with open(f"/proc/{pid}/status") as f:
-        for text in f:
-            if text.startswith("VmRSS:"):
-                return int(text.split()[1])
-    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
-
-
-def _fd_count(pid: int) -> int:
-    """The number of files process C{pid} has open (its accepted connections among them)."""
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -345,7 +340,7 @@ def idle_conns(
     if how not in IDLE_HOW:
         raise ValueError(f"how must be one of {IDLE_HOW}, not {how!r}")
     context = _tls_context() if how == "tls" else None
-    base = _fd_count(server_pid)
+    base = fd_count(server_pid)
 
     def server_holds(n: int) -> None:
         """For "silent": wait until the server holds C{n} of them (0: has closed them all)."""
@@ -353,7 +348,7 @@ def idle_conns(
             return
         deadline = time.monotonic() + IO_TIMEOUT
         while True:
-            held = _fd_count(server_pid) - base
+            held = fd_count(server_pid) - base
             if (held >= n) if n else (held <= 0):
                 return
             if time.monotonic() > deadline:

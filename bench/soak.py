@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import HOST, LINE_BYTES, line
+from _common import HOST, LINE_BYTES, fd_count, line, vm_rss_kib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
@@ -56,18 +56,6 @@ IO_TIMEOUT = 10.0  # s: no connect or round trip waits longer
 FD_SAMPLE = 0.5  # s between two samples of the server's descriptors
 RSS_FLAT = 0.10  # RSS is flat within this fraction
 FDS_FLAT = 10  # descriptors are flat within this many
-
-
-def vm_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for text in f:
-            if text.startswith("VmRSS:"):
-                return int(text.split()[1])
-    raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def percentile(values: list[float], p: float) -> float:
