@@ -256,9 +256,7 @@ class Connection(Protocol):
         transport = self.transport
         assert transport is not None
         reader = Reader(transport, options.reader_buffer_size, options.max_line_length)  # type: ignore[arg-type]
-        if self._sink is None:
-            self._find_tls()
-        writer = Writer.for_connection(self, self._sink, self._tls, options)
+        writer = Writer.for_connection(self, options)
         self.reader = reader
         self.writer = writer
         writer.start()

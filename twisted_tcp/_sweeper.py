@@ -12,7 +12,6 @@ no writer waits.
 
 from __future__ import annotations
 
-import math
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,24 +30,21 @@ class Swept(Protocol):
 class Sweeper:
     """The writers of one clock that started waiting in the last L{GRACE} seconds."""
 
-    __slots__ = ("__weakref__", "_clock", "_due", "_noted", "_timer")
+    __slots__ = ("__weakref__", "_clock", "_noted", "_timer")
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self._noted: set[Swept] = set()
         self._timer: IDelayedCall | None = None
-        self._due = math.inf
 
     def note(self, waiter: Swept) -> None:
         """C{waiter} waits: call its C{swept} within L{GRACE} seconds."""
         self._noted.add(waiter)
         if self._timer is None:
-            self._due = self._clock.seconds() + GRACE
             self._timer = self._clock.callLater(GRACE, self._sweep)
 
     def _sweep(self) -> None:
         self._timer = None
-        self._due = math.inf
         noted, self._noted = self._noted, set()
         for waiter in noted:
             waiter.swept()

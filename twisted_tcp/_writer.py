@@ -113,18 +113,17 @@ class Writer:
         self._peer = peer
 
     @classmethod
-    def for_connection(
-        cls, connection: Any, sink: Any, tls: Any, settings: Settings
-    ) -> Writer:
+    def for_connection(cls, connection: Any, settings: Settings) -> Writer:
         """
         The writer of a connection's protocol (which found the layers of its
-        transport already), with limits from L{Settings}, which checked them.
+        transport when it was made), with limits from L{Settings}, which
+        checked them.
         """
         writer = cls.__new__(cls)
         writer._setup(
             connection.transport,
-            sink,
-            tls,
+            connection._sink,
+            connection._tls,
             connection.clock,
             settings.buffer_age_limit,
             settings.close_timeout,
