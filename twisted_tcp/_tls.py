@@ -103,23 +103,19 @@ def client_creator(
     @raise TypeError: for anything else.
     @raise ImportError: if TLS support is not installed.
     """
-    creator: Any
+    creator: Any = tls
     if tls is True:
         require_tls("tls=True")
         from twisted.internet.ssl import optionsForClientTLS
 
         creator = optionsForClientTLS(host)
-    elif IOpenSSLClientConnectionCreator.providedBy(tls):
-        creator = tls
-    else:
-        creator = None
-    if creator is not None:
-        return _OfferingALPN(creator, alpn) if alpn else creator  # type: ignore[no-any-return]
-    raise TypeError(
-        "tls must be True (the system's trust store, the host name verified) or client "
-        "TLS options from twisted.internet.ssl.optionsForClientTLS(host, trustRoot=...), "
-        f"not {type(tls).__name__}: {tls!r:.80}"
-    )
+    elif not IOpenSSLClientConnectionCreator.providedBy(tls):
+        raise TypeError(
+            "tls must be True (the system's trust store, the host name verified) or client "
+            "TLS options from twisted.internet.ssl.optionsForClientTLS(host, trustRoot=...), "
+            f"not {type(tls).__name__}: {tls!r:.80}"
+        )
+    return _OfferingALPN(creator, alpn) if alpn else creator  # type: ignore[no-any-return]
 
 
 @implementer(IOpenSSLClientConnectionCreator)
