@@ -27,7 +27,7 @@ from ._errors import ConnectInterruptedError, ConnectTimeoutError, TLSHandshakeE
 from ._handler import check_handler
 from ._reader import Reader
 from ._settings import DEFAULTS, Settings, settings_with
-from ._sweeper import GRACE, sweeper_for
+from ._sweeper import Deadline
 from ._tls import describe_tls_error
 from ._where import HostAndPort, WhereToConnect
 from ._writer import Writer
@@ -116,7 +116,7 @@ def _attempt(
 
     result: Deferred[Connection] = Deferred(lambda _: stop("cancel"))
     attempt = endpoint.connect(_ConnectionFactory(reactor, options))
-    deadline = None if timeout is None else _Deadline(reactor, timeout, stop)
+    deadline = None if timeout is None else Deadline(reactor, timeout, stop, "timeout")
 
     def _failure(outcome: Failure) -> Failure:
         if why == "timeout" or outcome.check(error.TimeoutError):
@@ -167,39 +167,6 @@ def _attempt(
 
             result.addBoth(over)
     return result
-
-
-class _Deadline:
-    """
-    The deadline of one attempt.  A connection is usually made long before
-    it: one longer than L{GRACE} gets its timer only if the attempt is
-    still under way then (noted by the clock's sweeper meanwhile), so that
-    the common connect costs no timer of its own.
-    """
-
-    __slots__ = ("_clock", "_due", "_stop", "_timer", "over")
-
-    def __init__(self, clock: Any, seconds: float, stop: Callable[[str], None]) -> None:
-        self._clock = clock
-        self._due = clock.seconds() + seconds
-        self._stop = stop
-        self.over = False
-        self._timer: Any = None
-        if seconds > GRACE:
-            sweeper_for(clock).note(self)
-        else:
-            self._timer = clock.callLater(seconds, stop, "timeout")
-
-    def swept(self) -> None:
-        if not self.over:
-            left = max(0.0, self._due - self._clock.seconds())
-            self._timer = self._clock.callLater(left, self._stop, "timeout")
-
-    def cancel(self) -> None:
-        self.over = True
-        timer = self._timer
-        if timer is not None and timer.active():
-            timer.cancel()
 
 
 class _Interrupts:

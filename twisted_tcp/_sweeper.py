@@ -1,5 +1,5 @@
 """
-One timer for the waits of many writers.
+One timer for the waits of many writers (and of connection attempts).
 
 A writer that waits (written bytes not yet sent, a close not yet finished)
 would need a timer for its limit (the buffer-age limit, the close timeout),
@@ -13,6 +13,7 @@ no writer waits.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -61,10 +62,47 @@ def sweeper_for(clock: IReactorTime) -> Sweeper:
     return sweeper
 
 
+class Deadline:
+    """
+    C{call(*args)} in C{seconds}, unless cancelled first: for waits that
+    nearly always end long before (a connect, a close).  One longer than
+    L{GRACE} gets its timer only if it is still pending then (the clock's
+    sweeper notes it meanwhile), due when it would have been anyway.
+    """
+
+    __slots__ = ("_args", "_call", "_clock", "_due", "_timer", "over")
+
+    def __init__(
+        self, clock: IReactorTime, seconds: float, call: Callable[..., object], *args: object
+    ) -> None:
+        self._clock = clock
+        self._due = clock.seconds() + seconds
+        self._call = call
+        self._args = args
+        self.over = False
+        self._timer: IDelayedCall | None = None
+        if seconds > GRACE:
+            sweeper_for(clock).note(self)
+        else:
+            self._timer = clock.callLater(seconds, call, *args)
+
+    def swept(self) -> None:
+        if not self.over:
+            left = max(0.0, self._due - self._clock.seconds())
+            self._timer = self._clock.callLater(left, self._call, *self._args)
+
+    def cancel(self) -> None:
+        """It is no longer pending: nothing is called."""
+        self.over = True
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.cancel()
+
+
 def is_sweep(call: Any) -> bool:
     """Whether a delayed call of a clock is a sweeper's (for tests that count timers)."""
     func = getattr(call, "func", None)
     return getattr(func, "__self__", None).__class__ is Sweeper
 
 
-__all__ = ["GRACE", "Sweeper", "is_sweep", "sweeper_for"]
+__all__ = ["GRACE", "Deadline", "Sweeper", "is_sweep", "sweeper_for"]

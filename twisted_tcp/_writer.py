@@ -35,7 +35,7 @@ from zope.interface import implementer
 from ._errors import BufferAgeLimitError, WriterClosedError
 from ._oneshot import OneShot
 from ._settings import DEFAULTS, Settings, check_seconds
-from ._sweeper import GRACE, Sweeper, sweeper_for
+from ._sweeper import GRACE, Deadline, Sweeper, sweeper_for
 from ._tls import split_transport, tls_held
 from ._where import show_address
 
@@ -66,9 +66,8 @@ class Writer:
         "_age_timer",
         "_clean",
         "_clock",
-        "_close_started",
+        "_close_deadline",
         "_close_timeout",
-        "_close_timer",
         "_closed",
         "_connection",
         "_consumer_left",
@@ -160,8 +159,7 @@ class Writer:
         self._age_mark = 0  # bytes written by _dirty_since, all to be sent in time
         self._drained_at = 0.0  # when the transport last drained what was written
         self._age_timer: IDelayedCall | None = None
-        self._close_timer: IDelayedCall | None = None
-        self._close_started: float | None = None  # close() with bytes unsent: since when
+        self._close_deadline: Deadline | None = None  # close() waits for bytes to leave
         self._sweeper: Sweeper | None = None  # made the first time this writer waits
         self._error: BaseException | None = None
         self._flush_waiters: list[Deferred[None]] | None = None  # made by the first flushed()
@@ -539,9 +537,9 @@ class Writer:
         self._held = None
         self._lost_reason = reason.value
         self._cancel_age_timer()
-        if self._close_timer is not None and self._close_timer.active():
-            self._close_timer.cancel()
-        self._close_timer = None
+        if self._close_deadline is not None:
+            self._close_deadline.cancel()
+            self._close_deadline = None
         error = self._error
         if (
             self._closed
@@ -596,11 +594,9 @@ class Writer:
         """A close waits for bytes to leave: abort it after close_timeout seconds."""
         timeout = self._close_timeout
         assert timeout is not None
-        self._close_started = self._clock.seconds()
-        if timeout > GRACE:
-            self._note()  # a timer only if the close takes that long
-        else:
-            self._close_timer = self._clock.callLater(timeout, self.abort)
+        if self._close_deadline is not None:
+            self._close_deadline.cancel()
+        self._close_deadline = Deadline(self._clock, timeout, self.abort)
 
     def _note(self) -> None:
         sweeper = self._sweeper
@@ -610,19 +606,16 @@ class Writer:
 
     def swept(self) -> None:
         """
-        Some time (at most L{GRACE} seconds) after this writer started to
-        wait: if it still waits, it gets the timers of its limits now, due
-        when they would have been had they been armed at the start.
+        Some time (at most L{GRACE} seconds) after its bytes started to
+        wait: if they still wait, the writer gets its buffer-age timer now,
+        due when it would have been had it been armed at the start.
         """
         if self._lost:
             return
         ages = not self._closed or self._half_closed  # close() ends the age check
         if ages and not self._clean and self._age_limit is not None and self._age_timer is None:
             self._check_age()  # closes now if over the limit, else arms the timer for the rest
-        started, timeout = self._close_started, self._close_timeout
-        if started is not None and timeout is not None and self._close_timer is None:
-            left = max(0.0, started + timeout - self._clock.seconds())
-            self._close_timer = self._clock.callLater(left, self.abort)
+
 
     def _check_age(self) -> None:
         self._age_timer = None
