@@ -28,7 +28,6 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
-from twisted.python.failure import Failure
 
 from ._layers import Layering, wrap_server_factory
 from ._tls import ServerTLS, TLSClientEndpoint, check_alpn, client_creator, server_options
@@ -397,19 +396,7 @@ class OnEndpoint(WhereToListen):
         layering = Layering(
             reactor, tls=self.tls, alpn=self.alpn, proxy_header=self._proxied() is not None
         )
-
-        def named(failure: Failure) -> Failure:
-            # A value the description's parser let through, such as a port
-            # above 65535: an error that names the address, as for any other.
-            if failure.check(OverflowError, ValueError, TypeError):
-                return Failure(CannotListenError(None, str(self), failure.value))
-            return failure
-
-        try:
-            listening = self.endpoint(layering, backlog).listen(factory)
-        except (OverflowError, ValueError, TypeError):
-            listening = fail()
-        return listening.addErrback(named)
+        return self.endpoint(layering, backlog).listen(factory)
 
 
 def to_host_and_port(
