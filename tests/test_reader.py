@@ -22,6 +22,7 @@ from zope.interface.verify import verifyObject
 from twisted_tcp import IncompleteReadError, LineTooLongError, Reader, ReadInProgressError
 
 from .conftest import PENDING, failure_of, outcome, result_of
+from .helpers.record_model import RecordModel
 
 # -- helpers -------------------------------------------------------------------
 
@@ -710,39 +711,21 @@ def test_read_line_matches_split(chunks: list[bytes], buffer_size: int) -> None:
 
 # -- hypothesis: random operations against a plain bytes buffer -----------------------
 
-class Model:
-    """What a Reader should do, written the obvious way over one bytes buffer."""
+class Model(RecordModel):
+    """What a Reader should do: the record model, plus one pending read."""
 
     def __init__(self, max_line_length: int) -> None:
-        self.buf = b""
-        self.eof = False
-        self.limit = max_line_length
-        self.discard: bytes | None = None
-        self.tail = b""
+        super().__init__(max_line_length)
         self.pending: tuple[str, Any] | None = None
 
-    def feed(self, data: bytes) -> list[Any]:
-        if self.discard is not None:
-            window = self.tail + data
-            i = window.find(self.discard)
-            if i < 0:
-                w = len(self.discard)
-                self.tail = window[-(w - 1):] if w > 1 else b""
-                return []
-            data = window[i + len(self.discard):]
-            self.discard = None
-            self.tail = b""
-            if not data:
-                return []
-        self.buf += data
+    def feed(self, data: bytes) -> list[Any]:  # type: ignore[override]
+        super().feed(data)
         return self.serve()
 
-    def end(self) -> list[Any]:
+    def end(self) -> list[Any]:  # type: ignore[override]
         if self.eof:
             return []
-        self.eof = True
-        self.discard = None
-        self.tail = b""
+        super().end()
         return self.serve()
 
     def serve(self) -> list[Any]:
@@ -767,66 +750,6 @@ class Model:
             return None
         self.pending = None
         return ("error", CancelledError)
-
-    def take(self, n: int) -> bytes:
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def overlong(self, delim: bytes, found: int) -> Any:
-        if found >= 0:
-            self.take(found + len(delim))
-        else:
-            dropped, self.buf = self.buf, b""
-            if not self.eof:
-                self.discard = delim
-                w = len(delim)
-                # the last bytes dropped may begin the delimiter
-                self.tail = dropped[-(w - 1):] if w > 1 else b""
-        return ("error", LineTooLongError)
-
-    def attempt(self, op: str, arg: Any) -> Any:
-        if op == "read":
-            if self.buf:
-                return ("ok", self.take(arg))
-            return ("ok", b"") if self.eof else PENDING
-        if op == "really_read":
-            if len(self.buf) >= arg:
-                return ("ok", self.take(arg))
-            if self.eof:
-                return ("incomplete", self.take(len(self.buf)))
-            return PENDING
-        if op == "contents":
-            return ("ok", self.take(len(self.buf))) if self.eof else PENDING
-        if op == "read_line":
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                line = self.take(i + 1)[:-1]
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if len(line) > self.limit:
-                    return ("error", LineTooLongError)
-                return ("ok", line)
-            if len(self.buf) > self.limit + 1 or (self.eof and len(self.buf) > self.limit):
-                return self.overlong(b"\n", -1)
-            if self.eof:
-                return ("ok", self.take(len(self.buf)) if self.buf else None)
-            return PENDING
-        if op == "read_until":
-            delim, keep = arg
-            i = self.buf.find(delim)
-            if i >= 0:
-                if i > self.limit:
-                    return self.overlong(delim, i)
-                record = self.take(i + len(delim))
-                return ("ok", record if keep else record[: -len(delim)])
-            if len(self.buf) > self.limit + len(delim) - 1:
-                return self.overlong(delim, -1)
-            if self.eof:
-                if not self.buf:
-                    return ("ok", None)
-                return ("incomplete", self.take(len(self.buf)))
-            return PENDING
-        raise AssertionError(op)
 
 
 def describe(result: Any) -> Any:

@@ -2,9 +2,9 @@
 The Reader: a pull-style reader over the bytes a connection receives.
 
 Bytes arrive pushed, as chunks, through L{Reader.data_received}; the user pulls
-them with one read at a time, each returning a Deferred.  Received chunks are
-kept as they are and sliced only when a read needs part of one, so a read that
-takes a whole chunk copies nothing.  Memory stays bounded: above
+them with one read at a time, each returning a Deferred.  The bytes wait in a
+L{RecordBuffer}, which splits them into records (no I/O, no Deferreds); the
+Reader adds the pending read and flow control.  Memory stays bounded: above
 C{buffer_size} unread bytes the transport stops reading (the peer's TCP window
 fills up), and C{read_line}/C{read_until} fail on a record longer than
 C{max_line_length} instead of buffering it.
@@ -20,10 +20,9 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
-from ._errors import IncompleteReadError, LineTooLongError, ReadInProgressError
+from ._buffer import NEED, RecordBuffer
+from ._errors import ReadInProgressError
 from ._settings import DEFAULTS, check_count
-
-_NEED = object()  # returned by a read attempt that needs more bytes than are buffered
 
 DEFAULT_READ_SIZE = 64 * 1024
 
@@ -40,27 +39,17 @@ class Reader:
 
     @ivar buffer_size: above this many unread bytes the transport stops
         reading until the user reads (unless a pending read needs more).
-    @ivar max_line_length: the longest line (or C{read_until} record),
-        delimiter excluded, that C{read_line} and C{read_until} return.
     """
 
     __slots__ = (
         "__weakref__",
-        "_chunks",
-        "_discard",
-        "_discard_tail",
-        "_eof",
+        "_buffer",
         "_op",
         "_op_arg",
         "_paused",
-        "_pos",
         "_producer",
-        "_scan_idx",
-        "_scan_off",
-        "_size",
         "_waiter",
         "buffer_size",
-        "max_line_length",
     )
 
     def __init__(
@@ -70,21 +59,10 @@ class Reader:
         max_line_length: int = DEFAULTS.max_line_length,
     ) -> None:
         check_count("reader_buffer_size", buffer_size)
-        check_count("max_line_length", max_line_length)
+        self._buffer = RecordBuffer(max_line_length)
         self._producer = producer
         self.buffer_size = buffer_size
-        self.max_line_length = max_line_length
-        # A list, not a deque: it usually holds a chunk or two, and an empty
-        # list costs an idle connection 56 bytes where a deque costs 600.
-        self._chunks: list[bytes] = []
-        self._pos = 0  # bytes of _chunks[0] already consumed
-        self._size = 0  # unread bytes in _chunks
-        self._scan_idx = 0  # chunks already searched for "\n" ...
-        self._scan_off = 0  # ... and how many unread bytes they hold
-        self._eof = False
         self._paused = False
-        self._discard: bytes | None = None  # dropping an overlong record up to this
-        self._discard_tail = b""  # ... with these last bytes maybe starting it
         self._waiter: ReadDeferred | None = None
         self._op: Callable[[Any], Any] | None = None
         self._op_arg: Any = None
@@ -92,14 +70,22 @@ class Reader:
     # -- what the user calls -------------------------------------------------
 
     @property
+    def max_line_length(self) -> int:
+        """
+        The longest line (or C{read_until} record), delimiter excluded, that
+        C{read_line} and C{read_until} return.
+        """
+        return self._buffer.max_line_length
+
+    @property
     def bytes_buffered(self) -> int:
         """The number of received bytes not yet read."""
-        return self._size
+        return self._buffer.size
 
     @property
     def at_eof(self) -> bool:
         """Whether the stream has ended and every byte of it has been read."""
-        return self._eof and not self._size
+        return self._buffer.eof and not self._buffer.size
 
     def read(self, max_bytes: int = DEFAULT_READ_SIZE) -> Deferred[bytes]:
         """
@@ -111,7 +97,7 @@ class Reader:
         """
         if type(max_bytes) is not int or max_bytes < 1:
             check_count("max_bytes", max_bytes)  # raises, but for an int subclass
-        return self._start(self._do_read, max_bytes)
+        return self._start(self._buffer.take_some, max_bytes)
 
     def read_line(self) -> Deferred[bytes | None]:
         """
@@ -125,7 +111,7 @@ class Reader:
             line = self._line_now()
             if line is not None:
                 return succeed(line)
-        return self._start(self._do_line, None)
+        return self._start(self._buffer.take_line, None)
 
     def read_until(
         self, delimiter: bytes, keep_delimiter: bool = False
@@ -149,7 +135,7 @@ class Reader:
             )
         if not delimiter:
             raise ValueError("delimiter must not be empty")
-        return self._start(self._do_until, (delimiter, keep_delimiter))
+        return self._start(self._buffer.take_until, (delimiter, keep_delimiter))
 
     def really_read(self, n: int) -> Deferred[bytes]:
         """
@@ -162,7 +148,7 @@ class Reader:
         """
         if type(n) is not int or n < 0:
             check_count("n", n, least=0)  # raises, but for an int subclass
-        return self._start(self._do_exactly, n)
+        return self._start(self._buffer.take_exactly, n)
 
     def contents(self) -> Deferred[bytes]:
         """
@@ -170,7 +156,7 @@ class Reader:
         rest of the stream is held in memory: use it only with peers you trust
         to send a bounded amount.
         """
-        return self._start(self._do_contents, None)
+        return self._start(self._buffer.take_all, None)
 
     def lines(self) -> AsyncIterator[bytes]:
         """
@@ -183,20 +169,16 @@ class Reader:
 
     def data_received(self, data: bytes) -> None:
         """Buffer C{data} and serve the pending read if it is now satisfied."""
-        if self._discard is not None:
-            data = self._drop_until_delimiter(data)
-            if not data:
-                return
-        self._chunks.append(data)
-        self._size += len(data)
+        buffer = self._buffer
+        buffer.feed(data)
         if self._waiter is not None:
             self._serve()
-        elif self._size > self.buffer_size and not self._paused:
+        elif buffer.size > self.buffer_size and not self._paused:
             self._set_paused(True)
 
     def eof_received(self) -> None:
         """The stream has ended: serve the pending read with what is left."""
-        self.eof_known()
+        self._buffer.feed_eof()
         if self._waiter is not None:
             self._serve()
 
@@ -207,39 +189,16 @@ class Reader:
         reader first, then the writer, whose Deferreds may run user code,
         then serves the read.
         """
-        if not self._eof:
-            self._eof = True
-            self._discard = None
-            self._discard_tail = b""
+        self._buffer.feed_eof()
 
     # -- internals -----------------------------------------------------------
 
     def _line_now(self) -> bytes | None:
-        """
-        The fast path of every line read: take a whole line of allowed
-        length from the first chunk, or return None (then the general path
-        decides: more bytes needed, a longer record, the end of the stream).
-        """
-        chunks = self._chunks
-        if not chunks:
-            return None
-        first = chunks[0]
-        pos = self._pos
-        end = first.find(b"\n", pos)
-        if not 0 <= end - pos <= self.max_line_length:
-            return None
-        after = end + 1
-        if after == len(first):
-            del chunks[0]
-            self._pos = 0
-        else:
-            self._pos = after
-        self._size -= after - pos
-        if end > pos and first[end - 1] == 13:  # b"\r"
-            end -= 1
-        if self._paused and self._size <= self.buffer_size:
+        """A whole line of allowed length taken from the first chunk, or None."""
+        line = self._buffer.line_now()
+        if line is not None and self._paused and self._buffer.size <= self.buffer_size:
             self._set_paused(False)
-        return first[pos:end]
+        return line
 
     def _start(self, op: Callable[[Any], Any], arg: Any) -> Deferred[Any]:
         """Start a read; return its Deferred."""
@@ -261,13 +220,12 @@ class Reader:
                 "another read is already pending on this Reader; "
                 "a Reader serves one read at a time"
             )
-        self._scan_idx = self._scan_off = 0
         try:
             result = op(arg)
         except Exception:
             self._update_flow()
             raise
-        if result is _NEED:
+        if result is NEED:
             pending = ReadDeferred(self)
             self._waiter = pending
             self._op = op
@@ -275,7 +233,7 @@ class Reader:
             if self._paused:
                 self._set_paused(False)
             return pending
-        if self._paused and self._size <= self.buffer_size:
+        if self._paused and self._buffer.size <= self.buffer_size:
             self._set_paused(False)
         return result
 
@@ -287,7 +245,7 @@ class Reader:
         except Exception:
             result = Failure()
         else:
-            if result is _NEED:
+            if result is NEED:
                 return
         waiter = self._waiter
         assert waiter is not None
@@ -312,209 +270,19 @@ class Reader:
             self._update_flow()
 
     def _update_flow(self) -> None:
-        want_paused = self._size > self.buffer_size and self._waiter is None
+        want_paused = self._buffer.size > self.buffer_size and self._waiter is None
         if want_paused != self._paused:
             self._set_paused(want_paused)
 
     def _set_paused(self, paused: bool) -> None:
         self._paused = paused
         producer = self._producer
-        if producer is None or self._eof:
+        if producer is None or self._buffer.eof:
             return
         if paused:
             producer.pauseProducing()
         else:
             producer.resumeProducing()
-
-    def _clear(self) -> None:
-        self._chunks.clear()
-        self._pos = self._size = self._scan_idx = self._scan_off = 0
-
-    def _take(self, n: int) -> bytes:
-        """Remove and return the first C{n} unread bytes (C{n <= _size})."""
-        if not n:
-            return b""
-        chunks = self._chunks
-        pos = self._pos
-        first = chunks[0]
-        end = pos + n
-        self._size -= n
-        self._scan_idx = self._scan_off = 0
-        if end < len(first):
-            self._pos = end
-            return first[pos:end]
-        if end == len(first):
-            del chunks[0]
-            self._pos = 0
-            return first[pos:] if pos else first
-        parts = [first[pos:] if pos else first]
-        need = end - len(first)
-        self._pos = 0
-        taken = 1  # whole chunks taken, removed at once below
-        while need:
-            chunk = chunks[taken]
-            if len(chunk) <= need:
-                parts.append(chunk)
-                need -= len(chunk)
-                taken += 1
-            else:
-                parts.append(chunk[:need])
-                self._pos = need
-                break
-        del chunks[:taken]
-        return b"".join(parts)
-
-    def _take_record(self, n: int, skip: int) -> bytes:
-        """Remove C{n + skip} unread bytes and return the first C{n}."""
-        chunks = self._chunks
-        first = chunks[0]
-        pos = self._pos
-        end = pos + n + skip
-        if end <= len(first):  # the common case: the record lies inside one chunk
-            if end == len(first):
-                del chunks[0]
-                self._pos = 0
-            else:
-                self._pos = end
-            self._size -= n + skip
-            self._scan_idx = self._scan_off = 0
-            return first[pos : pos + n]
-        record = self._take(n)
-        self._take(skip)
-        return record
-
-    def _find(self, delimiter: bytes) -> int:
-        """
-        Return the offset of C{delimiter} from the read position, or -1.
-
-        What an earlier call of the same pending read searched is not searched
-        again, so a record that arrives in many chunks costs time linear in
-        its length.
-        """
-        chunks = self._chunks
-        if not chunks:
-            return -1
-        width = len(delimiter)
-        if width > 1:
-            # The delimiter may straddle chunks: search them joined.
-            if len(chunks) > 1:
-                first = chunks[0]
-                chunks[:] = [b"".join([first[self._pos :], *chunks[1:]])]
-                self._pos = 0
-            pos = self._pos
-            i = chunks[0].find(delimiter, pos + max(0, self._scan_off - width + 1))
-            if i < 0:
-                self._scan_off = self._size
-                return -1
-            return i - pos
-        k = self._scan_idx
-        offset = self._scan_off
-        count = len(chunks)
-        while k < count:
-            chunk = chunks[k]
-            if k == 0:
-                pos = self._pos
-                i = chunk.find(delimiter, pos)
-                if i >= 0:
-                    return i - pos
-                offset = len(chunk) - pos
-            else:
-                i = chunk.find(delimiter)
-                if i >= 0:
-                    return offset + i
-                offset += len(chunk)
-            k += 1
-        self._scan_idx = k
-        self._scan_off = offset
-        return -1
-
-    def _overlong(self, delimiter: bytes, found: int) -> LineTooLongError:
-        """Drop an overlong record and return the error to raise."""
-        if found >= 0:
-            self._take_record(found, len(delimiter))
-        else:
-            width = len(delimiter)
-            tail = b"".join(self._chunks)[-(width - 1) :] if width > 1 else b""
-            self._clear()
-            if not self._eof:
-                # Keep dropping what arrives until the record ends.
-                self._discard = delimiter
-                self._discard_tail = tail
-        return LineTooLongError(self.max_line_length)
-
-    def _drop_until_delimiter(self, data: bytes) -> bytes:
-        delimiter = self._discard
-        assert delimiter is not None
-        window = self._discard_tail + data if self._discard_tail else data
-        i = window.find(delimiter)
-        if i < 0:
-            width = len(delimiter)
-            self._discard_tail = window[-(width - 1) :] if width > 1 else b""
-            return b""
-        self._discard = None
-        self._discard_tail = b""
-        return window[i + len(delimiter) :]
-
-    def _do_read(self, max_bytes: int) -> Any:
-        size = self._size
-        if size:
-            available = len(self._chunks[0]) - self._pos
-            if available >= max_bytes or available == size:
-                return self._take(min(available, max_bytes))
-            return self._take(min(size, max_bytes))
-        if self._eof:
-            return b""
-        return _NEED
-
-    def _do_line(self, _: None) -> Any:
-        line = self._line_now()
-        if line is not None:
-            return line
-        limit = self.max_line_length
-        i = self._find(b"\n")
-        if i >= 0:
-            if i > limit + 1:
-                raise self._overlong(b"\n", i)
-            line = self._take_record(i, 1)
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            if len(line) > limit:
-                raise LineTooLongError(limit)
-            return line
-        if self._size > limit + 1 or (self._eof and self._size > limit):
-            raise self._overlong(b"\n", -1)
-        if self._eof:
-            return self._take(self._size) if self._size else None
-        return _NEED
-
-    def _do_until(self, arg: tuple[bytes, bool]) -> Any:
-        delimiter, keep = arg
-        i = self._find(delimiter)
-        if i >= 0:
-            if i > self.max_line_length:
-                raise self._overlong(delimiter, i)
-            if keep:
-                return self._take(i + len(delimiter))
-            return self._take_record(i, len(delimiter))
-        if self._size > self.max_line_length + len(delimiter) - 1:
-            raise self._overlong(delimiter, -1)
-        if self._eof:
-            if not self._size:
-                return None
-            raise IncompleteReadError(self._take(self._size), delimiter)
-        return _NEED
-
-    def _do_exactly(self, n: int) -> Any:
-        if self._size >= n:
-            return self._take(n)
-        if self._eof:
-            raise IncompleteReadError(self._take(self._size), n)
-        return _NEED
-
-    def _do_contents(self, _: None) -> Any:
-        if self._eof:
-            return self._take(self._size)
-        return _NEED
 
 
 class ReadDeferred(Deferred[Any]):
@@ -624,7 +392,7 @@ class _Lines:
             line = reader._line_now()
             if line is not None:
                 return _ready(line)
-        line = reader._begin(reader._do_line, None)
+        line = reader._begin(reader._buffer.take_line, None)
         if type(line) is ReadDeferred:
             line.end = True
             return line

@@ -1,0 +1,213 @@
+"""
+The record buffer alone: bytes fed in, records asked for, no I/O and no
+Deferreds.  Checked against the obvious model over one bytes value, for any
+way the stream is cut into chunks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from twisted_tcp import IncompleteReadError, LineTooLongError
+from twisted_tcp._buffer import NEED, RecordBuffer
+
+from .conftest import PENDING
+from .helpers.record_model import RecordModel
+
+REQUESTS = {
+    "read": "take_some",
+    "read_line": "take_line",
+    "really_read": "take_exactly",
+    "read_until": "take_until",
+    "contents": "take_all",
+}
+
+
+def ask(buffer: RecordBuffer, op: str, arg: Any) -> Any:
+    """One request, its outcome in the model's terms."""
+    try:
+        result = getattr(buffer, REQUESTS[op])(arg)
+    except IncompleteReadError as e:
+        return ("incomplete", e.partial)
+    except LineTooLongError:
+        return ("error", LineTooLongError)
+    return PENDING if result is NEED else ("ok", result)
+
+
+def lines_of(buffer: RecordBuffer) -> list[bytes]:
+    lines = []
+    while (line := buffer.take_line()) is not NEED and line is not None:
+        lines.append(line)
+    return lines
+
+
+# -- examples -------------------------------------------------------------------------
+
+
+def test_lines_across_chunks_and_crlf() -> None:
+    buffer = RecordBuffer()
+    for chunk in [b"one\r", b"\ntw", b"o\nthr", b"ee"]:
+        buffer.feed(chunk)
+    assert lines_of(buffer) == [b"one", b"two"]
+    assert buffer.size == 5 and not buffer.eof
+    buffer.feed_eof()
+    assert buffer.take_line() == b"three"
+    assert buffer.take_line() is None
+    assert buffer.size == 0
+
+
+def test_a_delimiter_that_straddles_chunks() -> None:
+    buffer = RecordBuffer()
+    buffer.feed(b"ab|")
+    assert buffer.take_until((b"||", False)) is NEED
+    buffer.feed(b"|cd||")
+    assert buffer.take_until((b"||", False)) == b"ab"
+    assert buffer.take_until((b"||", True)) == b"cd||"
+    assert buffer.size == 0
+
+
+def test_a_request_after_need_for_another_delimiter_searches_afresh() -> None:
+    # The memo of what was searched belongs to one delimiter.
+    buffer = RecordBuffer()
+    buffer.feed(b"a|b")
+    buffer.feed(b"c")
+    assert buffer.take_line() is NEED
+    assert buffer.take_until((b"|", False)) == b"a"
+    buffer.feed(b"\n")
+    assert buffer.take_until((b"\n", False)) == b"bc"
+
+
+def test_take_exactly_and_all() -> None:
+    buffer = RecordBuffer()
+    buffer.feed(b"abc")
+    assert buffer.take_exactly(4) is NEED
+    assert buffer.take_exactly(0) == b""
+    assert buffer.take_all() is NEED
+    buffer.feed(b"de")
+    assert buffer.take_exactly(4) == b"abcd"
+    buffer.feed_eof()
+    with pytest.raises(IncompleteReadError) as info:
+        buffer.take_exactly(2)
+    assert info.value.partial == b"e"
+    assert buffer.take_all() == b""
+    assert buffer.take_some(10) == b""
+
+
+def test_an_overlong_line_is_dropped_as_it_arrives() -> None:
+    buffer = RecordBuffer(max_line_length=8)
+    buffer.feed(b"x" * 20)
+    with pytest.raises(LineTooLongError):
+        buffer.take_line()
+    for _ in range(1000):  # a line of megabytes costs no memory
+        buffer.feed(b"x" * 1000)
+        assert buffer.size == 0
+    buffer.feed(b"xx\nnext\n")
+    assert lines_of(buffer) == [b"next"]
+
+
+@pytest.mark.parametrize("bad", [-1, 0, True, 1.5, float("nan"), None, "8"])
+def test_max_line_length_is_checked(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="max_line_length"):
+        RecordBuffer(max_line_length=bad)
+
+
+# -- properties -----------------------------------------------------------------------
+
+alphabet = b"ab|\r\n"
+chunks_of_stream = st.lists(
+    st.binary(max_size=10).map(lambda b: bytes(alphabet[x % 5] for x in b)), max_size=30
+)
+delimiters = st.sampled_from([b"\n", b"|", b"||", b"\r\n", b"ab", b"aba"])
+requests = st.one_of(
+    st.tuples(st.just("read"), st.integers(1, 8)),
+    st.tuples(st.just("read_line"), st.none()),
+    st.tuples(st.just("really_read"), st.integers(0, 12)),
+    st.tuples(st.just("read_until"), st.tuples(delimiters, st.booleans())),
+    st.tuples(st.just("contents"), st.none()),
+)
+steps = st.one_of(
+    st.tuples(st.just("feed"), st.binary(max_size=10).map(
+        lambda b: bytes(alphabet[x % 5] for x in b))),
+    requests,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    before_eof=st.lists(steps, max_size=50),
+    after_eof=st.lists(requests, max_size=8),
+    max_line_length=st.sampled_from([1, 3, 6, 1 << 16]),
+)
+@example(before_eof=[("feed", b"a\r")], after_eof=[("read_line", None)], max_line_length=100)
+@example(before_eof=[("feed", b"ab|"), ("read_until", (b"||", False)), ("feed", b"|c|"),
+                     ("read_until", (b"||", False))], after_eof=[], max_line_length=1)
+def test_requests_match_the_model(
+    before_eof: list[tuple[str, Any]], after_eof: list[tuple[str, Any]], max_line_length: int
+) -> None:
+    buffer = RecordBuffer(max_line_length)
+    model = RecordModel(max_line_length)
+    for op, arg in [*before_eof, ("eof", None), *after_eof]:
+        if op == "feed":
+            buffer.feed(arg)
+            model.feed(arg)
+        elif op == "eof":
+            buffer.feed_eof()
+            model.end()
+        else:
+            assert ask(buffer, op, arg) == model.attempt(op, arg), (op, arg)
+        assert buffer.size == len(model.buf)
+        assert buffer.eof == model.eof
+    # At the end of the stream, nothing waits: everything is taken.
+    assert ask(buffer, "contents", None) == ("ok", model.buf)
+    assert buffer.size == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=chunks_of_stream, cuts=st.lists(st.integers(0, 300), max_size=10))
+def test_lines_do_not_depend_on_the_chunks(chunks: list[bytes], cuts: list[int]) -> None:
+    # The same stream cut two ways gives the same lines, which are what
+    # bytes.split gives, whenever the lines are asked for.
+    stream = b"".join(chunks)
+    parts = stream.split(b"\n")
+    want = [p[:-1] if p.endswith(b"\r") else p for p in parts[:-1]]
+    if parts[-1]:
+        want.append(parts[-1])
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    for pieces in (chunks, [stream[i:j] for i, j in itertools.pairwise(bounds)]):
+        buffer = RecordBuffer()
+        got: list[bytes] = []
+        for piece in pieces:
+            buffer.feed(piece)
+            got.extend(lines_of(buffer))
+        buffer.feed_eof()
+        got.extend(lines_of(buffer))
+        assert got == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=40),
+    limit=st.integers(1, 32),
+    delimiter=st.sampled_from([b"\n", b"\r\n", b"END"]),
+)
+def test_memory_is_bounded_whatever_is_fed(
+    chunks: list[bytes], limit: int, delimiter: bytes
+) -> None:
+    # A reader that keeps asking for records never holds more than a record,
+    # its delimiter and the chunk that just arrived, whatever the peer sends.
+    buffer = RecordBuffer(limit)
+    for chunk in chunks:
+        buffer.feed(chunk)
+        while True:
+            try:
+                record = buffer.take_until((delimiter, False))
+            except LineTooLongError:
+                continue
+            if record is NEED:
+                break
+        assert buffer.size <= limit + len(delimiter) - 1

@@ -1,0 +1,329 @@
+"""
+The record buffer: the bytes a stream has received, split into records on
+demand.  No I/O and no Deferreds: it is fed bytes and the end of the stream,
+and asked for records; each request returns its record now, raises its error
+now, or returns L{NEED} when the bytes it needs have not arrived yet (ask
+again after the next feed).  L{twisted_tcp._reader.Reader} puts the pull API,
+the pending read and flow control around it.
+
+Received chunks are kept as they are and sliced only when a request needs part
+of one, so a request that takes a whole chunk copies nothing.  Records are
+bounded: a line or delimited record longer than C{max_line_length} raises
+L{LineTooLongError}, and the rest of it is dropped as it arrives instead of
+being buffered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import IncompleteReadError, LineTooLongError
+from ._settings import DEFAULTS, check_count
+
+NEED: Any = object()
+"""Returned by a request that needs more bytes than are buffered."""
+
+
+class RecordBuffer:
+    """
+    Received bytes, taken by requests: L{take_some}, L{take_line},
+    L{take_until}, L{take_exactly}, L{take_all}.
+
+    Each request either takes its record from the front of the buffer, or
+    raises, or returns L{NEED} and takes nothing.  A request repeated after
+    L{NEED} does not search again the bytes it has already searched, so a
+    record that arrives in many chunks costs time linear in its length.
+
+    @ivar max_line_length: the longest record, delimiter excluded, that
+        L{take_line} and L{take_until} return.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_discard",
+        "_discard_tail",
+        "_pos",
+        "_scan_for",
+        "_scan_idx",
+        "_scan_off",
+        "eof",
+        "max_line_length",
+        "size",
+    )
+
+    def __init__(self, max_line_length: int = DEFAULTS.max_line_length) -> None:
+        check_count("max_line_length", max_line_length)
+        self.max_line_length = max_line_length
+        # A list, not a deque: it usually holds a chunk or two, and an empty
+        # list costs an idle connection 56 bytes where a deque costs 600.
+        self._chunks: list[bytes] = []
+        self._pos = 0  # bytes of _chunks[0] already taken
+        self.size = 0
+        """The number of bytes buffered, not yet taken."""
+        self.eof = False
+        """Whether the end of the stream was fed (bytes may still be buffered)."""
+        self._scan_for = b""  # the delimiter that _scan_idx and _scan_off are about:
+        self._scan_idx = 0  # the chunks already searched for it ...
+        self._scan_off = 0  # ... and how many unread bytes they hold
+        self._discard: bytes | None = None  # dropping an overlong record up to this
+        self._discard_tail = b""  # ... with these last bytes maybe starting it
+
+    # -- what the stream feeds -------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Buffer C{data}, but for the rest of a record too long to keep."""
+        if self._discard is not None:
+            data = self._drop_until_delimiter(data)
+            if not data:
+                return
+        self._chunks.append(data)
+        self.size += len(data)
+
+    def feed_eof(self) -> None:
+        """The stream has ended: requests now take what is left."""
+        if not self.eof:
+            self.eof = True
+            self._discard = None
+            self._discard_tail = b""
+
+    # -- the requests ----------------------------------------------------------
+
+    def line_now(self) -> bytes | None:
+        """
+        The fast path of every line request: take a whole line of allowed
+        length from the first chunk, or return None and take nothing (then
+        L{take_line} decides: more bytes needed, a longer record, the end of
+        the stream).
+        """
+        chunks = self._chunks
+        if not chunks:
+            return None
+        first = chunks[0]
+        pos = self._pos
+        end = first.find(b"\n", pos)
+        if not 0 <= end - pos <= self.max_line_length:
+            return None
+        after = end + 1
+        if after == len(first):
+            del chunks[0]
+            self._pos = 0
+        else:
+            self._pos = after
+        self.size -= after - pos
+        self._scan_idx = self._scan_off = 0
+        if end > pos and first[end - 1] == 13:  # b"\r"
+            end -= 1
+        return first[pos:end]
+
+    def take_some(self, max_bytes: int) -> Any:
+        """At least one and at most C{max_bytes} bytes; C{b""} at the end."""
+        size = self.size
+        if size:
+            available = len(self._chunks[0]) - self._pos
+            if available >= max_bytes or available == size:
+                return self._take(min(available, max_bytes))
+            return self._take(min(size, max_bytes))
+        if self.eof:
+            return b""
+        return NEED
+
+    def take_line(self, _: object = None) -> Any:
+        """
+        A line without its C{b"\\n"} or C{b"\\r\\n"}; a last line without a
+        newline as it is; C{None} at the end.
+
+        @raise LineTooLongError: the line is longer than C{max_line_length};
+            it is dropped, and the next request starts after it.
+        """
+        line = self.line_now()
+        if line is not None:
+            return line
+        limit = self.max_line_length
+        i = self._find(b"\n")
+        if i >= 0:
+            if i > limit + 1:
+                raise self._overlong(b"\n", i)
+            line = self._take_record(i, 1)
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if len(line) > limit:
+                raise LineTooLongError(limit)
+            return line
+        if self.size > limit + 1 or (self.eof and self.size > limit):
+            raise self._overlong(b"\n", -1)
+        if self.eof:
+            return self._take(self.size) if self.size else None
+        return NEED
+
+    def take_until(self, arg: tuple[bytes, bool]) -> Any:
+        """
+        C{arg} is C{(delimiter, keep_delimiter)}: the bytes up to the
+        delimiter, with it only if C{keep_delimiter}; C{None} at the end.
+
+        @raise LineTooLongError: the record is longer than
+            C{max_line_length}; it is dropped, and the next request starts
+            after it.
+        @raise IncompleteReadError: the stream ended inside a record.
+        """
+        delimiter, keep = arg
+        i = self._find(delimiter)
+        if i >= 0:
+            if i > self.max_line_length:
+                raise self._overlong(delimiter, i)
+            if keep:
+                return self._take(i + len(delimiter))
+            return self._take_record(i, len(delimiter))
+        if self.size > self.max_line_length + len(delimiter) - 1:
+            raise self._overlong(delimiter, -1)
+        if self.eof:
+            if not self.size:
+                return None
+            raise IncompleteReadError(self._take(self.size), delimiter)
+        return NEED
+
+    def take_exactly(self, n: int) -> Any:
+        """
+        Exactly C{n} bytes.
+
+        @raise IncompleteReadError: the stream ended first (with the rest).
+        """
+        if self.size >= n:
+            return self._take(n)
+        if self.eof:
+            raise IncompleteReadError(self._take(self.size), n)
+        return NEED
+
+    def take_all(self, _: object = None) -> Any:
+        """Every byte of the stream, once it has ended."""
+        if self.eof:
+            return self._take(self.size)
+        return NEED
+
+    # -- internals ---------------------------------------------------------------
+
+    def _take(self, n: int) -> bytes:
+        """Remove and return the first C{n} buffered bytes (C{n <= size})."""
+        if not n:
+            return b""
+        chunks = self._chunks
+        pos = self._pos
+        first = chunks[0]
+        end = pos + n
+        self.size -= n
+        self._scan_idx = self._scan_off = 0
+        if end < len(first):
+            self._pos = end
+            return first[pos:end]
+        if end == len(first):
+            del chunks[0]
+            self._pos = 0
+            return first[pos:] if pos else first
+        parts = [first[pos:] if pos else first]
+        need = end - len(first)
+        self._pos = 0
+        taken = 1  # whole chunks taken, removed at once below
+        while need:
+            chunk = chunks[taken]
+            if len(chunk) <= need:
+                parts.append(chunk)
+                need -= len(chunk)
+                taken += 1
+            else:
+                parts.append(chunk[:need])
+                self._pos = need
+                break
+        del chunks[:taken]
+        return b"".join(parts)
+
+    def _take_record(self, n: int, skip: int) -> bytes:
+        """Remove C{n + skip} buffered bytes and return the first C{n}."""
+        chunks = self._chunks
+        first = chunks[0]
+        pos = self._pos
+        end = pos + n + skip
+        if end <= len(first):  # the common case: the record lies inside one chunk
+            if end == len(first):
+                del chunks[0]
+                self._pos = 0
+            else:
+                self._pos = end
+            self.size -= n + skip
+            self._scan_idx = self._scan_off = 0
+            return first[pos : pos + n]
+        record = self._take(n)
+        self._take(skip)
+        return record
+
+    def _find(self, delimiter: bytes) -> int:
+        """
+        Return the offset of C{delimiter} from the front of the buffer, or
+        -1; what an earlier call for the same delimiter searched, with
+        nothing taken since, is not searched again.
+        """
+        chunks = self._chunks
+        if not chunks:
+            return -1
+        if delimiter != self._scan_for:
+            self._scan_for = delimiter
+            self._scan_idx = self._scan_off = 0
+        width = len(delimiter)
+        if width > 1:
+            # The delimiter may straddle chunks: search them joined.
+            if len(chunks) > 1:
+                first = chunks[0]
+                chunks[:] = [b"".join([first[self._pos :], *chunks[1:]])]
+                self._pos = 0
+            pos = self._pos
+            i = chunks[0].find(delimiter, pos + max(0, self._scan_off - width + 1))
+            if i < 0:
+                self._scan_off = self.size
+                return -1
+            return i - pos
+        k = self._scan_idx
+        offset = self._scan_off
+        count = len(chunks)
+        while k < count:
+            chunk = chunks[k]
+            if k == 0:
+                pos = self._pos
+                i = chunk.find(delimiter, pos)
+                if i >= 0:
+                    return i - pos
+                offset = len(chunk) - pos
+            else:
+                i = chunk.find(delimiter)
+                if i >= 0:
+                    return offset + i
+                offset += len(chunk)
+            k += 1
+        self._scan_idx = k
+        self._scan_off = offset
+        return -1
+
+    def _overlong(self, delimiter: bytes, found: int) -> LineTooLongError:
+        """Drop an overlong record and return the error to raise."""
+        if found >= 0:
+            self._take_record(found, len(delimiter))
+        else:
+            width = len(delimiter)
+            tail = b"".join(self._chunks)[-(width - 1) :] if width > 1 else b""
+            self._chunks.clear()
+            self._pos = self.size = self._scan_idx = self._scan_off = 0
+            if not self.eof:
+                # Keep dropping what arrives until the record ends.
+                self._discard = delimiter
+                self._discard_tail = tail
+        return LineTooLongError(self.max_line_length)
+
+    def _drop_until_delimiter(self, data: bytes) -> bytes:
+        delimiter = self._discard
+        assert delimiter is not None
+        window = self._discard_tail + data if self._discard_tail else data
+        i = window.find(delimiter)
+        if i < 0:
+            width = len(delimiter)
+            self._discard_tail = window[-(width - 1) :] if width > 1 else b""
+            return b""
+        self._discard = None
+        self._discard_tail = b""
+        return window[i + len(delimiter) :]
