@@ -90,6 +90,34 @@ def ipv6_loopback() -> bool:
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_echo_leaves_twisted_transports_as_they_were() -> None:
+    """
+    Neither end registers a producer with Twisted's transport while nobody
+    waits for a flush: adding one grows every transport by 0.8 KiB (its
+    __dict__), and costs a call at every drain.  A flush that waits does.
+    """
+    transports: list[Any] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        transports.append(writer._transport)
+        await echo(address, reader, writer)
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> Any:
+        transports.append(writer._transport)
+        for line in (b"one", b"two"):
+            writer.write_line(line)
+            assert await reader.read_line() == line
+        assert "producer" not in vars(transports[0]) and "producer" not in vars(transports[1])
+        writer.write((b"x" * 1023 + b"\n") * 4096)  # more than the kernel takes at once
+        await writer.flushed()
+        return transports[1].producer
+
+    async with serving(handler) as server:
+        producer = await within(tt.with_connection(where_of(server), f))
+    assert isinstance(producer, tt.Writer)
+
+
+@pytest_twisted.ensureDeferred
 async def test_many_concurrent_clients_echo() -> None:
     """100 clients at once, 5 lines each, every line echoed to its sender."""
     running = 0

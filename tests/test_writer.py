@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPullProducer
@@ -57,8 +59,8 @@ def make(
     transport = FakeTransport()
     clock = Clock()
     writer = Writer(transport, clock, buffer_age_limit, close_timeout, peer="198.51.100.7:99")
-    transport.registerProducer(writer, False)
-    assert transport.streaming is False
+    writer.start()
+    assert transport.producer is writer and transport.streaming is False
     return writer, transport, clock
 
 
@@ -461,7 +463,68 @@ def test_repr() -> None:
     text = repr(writer)
     assert "198.51.100.7:99" in text and "open" in text and "3 bytes" in text
     writer.abort()
+    assert "closing" in repr(writer)
+    writer.connection_lost(Failure(ConnectionAborted()))
     assert "closed" in repr(writer)
+
+
+@pytest.mark.parametrize(
+    ("events", "names"),
+    [
+        (["write_eof", "close", "lost"], ["half-closed", "closing", "closed"]),
+        (["write_eof", "lost", "close"], ["half-closed", "closed", "closed"]),
+        (["close", "abort", "lost"], ["closing", "closing", "closed"]),
+        (["lost", "close"], ["failed", "closed"]),
+        (["lost", "write_eof"], ["failed", "closed"]),
+        (["abort", "lost", "abort"], ["closing", "closed", "closed"]),
+    ],
+)
+def test_states(events: list[str], names: list[str]) -> None:
+    writer, _, _ = make()
+    assert "open" in repr(writer)
+    for event, name in zip(events, names, strict=True):
+        if event == "lost":
+            writer.connection_lost(Failure(ConnectionDone()))
+        else:
+            getattr(writer, event)()
+        assert f" {name}," in repr(writer), (event, repr(writer))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["write", "write_eof", "close", "abort", "lost"]), max_size=8))
+def test_any_order_of_events(events: list[str]) -> None:
+    # What each call does depends only on what happened before: whether this
+    # side closed (close, write_eof, abort) and whether the connection is gone.
+    writer, _, _ = make()
+    closed_here = gone = False
+    for event in events:
+        if event == "write":
+            if closed_here:
+                with pytest.raises(WriterClosedError):
+                    writer.write(b"x")
+            else:
+                writer.write(b"x")  # dropped, not refused, once the peer left
+        elif event == "write_eof":
+            if closed_here:
+                with pytest.raises(WriterClosedError):
+                    writer.write_eof()
+            else:
+                d = writer.write_eof()
+                assert gone == (outcome(d) is not PENDING)
+                if gone:
+                    outcome(d)  # consumed: failed or not, it is reported
+            closed_here = True
+        elif event == "close":
+            d = writer.close()
+            assert (outcome(d) is None) == gone  # fires once the connection is gone
+            closed_here = True
+        elif event == "abort":
+            writer.abort()
+            closed_here = True
+        else:
+            writer.connection_lost(Failure(ConnectionDone()))
+            gone = True
+        assert writer.is_closed == (closed_here or gone)
 
 
 class HoldingTransport(FakeTransport):
@@ -483,7 +546,7 @@ def test_buffer_age_spares_a_peer_that_reads_slowly_but_steadily() -> None:
     transport = HoldingTransport()
     clock = Clock()
     writer = Writer(transport, clock, 10.0, 30.0, peer="198.51.100.7:99")
-    transport.registerProducer(writer, False)
+    writer.start()
     writer.write(b"a" * 100)  # t=0: the buffer stops being empty
     transport._tempDataLen = 100
     clock.advance(5)
@@ -496,6 +559,55 @@ def test_buffer_age_spares_a_peer_that_reads_slowly_but_steadily() -> None:
     clock.advance(1)  # t=20: bytes written by t=10 are still unsent
     assert isinstance(writer.error, BufferAgeLimitError)
     assert transport.abort_calls == 1
+
+
+def holding() -> tuple[Writer, HoldingTransport]:
+    transport = HoldingTransport()
+    writer = Writer(transport, Clock(), 10.0, 30.0, peer="198.51.100.7:99")
+    writer.start()
+    return writer, transport
+
+
+def test_on_twisted_transports_the_writer_registers_only_to_wait() -> None:
+    # A transport that says what it holds is asked instead of telling the
+    # writer of every drain: no producer (and no call per drain) until a
+    # flushed() must wait.
+    writer, transport = holding()
+    assert transport.producer is None
+    writer.write(b"x" * 10)
+    assert transport.producer is None
+    assert result_of(writer.flushed()) is None  # the transport holds none of it
+    writer.write(b"y" * 10)
+    transport._tempDataLen = 4
+    assert writer.bytes_to_write == 4
+    d = writer.flushed()
+    assert transport.producer is writer  # its first call found bytes waiting ...
+    assert pending(d)  # ... which it did not take for a drain
+    transport._tempDataLen = 0
+    writer.resumeProducing()  # what Twisted's transport calls once it drained
+    assert result_of(d) is None
+    assert writer.bytes_to_write == 0
+
+
+def test_writes_after_the_loss_are_not_called_flushed_by_asking() -> None:
+    writer, transport = holding()
+    writer.connection_lost(Failure(ConnectionLost("reset")))
+    writer.write(b"dropped")
+    assert transport._tempDataLen == 0  # nothing held: still, nothing was sent
+    failure_of(writer.flushed(), ConnectionLost)
+
+
+def test_registering_while_writes_are_gathered_is_no_drain() -> None:
+    writer, transport = holding()
+    writer.write(b"x")
+    writer.gather()
+    writer.write(b"held")
+    d = writer.flushed()  # the transport holds nothing, but this writer does
+    assert pending(d)
+    writer.send_gathered()
+    assert pending(d)
+    writer.resumeProducing()
+    assert result_of(d) is None
 
 
 # -- timers only for what waits long ---------------------------------------------------

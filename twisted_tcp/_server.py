@@ -91,6 +91,7 @@ class _ServerConnection(Connection):
         receive = self.dataReceived
         writer = self.writer
         assert writer is not None
+        writer.watch_drains()  # the time of every drain counts
         self._last_received = clock.seconds()
 
         def data_received(data: bytes) -> None:
@@ -99,10 +100,9 @@ class _ServerConnection(Connection):
 
         def check() -> None:
             now = clock.seconds()
-            if writer._clean:
-                last_active = max(self._last_received, writer._dirty_since, writer._drained_at)
-            else:
-                last_active = now  # sending (the buffer-age limit watches that)
+            sent = writer.sent_at()
+            # While bytes wait to be sent, the buffer-age limit watches instead.
+            last_active = now if sent is None else max(self._last_received, sent)
             idle = now - last_active
             if idle < timeout:
                 self._idle_timer = clock.callLater(timeout - idle, check)

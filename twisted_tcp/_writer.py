@@ -3,23 +3,29 @@ The Writer: writes that never block, and a way to learn when they reached the
 kernel.
 
 C{write} is a plain append to the transport, with no Deferred made, so Twisted
-still gathers many small writes into one system call.  The writer registers
-itself with the transport as a non-streaming producer: the transport then calls
-its C{resumeProducing} every time its buffer has drained into the kernel, which
-is exactly the event C{flushed()} waits for.  (A streaming producer would only
-be resumed after a pause, that is after 64 KiB were buffered, so a flush of a
-small write would never be reported.)
+still gathers many small writes into one system call.  What has reached the
+kernel is asked of Twisted's transport when it matters (it says how many bytes
+it holds); only when somebody waits -- C{flushed()}, bytes that wait past a
+second under the buffer-age limit, an idle timeout -- does the writer register
+with the transport as a non-streaming producer, whose C{resumeProducing} the
+transport then calls every time its buffer has drained into the kernel.  (A
+streaming producer would only be resumed after a pause, that is after 64 KiB
+were buffered, so a flush of a small write would never be reported.)  An echo
+that never waits thus costs no call per drain, and the transport no producer.
 
-The buffer-age check costs one timer per connection, and only while written
-bytes are waiting: it is armed when the transport's buffer goes from empty to
-non-empty and rearmed from there, never per write.
+The buffer-age check costs no timer per write: a writer whose bytes wait is
+noted with a sweeper, and gets a timer of its own only if they still wait a
+second later.
 
-Over TLS the writer registers with the socket transport under the TLS layer
-(Twisted's TLS layer would turn a non-streaming producer into one resumed on
-every turn of the reactor), and the buffer has drained when that transport's
-has and the TLS layer holds no plaintext of ours either.  The end of the
-stream over TLS is a TLS close_notify, and closing sends one, then closes
-the socket once it has left, without waiting for the peer's.
+Over TLS the writer registers at once, with the socket transport under the
+TLS layer (Twisted's TLS layer would turn a non-streaming producer into one
+resumed on every turn of the reactor), and the buffer has drained when that
+transport's has and the TLS layer holds no plaintext of ours either.  The end
+of the stream over TLS is a TLS close_notify, and closing sends one, then
+closes the socket once it has left, without waiting for the peer's.
+
+The writer's states (open, half-closed, closing, closed, failed) and every
+transition between them are in L{_NEXT}.
 """
 
 from __future__ import annotations
@@ -47,6 +53,29 @@ if TYPE_CHECKING:
 
 _PENDING: Any = object()  # an outcome that has not come yet
 
+# The writer's states.  Whether written bytes are still draining into the
+# kernel is a separate fact (C{_clean}), since every write changes it.
+OPEN = 0  # writes go out
+HALF_CLOSED = 1  # write_eof(): the end of our stream follows the bytes; the peer may go on
+CLOSING = 2  # close() or abort(): the bytes leave (within close_timeout), then the close
+CLOSED = 3  # closed by this side, and the connection is gone
+FAILED = 4  # the connection was lost without this side closing it: writes are dropped
+# (so "state >= CLOSED" says the connection is gone)
+
+# Every transition, (state, event) -> state; an event not listed changes
+# nothing.  Events: "eof" (write_eof), "close" (close or abort), "lost".
+_NEXT = {
+    (OPEN, "eof"): HALF_CLOSED,
+    (OPEN, "close"): CLOSING,
+    (OPEN, "lost"): FAILED,
+    (HALF_CLOSED, "close"): CLOSING,
+    (HALF_CLOSED, "lost"): CLOSED,
+    (CLOSING, "lost"): CLOSED,
+    (FAILED, "eof"): CLOSED,
+    (FAILED, "close"): CLOSED,
+}
+_STATE_NAMES = ("open", "half-closed", "closing", "closed", "failed")
+
 
 @implementer(IPullProducer)
 class Writer:
@@ -68,7 +97,6 @@ class Writer:
         "_clock",
         "_close_deadline",
         "_close_timeout",
-        "_closed",
         "_connection",
         "_consumer_left",
         "_dirty_since",
@@ -79,13 +107,13 @@ class Writer:
         "_error",
         "_flush_waiters",
         "_flushed_count",
-        "_half_closed",
         "_held",
         "_left_outcome",
-        "_lost",
         "_lost_reason",
         "_peer",
+        "_registered",
         "_sink",
+        "_state",
         "_sweeper",
         "_tls",
         "_transport",
@@ -147,11 +175,10 @@ class Writer:
         self._tls = tls
         self._clock = clock
         self._peer = None
-        self._closed = False  # close(), write_eof() or abort() was called
-        self._half_closed = False  # write_eof() was called, and close() not yet
-        self._lost = False  # the connection is gone
+        self._state = OPEN
         self._lost_reason: BaseException | None = None  # ... with this (flushes fail with it)
-        self._clean = True  # nothing written since the transport last drained
+        self._clean = True  # nothing written since the transport was last known drained
+        self._registered = False  # the transport's producer: told of every drain
         self._written = 0
         self._held: list[bytes] | None = None  # writes kept by gather() until send_gathered()
         self._flushed_count = 0
@@ -181,12 +208,10 @@ class Writer:
         @raise WriterClosedError: after L{close}, L{write_eof} or L{abort}.
         @raise TypeError: if C{data} is not bytes.
         """
-        if self._closed:
-            raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if type(data) is not bytes:
             _check_bytes("data", data)
-        if self._lost:
-            self._clean = False  # dropped: a later flushed() fails
+        if self._state:
+            self._refuse_write()
             return
         held = self._held
         if held is None:
@@ -205,12 +230,10 @@ class Writer:
         @raise WriterClosedError: after L{close}, L{write_eof} or L{abort}.
         @raise TypeError: if C{line} is not bytes.
         """
-        if self._closed:
-            raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if type(line) is not bytes:
             _check_bytes("line", line)
-        if self._lost:
-            self._clean = False  # dropped: a later flushed() fails
+        if self._state:
+            self._refuse_write()
             return
         held = self._held
         if len(line) < 16384:
@@ -233,8 +256,6 @@ class Writer:
         @raise WriterClosedError: after L{close}, L{write_eof} or L{abort}.
         @raise TypeError: if C{chunks} is not a list or tuple of bytes.
         """
-        if self._closed:
-            raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
         if not isinstance(chunks, (list, tuple)):
             raise TypeError(
                 f"chunks must be a list of bytes, not {type(chunks).__name__}: {chunks!r:.80}"
@@ -242,8 +263,8 @@ class Writer:
         for chunk in chunks:
             if type(chunk) is not bytes:
                 _check_bytes("each chunk", chunk)
-        if self._lost:
-            self._clean = False  # dropped: a later flushed() fails
+        if self._state:
+            self._refuse_write()
             return
         if self._held is not None:
             self._held.extend(chunks)
@@ -262,12 +283,14 @@ class Writer:
         """
         if self._error is not None:
             return fail(self._error)
+        self._refresh()
         if self._clean:
             return succeed(None)
-        if self._lost:
+        if self._state >= CLOSED:
             lost = ConnectionLost(f"connection to {self._peer_text()} lost before flush")
             lost.__cause__ = self._lost_reason
             return fail(lost)
+        self.watch_drains()
         d: Deferred[None] = Deferred(self._forget_flush)
         if self._flush_waiters is None:
             self._flush_waiters = [d]
@@ -324,18 +347,20 @@ class Writer:
     def buffer_age_limit(self, limit: float | None) -> None:
         self._age_limit = check_seconds("buffer_age_limit", limit, none="unlimited")
         self._cancel_age_timer()
-        if not self._clean and not self._lost and limit is not None:
+        self._refresh()
+        if not self._clean and self._state < CLOSED and limit is not None:
             self._check_age()
 
     @property
     def bytes_to_write(self) -> int:
         """The number of written bytes not yet known to be handed to the kernel."""
-        return 0 if self._clean or self._lost else self._written - self._flushed_count
+        self._refresh()
+        return 0 if self._clean or self._state >= CLOSED else self._written - self._flushed_count
 
     @property
     def is_closed(self) -> bool:
         """Whether L{close}, L{write_eof} or L{abort} was called, or the connection is gone."""
-        return self._closed or self._lost
+        return self._state != OPEN
 
     def close(self) -> Deferred[None]:
         """
@@ -345,7 +370,7 @@ class Writer:
         is closed, and never fails.
         """
         self.start_close()
-        if self._lost:
+        if self._state >= CLOSED:
             return succeed(None)
         if self._done is None:
             self._done = OneShot()
@@ -353,39 +378,37 @@ class Writer:
 
     def start_close(self) -> None:
         """L{close}, for a caller that does not wait for the end (the server)."""
-        if not self._closed:
-            self._closed = True
-            if not self._lost:
-                self._cancel_age_timer()
-                self.send_gathered()
-                if self._tls is None:
-                    self._sink.unregisterProducer()
-                # Over TLS: close_notify after what was written; the writer
-                # stays registered, and closes the socket once it has left
-                # (resumeProducing), without waiting for the peer's.
-                self._transport.loseConnection()
-                # With nothing left to send the transport closes by itself;
-                # else the peer has close_timeout seconds to take the rest.
-                if (
-                    self.close_timeout is not None
-                    and (not self._clean or self._tls is not None)
-                    and not self._lost
-                ):
-                    self._wait_for_close()
-        elif self._half_closed:
+        was = self._event("close")
+        if was == OPEN:
+            self._cancel_age_timer()
+            self.send_gathered()
+            if self._tls is None:
+                self._unregister()
+            self._refresh()
+            # Over TLS: close_notify after what was written; the writer
+            # stays registered, and closes the socket once it has left
+            # (resumeProducing), without waiting for the peer's.
+            self._transport.loseConnection()
+            # With nothing left to send the transport closes by itself;
+            # else the peer has close_timeout seconds to take the rest.
+            if (
+                self.close_timeout is not None
+                and (not self._clean or self._tls is not None)
+                and self._state == CLOSING
+            ):
+                self._wait_for_close()
+        elif was == HALF_CLOSED:
             # After write_eof() only our side was closed: close the rest now,
-            # rather than wait for the peer to close its side.
-            self._half_closed = False
-            if not self._lost:
-                # The timer first: with the write side already shut down,
-                # loseConnection() may report the connection lost at once.
-                if self.close_timeout is not None:
-                    self._wait_for_close()
-                if self._tls is None:
-                    self._transport.loseConnection()
-                elif self._eof_outcome is not _PENDING:  # close_notify has left: no wait
-                    self._sink.loseConnection()
-                # else resumeProducing closes the socket once close_notify has left
+            # rather than wait for the peer to close its side.  The timer
+            # first: with the write side already shut down, loseConnection()
+            # may report the connection lost at once.
+            if self.close_timeout is not None:
+                self._wait_for_close()
+            if self._tls is None:
+                self._transport.loseConnection()
+            elif self._eof_outcome is not _PENDING:  # close_notify has left: no wait
+                self._sink.loseConnection()
+            # else resumeProducing closes the socket once close_notify has left
 
     def write_eof(self) -> Deferred[None]:
         """
@@ -399,12 +422,11 @@ class Writer:
         peer whose TLS layer closes on close_notify (Twisted's own does), the
         connection ends there.
         """
-        if self._closed:
-            raise WriterClosedError(f"write_eof on a closed writer (peer {self._peer_text()})")
-        self._closed = True
-        self._half_closed = True
-        if self._lost:
+        was = self._event("eof")
+        if was == FAILED:
             return self.flushed()
+        if was != OPEN:
+            raise WriterClosedError(f"write_eof on a closed writer (peer {self._peer_text()})")
         # The age check stays on: a peer that never reads fails this Deferred
         # with BufferAgeLimitError instead of leaving it pending for ever.
         self.send_gathered()
@@ -413,7 +435,7 @@ class Writer:
             # registered to learn when it has left (resumeProducing).
             self._transport.loseConnection()
         else:
-            self._sink.unregisterProducer()
+            self._unregister()
             self._transport.loseWriteConnection()  # type: ignore[attr-defined]
         return self._wait_eof()
 
@@ -427,9 +449,9 @@ class Writer:
 
     def abort(self) -> None:
         """Close the connection at once, dropping unwritten bytes."""
-        self._closed = True
+        was = self._event("close")
         self._held = None
-        if not self._lost:
+        if was < CLOSED:
             self._transport.abortConnection()  # type: ignore[attr-defined]
 
     def consumer_left(self) -> Deferred[None]:
@@ -456,7 +478,7 @@ class Writer:
         and nothing is delayed, since Twisted sends on the reactor's next
         turn anyway.
         """
-        if self._held is None and not self._lost:
+        if self._held is None and self._state < CLOSED:
             self._held = []
 
     def send_gathered(self) -> None:
@@ -470,8 +492,51 @@ class Writer:
                 self._transport.writeSequence(held)
 
     def start(self) -> None:
-        """Start learning when the transport's buffer drains."""
-        self._sink.registerProducer(self, False)
+        """
+        Start learning when the transport's buffer drains: at once over TLS,
+        or where the transport cannot say how many bytes it holds; else on
+        the first wait that needs it (L{watch_drains}).  Until then, what
+        has drained is asked of the transport when it matters (L{_refresh}):
+        an echo that never waits costs no call per drain, and the transport
+        no producer (adding one costs each of Twisted's transports 0.8 KiB).
+        """
+        if self._tls is not None or self._unsent() is None:
+            self.watch_drains()
+
+    def watch_drains(self) -> None:
+        """Be told by the transport of every drain from now on."""
+        if not self._registered:
+            self._registered = True
+            self._sink.registerProducer(self, False)
+
+    def sent_at(self) -> float | None:
+        """
+        When this writer last wrote to a drained transport, or the transport
+        last drained, whichever is later; None while written bytes wait.
+        (The time of a drain is known after L{watch_drains}.)
+        """
+        self._refresh()
+        if not self._clean:
+            return None
+        return max(self._dirty_since, self._drained_at)
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            self._sink.unregisterProducer()
+
+    def _refresh(self) -> None:
+        """
+        Not told of drains: learn from the transport whether what was
+        written has left, and how much has.
+        """
+        if self._clean or self._registered or self._held or self._state >= CLOSED:
+            return  # (once the connection is gone, what was written since is lost)
+        unsent = self._unsent()
+        if unsent == 0:
+            self._drained()
+        elif unsent is not None and self._held is None:
+            self._flushed_count = self._written - unsent
 
     # -- IPullProducer: the transport calls this whenever its buffer drained --
 
@@ -480,22 +545,26 @@ class Writer:
         if sink.disconnecting:
             # Closed under us (over TLS: the peer's close_notify, an error):
             # a registered producer would keep the transport from closing.
-            sink.unregisterProducer()
+            self._unregister()
         tls = self._tls
         if tls is not None:
             if getattr(tls, "_lostTLSConnection", False):
                 # The TLS session ended (the peer's close_notify, an error): it
                 # drops what is written now, which must not count as flushed.
-                sink.unregisterProducer()
+                self._unregister()
                 return
             if tls_held(tls):
                 return  # on its way to the sink, which will call again once it drained
-            if self._closed and tls.disconnecting:  # our close_notify has left too
-                sink.unregisterProducer()
+            state = self._state
+            if (state == HALF_CLOSED or state == CLOSING) and tls.disconnecting:
+                # Our close_notify has left too.
+                self._unregister()
                 self.eof_sent()
-                if not self._half_closed:  # close(), not only write_eof()
+                if state == CLOSING:  # close(), not only write_eof()
                     sink.loseConnection()
                 return
+        elif self._held or self._unsent():
+            return  # registered while bytes wait: the transport calls again once they left
         self._drained()
 
     def _drained(self) -> None:
@@ -531,9 +600,10 @@ class Writer:
 
     def connection_lost(self, reason: Failure) -> None:
         """The connection is gone: fail pending flushes, report the peer leaving."""
-        if self._lost:
+        was = self._event("lost")
+        if was >= CLOSED:
             return
-        self._lost = True
+        closed_here = was != OPEN  # by close(), write_eof() or abort()
         self._held = None
         self._lost_reason = reason.value
         self._cancel_age_timer()
@@ -542,7 +612,7 @@ class Writer:
             self._close_deadline = None
         error = self._error
         if (
-            self._closed
+            closed_here
             and error is None
             and isinstance(reason.value, ConnectionDone)
             and self._tls is None
@@ -556,7 +626,7 @@ class Writer:
         for d in waiters or ():
             d.errback(error or reason)
         self._eof_done(Failure(error) if error is not None else reason)
-        if error is not None or not self._closed:
+        if error is not None or not closed_here:
             self._left_outcome = Failure(error) if error is not None else None
             if self._consumer_left is not None:
                 self._consumer_left.fire(self._left_outcome)
@@ -578,6 +648,18 @@ class Writer:
         return self._error
 
     # -- internals -----------------------------------------------------------
+
+    def _event(self, event: str) -> int:
+        """Move to the state that C{event} leads to (L{_NEXT}); return the state left."""
+        state = self._state
+        self._state = _NEXT.get((state, event), state)
+        return state
+
+    def _refuse_write(self) -> None:
+        """A write in a state other than open: dropped once the connection failed, else refused."""
+        if self._state != FAILED:
+            raise WriterClosedError(f"write to a closed writer (peer {self._peer_text()})")
+        self._clean = False  # dropped: a later flushed() fails
 
     def _became_dirty(self) -> None:
         self._clean = False
@@ -610,9 +692,11 @@ class Writer:
         wait: if they still wait, the writer gets its buffer-age timer now,
         due when it would have been had it been armed at the start.
         """
-        if self._lost:
+        state = self._state
+        if state >= CLOSED:
             return
-        ages = not self._closed or self._half_closed  # close() ends the age check
+        ages = state != CLOSING  # close() ends the age check
+        self._refresh()
         if ages and not self._clean and self._age_limit is not None and self._age_timer is None:
             self._check_age()  # closes now if over the limit, else arms the timer for the rest
 
@@ -620,8 +704,10 @@ class Writer:
     def _check_age(self) -> None:
         self._age_timer = None
         limit = self._age_limit
-        if self._clean or self._lost or limit is None:
+        self._refresh()
+        if self._clean or self._state >= CLOSED or limit is None:
             return
+        self.watch_drains()  # bytes have waited: learn as soon as they leave
         now = self._clock.seconds()
         age = now - self._dirty_since
         if age < limit:
@@ -650,9 +736,7 @@ class Writer:
         Whether the writer was closed (not only half-closed) and every byte
         written has been handed to the kernel, as far as the transport says.
         """
-        return (
-            self._closed and not self._half_closed and not self._lost and self._unsent() == 0
-        )
+        return self._state == CLOSING and self._unsent() == 0
 
     def _unsent(self) -> int | None:
         """
@@ -684,7 +768,7 @@ class Writer:
         return str(self._peer)
 
     def __repr__(self) -> str:
-        state = "closed" if self.is_closed else "open"
+        state = _STATE_NAMES[self._state]
         return f"<Writer to {self._peer_text()} {state}, {self.bytes_to_write} bytes to write>"
 
 
