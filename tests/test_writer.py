@@ -598,7 +598,7 @@ def test_writes_after_the_loss_are_not_called_flushed_by_asking() -> None:
 
 
 def test_registering_while_writes_are_gathered_is_no_drain() -> None:
-    writer, transport = holding()
+    writer, _ = holding()
     writer.write(b"x")
     writer.gather()
     writer.write(b"held")
