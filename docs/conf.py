@@ -186,7 +186,7 @@ class TwistdOptions(SphinxDirective):
     """
 
     def run(self) -> list[nodes.Node]:
-        defaults = {"backlog": str(_twistd.DEFAULTS.backlog)}
+        defaults = {"backlog": str(twisted_tcp.DEFAULTS.backlog)}
         rows = [
             ".. list-table::",
             "   :header-rows: 1",

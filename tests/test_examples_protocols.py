@@ -23,7 +23,7 @@ import pytest
 import pytest_twisted
 
 import twisted_tcp as tt
-from twisted_tcp import _twistd
+from twisted_tcp import _service
 
 from .conftest import WAIT, logged_errors, sleep, within
 
@@ -276,7 +276,7 @@ def test_loadable_as_twistd_handler_from_the_repository_root(
     """C{--handler examples.NAME:handle}, with the repository's root on the path."""
     monkeypatch.syspath_prepend(str(EXAMPLES.parent))
     try:
-        handler = _twistd.load_handler(f"examples.{name}:handle")
+        handler = _service.load_handler(f"examples.{name}:handle")
         assert handler.__module__ == f"examples.{name}"
         assert handler.__doc__
     finally:

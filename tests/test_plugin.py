@@ -34,7 +34,7 @@ from twisted.python.usage import UsageError
 from zope.interface.verify import verifyObject
 
 import twisted_tcp as tt
-from twisted_tcp import _twistd
+from twisted_tcp import _service, _twistd
 from twisted_tcp._where import OnEndpoint, OnFile, OnPort, on_endpoint
 from twisted_tcp.examples import echo, kv
 
@@ -154,7 +154,7 @@ def test_options_defaults() -> None:
     options = parse("--port", "9000", "--handler", ECHO)
     assert options["where"] == tt.on_port(9000)
     assert isinstance(options["where"], OnPort)
-    assert options["handler-function"] is _twistd.load_handler(ECHO)
+    assert options["handler-function"] is _service.load_handler(ECHO)
     assert options["settings"] == tt.DEFAULTS
     assert options["settings"] == tt.Settings(
         max_connections=10000,
@@ -402,8 +402,8 @@ def test_kv_commands(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the service, in this process ----------------------------------------------
 
 
-def service(handler: Any = None, **kwargs: Any) -> _twistd.TcpServerService:
-    return _twistd.TcpServerService(
+def service(handler: Any = None, **kwargs: Any) -> _service.TcpServerService:
+    return _service.TcpServerService(
         kwargs.pop("where", tt.on_port(0, interface=LOCAL)),
         handler or echo.handle,
         "the:handler",
@@ -423,7 +423,7 @@ def test_listen_error_when_the_port_is_in_use() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         svc = service(where=tt.on_port(port, interface=LOCAL))
-        with pytest.raises(_twistd.ListenError) as caught:
+        with pytest.raises(_service.ListenError) as caught:
             svc.privilegedStartService()
     finally:
         taken.close()

@@ -32,7 +32,9 @@ from twisted.python.usage import UsageError
 
 import twisted_tcp as tt
 from twisted_tcp import _twistd
-from twisted_tcp._workers import WorkersService, check_shareable
+from twisted_tcp._control import WORKER_MODULE
+from twisted_tcp._service import TcpServerService
+from twisted_tcp._supervisor import WorkersService, check_shareable
 
 from .conftest import WAIT, sleep, until, within
 from .processes import Process, start, twistd_command
@@ -52,7 +54,7 @@ STARTED = re.compile(r"worker (\d+) \(pid (\d+)\) started")
 def test_workers_default_to_one_and_keep_the_single_process_service() -> None:
     options = parse("--port", "0", "--handler", PID)
     assert options["workers"] == 1
-    assert isinstance(_twistd.makeService(options), _twistd.TcpServerService)
+    assert isinstance(_twistd.makeService(options), TcpServerService)
 
 
 @pytest.mark.parametrize(
@@ -113,7 +115,7 @@ def _worker_pids(output: str) -> set[int]:
 
 def _is_worker(pid: int) -> bool:
     try:
-        return b"twisted_tcp._workers" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return WORKER_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 

@@ -1,53 +1,34 @@
 """
-C{twistd tcpserver}: its options, the loading of the handler, and the service
-that runs a L{Server} and shuts it down gracefully.
+The command line of C{twistd tcpserver}: its L{Options}, and L{makeService},
+which makes the service they ask for.
 
 The plugin file, C{twisted/plugins/twisted_tcp_plugin.py}, only names this
 module: Twisted's C{ServiceMaker} imports it when twistd needs L{Options} or
 L{makeService}, so a twistd that merely lists its plugins does not import it.
-Nothing here imports the reactor until the service starts (twisted#3785: a
-plugin that imports the reactor breaks C{twistd -r}).
+Nothing here imports the reactor (twisted#3785: a plugin that imports the
+reactor breaks C{twistd -r}).
 
-The life of the service, as twistd drives it:
-
-    1. L{Options} parses the command line and imports the handler; any error
-       ends twistd with a usage message before anything listens.
-    2. C{privilegedStartService} (still as root, if twistd was started as root
-       with C{--uid}) listens.  If that fails, twistd exits with status 1 and
-       the reason, without a traceback.
-    3. One log line says where the server listens and which handler it runs.
-    4. On SIGTERM or SIGINT, C{stopService} stops accepting, waits up to
-       C{--shutdown-timeout} seconds for the running handlers to finish and
-       their replies to be flushed, aborts whatever connections remain (a reset), and
-       only then lets the reactor stop (twistd waits for its Deferred).
-       twistd then ends the process with the same signal.
-
-With C{--workers N} (N > 1), L{makeService} returns the supervisor of
-L{twisted_tcp._workers} instead, which listens here and runs this service in
-N worker processes.
+L{Options} parses the command line, checks every option and imports the
+handler; any error ends twistd with a usage message before anything
+listens.  The limits it reads become one L{Settings} value,
+C{options["settings"]}, which L{makeService} hands on whole: to the
+L{TcpServerService} of L{twisted_tcp._service}, or with C{--workers N}
+(N > 1) to the L{WorkersService} of L{twisted_tcp._supervisor}, which
+listens and runs that service in N worker processes.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-import traceback
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet import defer
-from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError
-from twisted.internet.task import deferLater
-from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
 
-from ._connect import default_reactor
-from ._handler import check_handler
-from ._server import Handler, Server
+from ._service import HANDLER_EXAMPLE, TcpServerService, load_handler
 from ._settings import DEFAULTS, Settings
+from ._supervisor import WorkersService, check_shareable
 from ._where import (
     OnEndpoint,
     OnPort,
@@ -55,105 +36,7 @@ from ._where import (
     on_endpoint,
     on_file,
     on_port,
-    show_address,
 )
-
-_log = Logger()
-
-_HANDLER_EXAMPLE = "twisted_tcp.examples.echo:handle"
-
-
-class ListenError(SystemExit, Exception):
-    """
-    The server could not listen (a port in use, a path it may not bind).
-
-    It is an L{Exception}, so that twistd's start-up error handling runs (it
-    removes the pid file, and tells a daemonizing parent why the child
-    failed), and a L{SystemExit}, so that the interpreter then ends with
-    status 1 and prints only this message instead of a traceback.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        return str(self.code)
-
-
-# -- the handler --------------------------------------------------------------
-
-
-def _where_it_failed(exc: BaseException) -> str:
-    """The last frame of C{exc}'s traceback outside importlib, as C{" (at FILE, line N)"}."""
-    frames = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith("<frozen ")
-    ]
-    if not frames or isinstance(exc, SyntaxError):  # a SyntaxError names its own place
-        return ""
-    return f" (at {frames[-1].filename}, line {frames[-1].lineno})"
-
-
-def load_handler(spec: str) -> Handler:
-    """
-    Import C{spec}, a C{"module:function"} (or C{"module:object.method"})
-    naming a callable C{handler(address, reader, writer)}, and return it.
-
-    @raise usage.UsageError: with a message that says what is wrong: the
-        syntax, a module that cannot be found, an error raised while the
-        module was imported, a missing attribute, or an object that is not
-        callable or cannot take three arguments.
-    """
-    module_name, colon, attribute = spec.partition(":")
-    names = attribute.split(".")
-    if not (
-        colon
-        and all(part.isidentifier() for part in module_name.split("."))
-        and all(part.isidentifier() for part in names)
-    ):
-        raise usage.UsageError(
-            f"--handler must be MODULE:FUNCTION, e.g. {_HANDLER_EXAMPLE}, not {spec!r}"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        missing = e.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            raise usage.UsageError(
-                f"--handler {spec}: module not found: no module named {missing!r} "
-                "(is its directory on PYTHONPATH, or its package installed?)"
-            ) from e
-        raise usage.UsageError(
-            f"--handler {spec}: module {module_name!r} was found, but importing it failed: "
-            f"{type(e).__name__}: {e}{_where_it_failed(e)}"
-        ) from e
-    except Exception as e:
-        raise usage.UsageError(
-            f"--handler {spec}: module {module_name!r} was found, but importing it failed: "
-            f"{type(e).__name__}: {e}{_where_it_failed(e)}"
-        ) from e
-    handler: Any = module
-    for i, name in enumerate(names):
-        try:
-            handler = getattr(handler, name)
-        except AttributeError:
-            source = getattr(module, "__file__", None) or module_name
-            raise usage.UsageError(
-                f"--handler {spec}: module {module_name!r} ({source}) has no attribute "
-                f"{'.'.join(names[: i + 1])!r}"
-            ) from None
-    if not callable(handler):
-        raise usage.UsageError(
-            f"--handler {spec}: {attribute!r} is not callable: it is "
-            f"{handler!r:.80}, of type {type(handler).__name__}"
-        )
-    try:
-        check_handler(handler, "a handler", "handler(address, reader, writer)")
-    except TypeError as e:
-        raise usage.UsageError(f"--handler {spec}: {e}") from None
-    return handler  # type: ignore[no-any-return]
-
 
 # -- the options --------------------------------------------------------------
 
@@ -175,13 +58,51 @@ def _number(option: str, text: str, *, whole: bool, none: str | None = None) -> 
         raise usage.UsageError(f"--{option} must be {kind}{also}, not {text!r}") from None
 
 
-def _limit(option: str, field: str, text: str, none: str | None = None) -> Any:
-    """The value of C{--option}, for the L{Settings} field C{field}, checked as it checks it."""
+_LIMITS: dict[str, tuple[str, str | None]] = {
+    "max-connections": ("max_connections", None),
+    "backlog": ("backlog", None),
+    "buffer-age-limit": ("buffer_age_limit", "unlimited"),
+    "idle-timeout": ("idle_timeout", "none"),
+    "handshake-timeout": ("handshake_timeout", None),
+    "shutdown-timeout": ("shutdown_timeout", None),
+}
+"""
+The options that set a limit: each names its L{Settings} field, and the word
+that stands for C{None} on the command line where the field takes None.
+"""
+
+
+def _default(option: str) -> str:
+    """The default of the limit C{--option} as the command line writes it, from L{DEFAULTS}."""
+    field, none = _LIMITS[option]
+    value = getattr(DEFAULTS, field)
+    if value is None:
+        assert none is not None
+        return none
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _limit(option: str, text: str) -> Any:
+    """The value of the limit C{--option}, checked as its L{Settings} field checks it."""
+    field, none = _LIMITS[option]
     value = _number(option, text, whole=isinstance(getattr(DEFAULTS, field), int), none=none)
     try:
         return Settings.check(field, value, label=f"--{option}", none_as=f"'{none}'")
     except (TypeError, ValueError) as e:
         raise usage.UsageError(str(e)) from None
+
+
+def _settings(options: usage.Options) -> Settings:
+    """
+    The L{Settings} of the limits given by C{options}: the default of each
+    one not given (whose value is None).
+    """
+    given = {
+        _LIMITS[option][0]: _limit(option, options[option])
+        for option in _LIMITS
+        if options[option] is not None
+    }
+    return Settings(**given)
 
 
 def _whole_number(option: str, text: str) -> int:
@@ -192,6 +113,7 @@ def _whole_number(option: str, text: str) -> int:
 
 
 def _where_from_port(text: str) -> WhereToListen:
+    """Where C{--port TEXT} listens: a port number or an endpoint description."""
     if text.isascii() and text.isdigit():
         port = int(text)
         if port > 65535:
@@ -224,7 +146,7 @@ class Options(usage.Options):
         "With --workers N, N worker processes serve on the one listening socket; a worker "
         "that dies is restarted, SIGHUP restarts them one by one, and SIGTERM or SIGINT stop "
         "them all as above, then twistd exits with status 0. "
-        f"Example: twistd -n --pidfile= tcpserver --port 9000 --handler {_HANDLER_EXAMPLE}"
+        f"Example: twistd -n --pidfile= tcpserver --port 9000 --handler {HANDLER_EXAMPLE}"
     )
 
     optParameters = [
@@ -268,7 +190,7 @@ class Options(usage.Options):
         [
             "handshake-timeout",
             None,
-            f"{DEFAULTS.handshake_timeout:g}",
+            _default("handshake-timeout"),
             "Seconds a TLS client has to finish its handshake; the handler starts once it "
             "is done.",
         ],
@@ -282,7 +204,7 @@ class Options(usage.Options):
         [
             "max-connections",
             None,
-            str(DEFAULTS.max_connections),
+            _default("max-connections"),
             "Most connections served at once (by each worker, with --workers); beyond, new "
             "clients wait in the backlog.",
         ],
@@ -299,26 +221,26 @@ class Options(usage.Options):
             None,
             None,
             f"Length of the kernel's queue of connections not yet accepted [default: "
-            f"{DEFAULTS.backlog}]. With an endpoint description, use its backlog= option.",
+            f"{_default('backlog')}]. With an endpoint description, use its backlog= option.",
         ],
         [
             "buffer-age-limit",
             None,
-            f"{DEFAULTS.buffer_age_limit:g}",
+            _default("buffer-age-limit"),
             "Seconds that written bytes may wait unsent (the client stopped reading) before "
             "the connection is closed, or 'unlimited'.",
         ],
         [
             "idle-timeout",
             None,
-            "none",
+            _default("idle-timeout"),
             "Seconds after which a connection that received and sent nothing is closed, or "
             "'none'. It frees the slots of clients that vanished or sit idle.",
         ],
         [
             "shutdown-timeout",
             None,
-            f"{DEFAULTS.shutdown_timeout:g}",
+            _default("shutdown-timeout"),
             "Seconds that running handlers get to finish after SIGTERM or SIGINT; the "
             "connections still open then are aborted (the clients get a reset).",
         ],
@@ -354,7 +276,7 @@ class Options(usage.Options):
             )
         if self["handler"] is None:
             raise usage.UsageError(
-                f"--handler MODULE:FUNCTION is required, e.g. --handler {_HANDLER_EXAMPLE}"
+                f"--handler MODULE:FUNCTION is required, e.g. --handler {HANDLER_EXAMPLE}"
             )
         where: WhereToListen
         if port is not None:
@@ -373,27 +295,12 @@ class Options(usage.Options):
         self["where"] = self._with_tls(where)
         self["workers"] = _whole_number("workers", self["workers"])
         if self["workers"] > 1:
-            from ._workers import check_shareable
-
             check_shareable(where, self["workers"])
-        self["settings"] = Settings(
-            max_connections=_limit("max-connections", "max_connections", self["max-connections"]),
-            backlog=DEFAULTS.backlog if backlog is None else _limit("backlog", "backlog", backlog),
-            buffer_age_limit=_limit(
-                "buffer-age-limit", "buffer_age_limit", self["buffer-age-limit"], "unlimited"
-            ),
-            idle_timeout=_limit("idle-timeout", "idle_timeout", self["idle-timeout"], "none"),
-            handshake_timeout=_limit(
-                "handshake-timeout", "handshake_timeout", self["handshake-timeout"]
-            ),
-            shutdown_timeout=_limit(
-                "shutdown-timeout", "shutdown_timeout", self["shutdown-timeout"]
-            ),
-        )
+        self["settings"] = _settings(self)
         self["handler-function"] = load_handler(self["handler"])
 
-
     def _with_tls(self, where: WhereToListen) -> WhereToListen:
+        """C{where} with the TLS that C{--tls-cert}, C{--tls-key} and C{--tls-alpn} ask for."""
         cert, key, alpn_text = self["tls-cert"], self["tls-key"], self["tls-alpn"]
         alpn = None if alpn_text is None else alpn_text.split(",")
         self["tls-alpn"] = alpn
@@ -428,8 +335,6 @@ def makeService(options: Options) -> Service:
     """
     settings = options["settings"]
     if options["workers"] > 1:
-        from ._workers import WorkersService
-
         cert, key = options["tls-cert"], options["tls-key"]
         return WorkersService(
             options["where"],
@@ -444,139 +349,4 @@ def makeService(options: Options) -> Service:
     )
 
 
-# -- the service --------------------------------------------------------------
-
-
-def cannot_listen(where: object, reason: Failure | str) -> str:
-    """
-    What twistd says when it cannot listen on C{where}: the reason first,
-    so that it survives twistd's daemon mode, which passes a start-up
-    error to the terminal cut to about 60 characters.
-    """
-    if isinstance(reason, Failure):
-        error = reason.value
-        if isinstance(error, CannotListenError):
-            reason = str(error.socketError)
-        else:
-            reason = f"{type(error).__name__}: {error}"
-    return f"twisted_tcp tcpserver: {reason}: cannot listen on {where}"
-
-
-class TcpServerService(Service):
-    """
-    A service that runs a L{Server}: it listens when it starts (in
-    C{privilegedStartService} under twistd, else in C{startService}), and its
-    C{stopService} shuts the server down gracefully.
-
-    @ivar server: the running L{Server}, or C{None} before it listens.
-    @ivar settings: the server's limits, and C{shutdown_timeout}.
-    """
-
-    name = "tcpserver"
-    server: Server | None = None
-
-    def __init__(
-        self,
-        where: WhereToListen,
-        handler: Handler,
-        handler_name: str,
-        *,
-        settings: Settings = DEFAULTS,
-        reactor: Any = None,
-    ) -> None:
-        self.where = where
-        self.handler = handler
-        self.handler_name = handler_name
-        self.settings = settings
-        self._reactor = reactor
-        self._listening: Deferred[None] | None = None
-        self._starting = False
-        self._start_error: ListenError | None = None
-
-    def privilegedStartService(self) -> None:
-        Service.privilegedStartService(self)
-        self._listen()
-
-    def startService(self) -> None:
-        Service.startService(self)
-        if self._listening is None:  # not started by twistd: privilegedStartService was not called
-            self._listen()
-
-    def _listen(self) -> None:
-        """
-        Start listening.  Endpoints of TCP ports and Unix sockets listen at
-        once: a failure to do so raises L{ListenError} here, which makes
-        twistd exit with status 1 and the message.  An endpoint that listens
-        later and fails stops the reactor instead.
-        """
-        self._reactor = default_reactor(self._reactor)
-        self._start_error = None
-        self._starting = True
-        try:
-            self._listening = Server.create(
-                self.where, self.handler, settings=self.settings, reactor=self._reactor
-            ).addCallbacks(self._listening_now, self._cannot_listen)
-        finally:
-            self._starting = False
-        if self._start_error is not None:
-            self._listening = None
-            raise self._start_error
-
-    def _listening_now(self, server: Server) -> None:
-        self.server = server
-        _log.info(
-            "twisted_tcp tcpserver listening on {address} (handler {handler})",
-            address=show_address(server.listening_on_address),
-            handler=self.handler_name,
-        )
-
-    def _cannot_listen(self, failure: Failure) -> None:
-        message = cannot_listen(self.where, failure)
-        if self._starting:
-            # Raised by _listen.  twistd's log takes in stderr, where the
-            # message is printed when the process exits: no need to log it.
-            self._start_error = ListenError(message)
-        elif not failure.check(defer.CancelledError):
-            _log.critical("{message}; stopping", message=message)
-            self._reactor.stop()
-
-    def stopService(self) -> Deferred[None] | None:
-        """
-        Stop accepting, let the running handlers finish for at most
-        C{shutdown_timeout} seconds, then abort the connections that remain.
-        The Deferred fires when every connection is closed.
-        """
-        Service.stopService(self)
-        listening, self._listening = self._listening, None
-        server, self.server = self.server, None
-        if server is None:
-            if listening is not None:
-                listening.cancel()  # an endpoint still on its way to listening
-            return None
-        return Deferred.fromCoroutine(self._shut_down(server))
-
-    async def _shut_down(self, server: Server) -> None:
-        timeout = self.settings.shutdown_timeout
-        _log.info(
-            "twisted_tcp tcpserver stopping: no new connections; waiting up to {timeout:g} s "
-            "for {n} connection(s) to finish",
-            timeout=timeout,
-            n=server.num_connections,
-        )
-        await server.close()
-        try:
-            await server.drained().addTimeout(timeout, self._reactor)
-        except defer.TimeoutError:
-            # One more turn of the reactor first, so that bytes a handler wrote
-            # just before the deadline are handed to the kernel, not dropped.
-            await deferLater(self._reactor, 0, lambda: None)
-            _log.warn(
-                "twisted_tcp tcpserver: closing {n} connection(s) still open after {timeout:g} s",
-                n=server.num_connections,
-                timeout=timeout,
-            )
-            await server.close(close_existing_connections=True)
-        _log.info("twisted_tcp tcpserver stopped")
-
-
-__all__ = ["ListenError", "Options", "TcpServerService", "load_handler", "makeService"]
+__all__ = ["Options", "makeService"]

@@ -1,6 +1,6 @@
 """
-C{twistd tcpserver --workers N}: one listening socket, N worker processes
-that accept connections on it.
+The supervisor of C{twistd tcpserver --workers N}: one listening socket, N
+worker processes (L{twisted_tcp._worker}) that accept connections on it.
 
 The supervisor, L{WorkersService}, is the service of the twistd process:
 
@@ -9,15 +9,13 @@ The supervisor, L{WorkersService}, is the service of the twistd process:
        accepts: its port is paused at once.  It only holds the socket open,
        so that connections wait in the kernel's queue whenever no worker
        accepts, and are never refused while the supervisor runs.
-    2. C{startService} starts N workers.  A worker is C{python -m
-       twisted_tcp._workers INDEX SETTINGS}, spawned with the listening
-       socket as its descriptor 3, a pipe as its stdin (its end is closed
-       when the supervisor dies, whereupon the worker shuts down: no orphan
-       keeps the port), its descriptor 4 a pipe for two control lines
-       (C{listening}, C{closed}), and its stderr a pipe of log lines, which
-       the supervisor logs again with a C{[worker I pid P]} prefix; so is
+    2. C{startService} starts N workers, each with the listening socket, a
+       pipe as its stdin (its end is closed when the supervisor dies,
+       whereupon the worker shuts down: no orphan keeps the port), a pipe
+       for its control lines, and its stderr a pipe of log lines, which the
+       supervisor logs again with a C{[worker I pid P]} prefix; so is
        whatever comes on its stdout (the output of a process the handler
-       started, say).
+       started, say).  L{twisted_tcp._control} describes all of these.
     3. A worker that exits is restarted after a back-off (L{FIRST_DELAY},
        doubling up to L{MAX_DELAY}; back to the first after a worker ran
        L{STABLE_AFTER} seconds), and its exit status is logged.
@@ -33,65 +31,52 @@ The supervisor, L{WorkersService}, is the service of the twistd process:
        handles these signals itself, so twistd does not end by re-raising
        the signal as a single-process twistd does.
 
-A worker (L{main}) adopts the socket, runs a L{TcpServerService} on it, says
-C{listening}, and on SIGTERM or when its stdin closes shuts the service down
-gracefully, says C{closed} once it no longer accepts, and exits with status
-0.  It ignores SIGINT: a Ctrl-C in a terminal reaches the whole process group,
-and it is the supervisor's to act on.
+Twisted's C{twisted.runner.procmon.ProcessMonitor} restarts processes with
+a back-off too, but cannot run these: it spawns with no C{childFDs} (no
+socket, no control pipe), with its own protocol (no control lines, log
+lines logged as they come), one process per name (no old and new worker
+side by side in a rolling restart), and its C{stopService} waits for no
+process to end.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
-import re
 import signal
-import socket
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone, ProcessTerminated, ReactorNotRunning
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
-from twisted.logger import (
-    FileLogObserver,
-    InvalidLogLevelError,
-    Logger,
-    LogLevel,
-    eventAsText,
-    globalLogBeginner,
-)
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._connect import default_reactor
-from ._layers import wrap_server_factory
-from ._oneshot import OneShot
-from ._settings import DEFAULTS, Settings
-from ._tls import ServerTLS, check_alpn, server_options
-from ._twistd import (
-    ListenError,
-    TcpServerService,
-    cannot_listen,
-    load_handler,
+from ._control import (
+    CLOSED,
+    CONTROL_FD,
+    LISTENING,
+    LOG_NAMESPACE,
+    MAX_LINE,
+    WORKER_ENVIRONMENT_VARIABLE,
+    WORKER_FD,
+    WorkerSettings,
+    parse_log_line,
+    worker_command,
 )
+from ._oneshot import OneShot
+from ._service import ListenError, cannot_listen
+from ._settings import DEFAULTS, Settings
 from ._where import OnEndpoint, OnFile, OnPort, WhereToListen, show_address
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProtocolFactory
+    from twisted.internet.interfaces import IDelayedCall, IListeningPort
 
-_log = Logger()
-
-WORKER_FD = 3
-"""The descriptor number of the listening socket in a worker."""
-
-CONTROL_FD = 4
-"""The descriptor number of the pipe of a worker's control lines (not its stdout)."""
+_log = Logger(namespace=LOG_NAMESPACE)
 
 FIRST_DELAY = 0.5
 """Seconds before a worker that exited is restarted, the first time."""
@@ -107,46 +92,6 @@ KILL_MARGIN = 5.0
 
 READY_TIMEOUT = 30.0
 """Seconds a new worker of a rolling restart gets to start accepting."""
-
-WORKER_ENVIRONMENT_VARIABLE = "TWISTED_TCP_WORKER"
-"""Set to the worker's index (1 to N) in each worker's environment."""
-
-_WORKER_MODULE = "twisted_tcp._workers"
-_LISTENING = b"listening"
-_CLOSED = b"closed"
-
-
-# -- what a worker is told ----------------------------------------------------
-
-
-@attrs.frozen
-class WorkerSettings:
-    """
-    Everything a worker needs besides its index and the socket: passed to
-    it as one JSON argument.
-    """
-
-    handler: str
-    family: int
-    backlog: int
-    settings: Settings = DEFAULTS
-    reactor: str | None = None  # the module of the supervisor's reactor, installed first
-    tls_files: tuple[str, str] | None = None  # certificate and key: each worker serves TLS
-    tls_alpn: tuple[str, ...] | None = None  # the TLS server's ALPN protocols
-
-    def to_json(self) -> str:
-        """This, as the JSON text that L{from_json} reads."""
-        return json.dumps(attrs.asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> WorkerSettings:
-        """Settings from the text L{to_json} made."""
-        settings = json.loads(text)
-        for name in ("tls_files", "tls_alpn"):
-            if settings.get(name) is not None:
-                settings[name] = tuple(settings[name])
-        settings["settings"] = Settings(**settings["settings"])
-        return cls(**settings)
 
 
 def check_shareable(where: WhereToListen, workers: int) -> None:
@@ -204,10 +149,6 @@ def _exit_text(reason: Failure) -> str:
     return f"ended: {error}"
 
 
-_MAX_LOG_LINE = 65536
-_LOG_LINE = re.compile(r"\[(?P<namespace>[^\]#\s]+)#(?P<level>\w+)\] (?P<text>.*)")
-
-
 class _Worker(ProcessProtocol):
     """
     One worker process, seen from the supervisor: its control lines, its
@@ -246,20 +187,21 @@ class _Worker(ProcessProtocol):
         self.pid = self.transport.pid  # type: ignore[union-attr]
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """Act on control lines; log the worker's log and output lines."""
         if childFD == CONTROL_FD:
             self._control += data
             *lines, self._control = self._control.split(b"\n")
-            self._control = self._control[:_MAX_LOG_LINE]
+            self._control = self._control[:MAX_LINE]
             for line in lines:
-                if line == _LISTENING:
+                if line == LISTENING:
                     self.listening.fire(None)
-                elif line == _CLOSED:
+                elif line == CLOSED:
                     self.closed.fire(None)
             return
         # stderr, the worker's log; stdout, what its children print
         text = self._output.get(childFD, b"") + data
         *lines, text = text.split(b"\n")
-        if len(text) > _MAX_LOG_LINE:  # no end of line in sight: log what came
+        if len(text) > MAX_LINE:  # no end of line in sight: log what came
             lines.append(text)
             text = b""
         self._output[childFD] = text
@@ -272,15 +214,10 @@ class _Worker(ProcessProtocol):
         is not a log line (early output, a crash, a child's output) at C{level}.
         """
         text = line.decode("utf-8", "replace").rstrip("\r")
-        namespace = __name__
-        match = _LOG_LINE.fullmatch(text)
-        if match is not None:
-            try:
-                level = LogLevel.levelWithName(match["level"])
-            except InvalidLogLevelError:
-                pass
-            else:
-                namespace, text = match["namespace"], match["text"]
+        namespace = LOG_NAMESPACE
+        parsed = parse_log_line(text)
+        if parsed is not None:
+            namespace, level, text = parsed
         Logger(namespace=namespace).emit(
             level,
             "[worker {worker} pid {worker_pid}] {line}",
@@ -299,6 +236,7 @@ class _Worker(ProcessProtocol):
             self.kill_timer = self.supervisor.reactor.callLater(kill_after, self._kill)
 
     def _kill(self) -> None:
+        """Kill the worker that outlived its time to stop, and say so."""
         self.kill_timer = None
         _log.warn(
             "{worker} still runs {seconds:g} s after SIGTERM; killing it",
@@ -308,12 +246,14 @@ class _Worker(ProcessProtocol):
         self._signal("KILL")
 
     def _signal(self, name: str) -> None:
+        """Send the signal C{name} to the worker, unless it has exited."""
         try:
             self.transport.signalProcess(name)  # type: ignore[union-attr]
         except Exception:  # it has exited, and Twisted has not reaped it yet
             pass
 
     def processExited(self, reason: Failure) -> None:
+        """Log what the worker left unlogged, settle its Deferreds and tell the supervisor."""
         # Not processEnded, which also waits for the pipes to close: a
         # process the handler started holds them open after the worker died.
         self.transport.loseConnection()  # type: ignore[union-attr]
@@ -364,7 +304,7 @@ class WorkersService(Service):
         self.settings = settings
         self.handle_signals = handle_signals
         self.reactor = reactor
-        self._settings: WorkerSettings | None = None
+        self._worker_settings: WorkerSettings | None = None
         self._slots: list[_Worker | None] = [None] * workers
         self._alive: set[_Worker] = set()
         self._failures = [0] * workers
@@ -376,10 +316,12 @@ class WorkersService(Service):
     # -- starting --------------------------------------------------------------
 
     def privilegedStartService(self) -> None:
+        """Listen, as twistd starts the service (before it drops privileges)."""
         Service.privilegedStartService(self)
         self._listen()
 
     def startService(self) -> None:
+        """Listen if not yet done, handle the signals, and start the workers."""
         Service.startService(self)
         if self.port is None:  # not started by twistd: privilegedStartService was not called
             self._listen()
@@ -409,7 +351,7 @@ class WorkersService(Service):
         port: Any = result[0]
         port.pauseProducing()
         self.port = port
-        self._settings = WorkerSettings(
+        self._worker_settings = WorkerSettings(
             handler=self.handler_name,
             family=int(port.addressFamily),
             backlog=int(getattr(port, "backlog", self.settings.backlog)),
@@ -428,14 +370,15 @@ class WorkersService(Service):
 
     def _start_worker(self, index: int, *, promote: bool = True) -> _Worker:
         """Start a worker for slot C{index}; it serves the slot now if C{promote}."""
-        assert self.port is not None and self._settings is not None
+        assert self.port is not None and self._worker_settings is not None
         worker = _Worker(self, index, self.reactor.seconds())
         # The same interpreter and environment as this process: the worker
         # imports twisted_tcp and the handler as this process did.
+        command = worker_command(index, self._worker_settings)
         self.reactor.spawnProcess(
             worker,
-            sys.executable,
-            [sys.executable, "-m", _WORKER_MODULE, str(index), self._settings.to_json()],
+            command[0],
+            command,
             env={**os.environ, WORKER_ENVIRONMENT_VARIABLE: str(index)},
             childFDs={
                 0: "w",
@@ -490,6 +433,7 @@ class WorkersService(Service):
         self._restart_timers[index] = self.reactor.callLater(delay, self._restart, index)
 
     def _restart(self, index: int) -> None:
+        """Start a worker for slot C{index} after its back-off, unless stopping."""
         del self._restart_timers[index]
         if not self._stopping:
             self._start_worker(index)
@@ -519,6 +463,7 @@ class WorkersService(Service):
         return handler
 
     def _stop_signal(self, signum: int) -> None:
+        """SIGTERM or SIGINT: stop the reactor, which stops this service (once)."""
         name = signal.Signals(signum).name
         if self._stopping:
             _log.info(
@@ -534,6 +479,7 @@ class WorkersService(Service):
             pass
 
     def _restart_signal(self, signum: int) -> None:
+        """SIGHUP: a rolling restart."""
         self.restart_workers()
 
     # -- rolling restart -------------------------------------------------------
@@ -567,6 +513,7 @@ class WorkersService(Service):
         self._rolling.addBoth(done)
 
     async def _roll(self) -> None:
+        """Replace the workers slot by slot, as L{restart_workers} says."""
         while True:
             self._roll_again = False
             for index in range(1, self.workers + 1):
@@ -615,6 +562,7 @@ class WorkersService(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        """Stop the workers and the socket, as L{stopService} says."""
         workers = sorted(self._alive, key=lambda w: (w.index, w.started_at))
         _log.info(
             "twisted_tcp tcpserver stopping {n} worker(s); each lets its handlers finish for "
@@ -639,202 +587,18 @@ class WorkersService(Service):
 
 
 async def _stop_listening(port: IListeningPort) -> None:
+    """Stop C{port} listening; return once it has."""
     stopped = port.stopListening()
     if stopped is not None:
         await stopped
 
 
-# -- the worker ---------------------------------------------------------------
-
-
-@attrs.frozen
-class _OnSharedSocket(WhereToListen):
-    """
-    The socket a worker was handed by its supervisor, already listening:
-    adopting it neither changes it nor removes a Unix socket's file (the
-    supervisor's to remove).
-    """
-
-    fd: int
-    family: int
-    backlog: int
-    tls: ServerTLS | None = None
-
-    def __str__(self) -> str:
-        return f"the socket of the supervisor (descriptor {self.fd})"
-
-    def listen(
-        self, reactor: Any, backlog: int, factory: IProtocolFactory
-    ) -> Deferred[IListeningPort]:
-        factory = wrap_server_factory(factory, reactor, tls=self.tls)
-        try:
-            try:
-                if self.family == socket.AF_UNIX:
-                    port = _adopt_unix_socket(reactor, self.fd, self.backlog, factory)
-                else:
-                    port = reactor.adoptStreamPort(self.fd, self.family, factory)
-            finally:
-                os.close(self.fd)  # the port holds its own duplicate
-        except Exception:
-            return fail()
-        return succeed(port)
-
-
-def _adopt_unix_socket(
-    reactor: Any, fd: int, backlog: int, factory: IProtocolFactory
-) -> IListeningPort:
-    """
-    Adopt a listening Unix socket another process made and owns.  Twisted's
-    adopted Unix port would chmod its file to 0666 (which a worker running
-    as another user than the supervisor, under C{twistd --uid}, may not
-    do), listen with its own backlog, shut the socket down for every
-    process when it stops (C{shutdown(2)}, not only C{close}) and remove the
-    file: this one leaves the file alone, keeps the supervisor's backlog,
-    and only closes its descriptor.
-    """
-    from twisted.internet import tcp, unix
-
-    class SharedUNIXPort(unix.Port):  # type: ignore[misc]
-        _shouldShutdown = False
-
-        def startListening(self) -> None:
-            # unix.Port's for an adopted socket, less the chmod.
-            port: Any = self
-            port.factory.doStart()
-            skt, port._preexistingSocket = port._preexistingSocket, None
-            skt.listen(self.backlog)
-            self.connected = True
-            self.socket = skt
-            port.fileno = skt.fileno
-            self.numberAccepts = 100
-            self.startReading()
-
-        def connectionLost(self, reason: Failure) -> None:
-            tcp.Port.connectionLost(self, reason)  # not unix.Port's, which removes the file
-
-    port = SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
-    port.backlog = backlog
-    port.startListening()
-    return port  # type: ignore[no-any-return]
-
-
-def _log_line(event: dict[str, Any]) -> str:
-    """One event as lines C{[namespace#level] text}, which the supervisor reads."""
-    level = event.get("log_level", LogLevel.info)
-    namespace = event.get("log_namespace", "-")
-    text = eventAsText(event, includeTimestamp=False, includeSystem=False)
-    return "".join(f"[{namespace}#{level.name}] {line}\n" for line in text.splitlines() or [""])
-
-
-class _Control(Protocol):
-    """
-    The worker's stdin, and L{CONTROL_FD} for its control lines: stdin
-    closing (the supervisor died) stops the worker.
-    """
-
-    def __init__(self, stop: Callable[[], None]) -> None:
-        self._stop = stop
-
-    def say(self, line: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(line + b"\n")
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        self._stop()
-
-
-def _install_reactor(module: str | None) -> None:
-    """Install the supervisor's kind of reactor (best effort: else the default one)."""
-    if not module or "twisted.internet.reactor" in sys.modules:
-        return
-    try:
-        importlib.import_module(module).install()
-    except Exception:
-        pass
-
-
-def main(argv: list[str]) -> int:
-    """
-    Run a worker: C{argv} is C{[INDEX, SETTINGS_JSON]}.  Serve on descriptor
-    L{WORKER_FD} until SIGTERM or the end of stdin; return the exit status
-    (0 after a graceful stop, 1 if it could not start).
-    """
-    index, settings = int(argv[0]), WorkerSettings.from_json(argv[1])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.set_inheritable(CONTROL_FD, False)  # not for the processes the handler starts
-    log_file = sys.stderr
-    globalLogBeginner.beginLoggingTo(
-        [FileLogObserver(log_file, _log_line)], redirectStandardIO=True
-    )
-    _install_reactor(settings.reactor)
-    from twisted.internet import reactor as global_reactor
-
-    reactor: Any = global_reactor
-    try:
-        handler = load_handler(settings.handler)
-        tls = (
-            None
-            if settings.tls_files is None
-            else server_options(settings.tls_files, check_alpn(settings.tls_alpn))
-        )
-    except (usage.UsageError, ValueError, ImportError) as e:
-        _log.critical("worker {index} cannot start: {error}", index=index, error=str(e))
-        return 1
-    service = TcpServerService(
-        _OnSharedSocket(WORKER_FD, settings.family, settings.backlog, tls),
-        handler,
-        settings.handler,
-        settings=settings.settings,
-        reactor=reactor,
-    )
-    status = 0
-    stopping = False
-
-    def stop() -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            # Once is enough; and Python restores the default handler as it
-            # exits, so that a late SIGTERM would end the worker by it.
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            reactor.stop()
-
-    control = _Control(stop)
-
-    def stop_service() -> Deferred[None] | None:
-        server = service.server
-        if server is not None:
-            server.close_finished.addBoth(lambda _: control.say(_CLOSED))
-        return service.stopService()
-
-    def start() -> None:
-        nonlocal status
-        signal.signal(signal.SIGTERM, lambda signum, frame: reactor.callFromThread(stop))
-        try:
-            service.startService()
-        except ListenError as e:
-            _log.critical("worker {index} cannot start: {error}", index=index, error=str(e))
-            status = 1
-            stop()
-            return
-        from twisted.internet.stdio import StandardIO
-
-        # (On POSIX, StandardIO takes the descriptors: the type stubs know only Windows.)
-        StandardIO(control, stdout=CONTROL_FD, reactor=reactor)  # type: ignore[call-arg]
-        control.say(_LISTENING)
-
-    reactor.addSystemEventTrigger("before", "shutdown", stop_service)
-    reactor.callWhenRunning(start)
-    reactor.run()
-    return status
-
-
-if __name__ == "__main__":
-    # Run as `python -m twisted_tcp._workers`: use the module under its own
-    # name (its logger's namespace is twisted_tcp._workers, not __main__).
-    from twisted_tcp._workers import main as _main
-
-    sys.exit(_main(sys.argv[1:]))
-
-
-__all__ = ["WorkerSettings", "WorkersService", "check_shareable", "main"]
+__all__ = [
+    "FIRST_DELAY",
+    "KILL_MARGIN",
+    "MAX_DELAY",
+    "READY_TIMEOUT",
+    "STABLE_AFTER",
+    "WorkersService",
+    "check_shareable",
+]
