@@ -13,21 +13,16 @@ server's protocol at all.
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any, Literal
+from typing import Any
 
-import attrs
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from ._proxy_header import NEED, InvalidHeader, ProxiedAddresses, read_header
 from ._where import show_address
 
 HEADER_TIMEOUT = 30.0
@@ -37,41 +32,11 @@ MAX_WAITING = 1000
 """Connections that may wait for their PROXY header at once; beyond, new ones are closed."""
 
 _log = Logger()
-_V1_START = V1Parser.PROXYSTR + b" "
-_V1_MAX = 107  # the longest v1 header, CRLF included
-
-
-@attrs.frozen
-class _Addresses:
-    source: IPv4Address | IPv6Address | None
-    destination: IPv4Address | IPv6Address | None
-
-
-_NO_ADDRESSES = _Addresses(None, None)
-
-
-def _checked(address: Any) -> IPv4Address | IPv6Address | Literal[False] | None:
-    """
-    C{address} with its host in the usual form (IPv6 compressed), C{None}
-    if there is none (UNKNOWN, LOCAL), or False if it is not a valid
-    address of its family and a port in 0..65535.
-    """
-    if address is None or not isinstance(address, (IPv4Address, IPv6Address)):
-        return None
-    try:
-        host = ipaddress.ip_address(address.host)
-    except ValueError:
-        return False
-    if not 0 <= address.port <= 65535 or host.version != (
-        6 if isinstance(address, IPv6Address) else 4
-    ):
-        return False
-    return type(address)(address.type, str(host), address.port)  # type: ignore[arg-type]
 
 
 @implementer(IHalfCloseableProtocol)
 class _HeaderFirst(ProtocolWrapper):
-    _info: _Addresses | None = None
+    _info: ProxiedAddresses | None = None
     _start = b""
     _timer: Any = None
     _waiting = False  # counted in the factory's waiting
@@ -117,51 +82,16 @@ class _HeaderFirst(ProtocolWrapper):
             return
         data = self._start + data
         self._start = b""
-        if data[:6] == _V1_START:
-            end = data.find(b"\r\n", 0, _V1_MAX)
-            if end < 0:
-                if len(data) >= _V1_MAX:
-                    self._refuse("a PROXY v1 header longer than 107 bytes")
-                else:
-                    self._start = data
-                return
-            self._parsed(self._v1(data[:end]), data[end + 2 :])
-        elif len(data) >= 16 and data[:12] == V2Parser.PREFIX and data[12] & 0xF0 == 0x20:
-            try:
-                info, rest = V2Parser().feed(data)
-            except (InvalidProxyHeader, ValueError) as e:
-                self._refuse(f"an invalid PROXY v2 header ({type(e).__name__})")
-                return
-            if info is None:  # not all of it yet (at most 64 KiB): parse again with more
-                self._start = data
-                return
-            self._parsed(info, rest or b"")
-        elif len(data) < 16 and (
-            V2Parser.PREFIX.startswith(data[:12]) or _V1_START.startswith(data)
-        ):
-            self._start = data  # too short to tell yet
-        else:
-            self._refuse("not a PROXY protocol header")
-
-    def _v1(self, line: bytes) -> Any:
-        """The addresses of a v1 header line, or None if it is not a valid one."""
-        if line == b"PROXY UNKNOWN" or line.startswith(b"PROXY UNKNOWN "):
-            return _NO_ADDRESSES  # the spec's minimal form, which Twisted's parser refuses
         try:
-            return V1Parser.parse(line)
-        except (InvalidProxyHeader, ValueError, UnicodeDecodeError) as e:
-            self._refuse(f"an invalid PROXY v1 header ({type(e).__name__})")
-            return None
-
-    def _parsed(self, info: Any, rest: bytes) -> None:
-        """The header is read: check its addresses, then connect the server's protocol."""
-        if info is None:
+            header = read_header(data)
+        except InvalidHeader as e:
+            self._refuse(str(e))
             return
-        source, destination = (_checked(a) for a in (info.source, info.destination))
-        if source is False or destination is False:
-            self._refuse("a PROXY header with an invalid address or port")
+        if header is NEED:  # a header's beginning: read it again with more
+            self._start = data
             return
-        self._info = _Addresses(source, destination)
+        assert isinstance(header, tuple)
+        self._info, rest = header
         self._done_waiting()
         self.wrappedProtocol.makeConnection(self)  # type: ignore[arg-type]
         if rest and self.wrappedProtocol is not None:
