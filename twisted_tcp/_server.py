@@ -33,6 +33,7 @@ from ._oneshot import OneShot
 from ._reader import Reader
 from ._settings import DEFAULTS, Settings, settings_with
 from ._tls import describe_tls_error
+from ._twisted_private import accept_error, fit_accepts
 from ._where import WhereToListen, show_address
 from ._writer import Writer
 
@@ -483,11 +484,8 @@ class Server:
         connection without a handler while another process on the same
         socket (a worker of C{twistd --workers}) has room for it.
         """
-        port: Any = self._port
-        accepts = getattr(port, "numberAccepts", None)
-        if accepts is not None:
-            free = self._max_connections - len(self._connections) - len(self._handshakes)
-            port.numberAccepts = max(1, min(accepts, free))
+        free = self._max_connections - len(self._connections) - len(self._handshakes)
+        fit_accepts(self._port, free)
 
     def _pause_accepting(self) -> None:
         if self._accepting and self._port is not None:
@@ -591,7 +589,6 @@ def _handshake_error(reason: Failure) -> str:
 
 
 ACCEPT_RETRY_DELAY = 1.0
-_RESOURCE_ERRORS = frozenset({"EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"})
 
 
 @implementer(ILogObserver)
@@ -619,13 +616,8 @@ class _AcceptErrorWatch:
                 globalLogPublisher.removeObserver(self)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        namespace = str(event.get("log_namespace", ""))
-        if not namespace.startswith(("twisted.internet.tcp", "twisted.internet.unix")):
-            return
-        error = event.get("acceptError")
-        if error is None and str(event.get("log_format", "")).startswith("EMFILE encountered"):
-            error = "EMFILE"
-        if error in _RESOURCE_ERRORS:
+        error = accept_error(event)
+        if error is not None:
             for server in list(self._servers):
                 server._accept_failed(f"{error}: {os.strerror(getattr(errno, error))}")
 

@@ -9,22 +9,21 @@ is asked for, so everything else works without them.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import sys
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import (
-    IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IStreamClientEndpoint,
 )
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from ._twisted_private import half_closeable_tls
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -322,12 +321,12 @@ def wrap_factory(tls: Any, factory: Any, *, client: bool) -> Any:
     """
     C{factory}, behind a TLS layer with the TLS options C{tls} (a
     L{ServerTLS} for a server): Twisted's, but for half-close under TLS 1.3
-    (L{_half_closeable_tls}).
+    (L{half_closeable_tls}).
     """
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
     wrapped = TLSMemoryBIOFactory(tls, client, factory)
-    wrapped.protocol = _half_closeable_tls()
+    wrapped.protocol = half_closeable_tls()
     wrapped.noisy = False
     return wrapped
 
@@ -350,82 +349,6 @@ class TLSClientEndpoint:
 
         wrapped = wrap_factory(self._tls, factory, client=True)
         return self._endpoint.connect(wrapped).addCallback(unwrapped)
-
-
-@functools.cache
-def _half_closeable_tls() -> type:
-    """
-    Twisted's TLS layer (C{BufferingTLSTransport}), but for one thing: under
-    TLS 1.3, which allows it, the peer's close_notify ends only the stream
-    it sends, as a TCP half-close does: the protocol above gets
-    C{readConnectionLost} and can still write its reply, and the connection
-    closes when it closes it.  Twisted's layer answers close_notify with
-    its own and closes at once, as TLS 1.2 requires (and as this one still
-    does under TLS 1.2, or when the protocol above cannot half-close).
-    """
-    from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
-    from twisted.protocols.tls import BufferingTLSTransport
-
-    @implementer(IHalfCloseableProtocol)
-    class HalfCloseableTLS(BufferingTLSTransport):  # type: ignore[misc]
-        _read_closed = False  # the peer's close_notify was read
-
-        def unregisterProducer(self) -> None:
-            # After loseConnection, Twisted's layer sends close_notify here,
-            # before the small writes it still gathers for its next turn,
-            # which are then lost: send them first.
-            self._aggregator.flush()
-            super().unregisterProducer()
-
-        def dataReceived(self, data: bytes) -> None:
-            if self._read_closed:
-                return  # after close_notify: ignored (RFC 8446, 6.1), not buffered
-            super().dataReceived(data)
-
-        def _flushReceiveBIO(self) -> None:
-            # Twisted's own loop, but for the ZeroReturnError branch.
-            while not self._lostTLSConnection and not self._read_closed:
-                try:
-                    data = self._tlsConnection.recv(2**15)
-                except WantReadError:
-                    break
-                except ZeroReturnError:
-                    if self._may_half_close():
-                        self._read_closed = True
-                        IHalfCloseableProtocol(self.wrappedProtocol).readConnectionLost()
-                        break
-                    self._shutdownTLS()
-                    self._tlsShutdownFinished(None)
-                except Error:
-                    self._tlsShutdownFinished(Failure())
-                else:
-                    if not self._aborted:
-                        ProtocolWrapper.dataReceived(self, data)
-            self._flushSendBIO()
-
-        def _may_half_close(self) -> bool:
-            return (
-                not self.disconnecting
-                and IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
-                and self._tlsConnection.get_protocol_version_name() == "TLSv1.3"
-            )
-
-        # IHalfCloseableProtocol, for the TCP connection below.
-        def readConnectionLost(self) -> None:
-            below: Any = self.transport
-            if self._read_closed:
-                return  # the peer closed after its close_notify: ours comes when we close
-            if self.disconnecting or self._lostTLSConnection:
-                below.loseConnection()  # a TLS close under way: let it finish
-            else:
-                # A FIN with no close_notify: the stream was cut short.  End
-                # the connection at once, as Twisted does (reported as lost).
-                below.abortConnection()
-
-        def writeConnectionLost(self) -> None:
-            pass
-
-    return HalfCloseableTLS
 
 
 # -- the layers of a transport --------------------------------------------------
@@ -452,16 +375,3 @@ def split_transport(transport: Any) -> tuple[Any, Any]:
             tls = sink
         sink = sink.transport
     return sink, tls
-
-
-def tls_held(tls: Any) -> int:
-    """
-    The plaintext bytes that a TLS layer holds and has not encrypted and
-    passed to its transport yet: gathered for its next write (Twisted's
-    C{BufferingTLSTransport}), or waiting for the handshake.
-    """
-    held = sum(map(len, getattr(tls, "_appSendBuffer", None) or ()))
-    aggregator = getattr(tls, "_aggregator", None)
-    if aggregator is not None:
-        held += sum(map(len, getattr(aggregator, "_buffer", ())))
-    return held

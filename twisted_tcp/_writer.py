@@ -42,7 +42,8 @@ from ._errors import BufferAgeLimitError, WriterClosedError
 from ._oneshot import OneShot
 from ._settings import DEFAULTS, Settings, check_seconds
 from ._sweeper import GRACE, Deadline, Sweeper, sweeper_for
-from ._tls import split_transport, tls_held
+from ._tls import split_transport
+from ._twisted_private import tls_plaintext_held, tls_session_ended, unsent_bytes
 from ._where import show_address
 
 if TYPE_CHECKING:
@@ -548,12 +549,12 @@ class Writer:
             self._unregister()
         tls = self._tls
         if tls is not None:
-            if getattr(tls, "_lostTLSConnection", False):
+            if tls_session_ended(tls):
                 # The TLS session ended (the peer's close_notify, an error): it
                 # drops what is written now, which must not count as flushed.
                 self._unregister()
                 return
-            if tls_held(tls):
+            if tls_plaintext_held(tls):
                 return  # on its way to the sink, which will call again once it drained
             state = self._state
             if (state == HALF_CLOSED or state == CLOSING) and tls.disconnecting:
@@ -741,18 +742,14 @@ class Writer:
     def _unsent(self) -> int | None:
         """
         The bytes the transport still holds, where it says (Twisted's own
-        socket transports do, through attributes of FileDescriptor), or None.
-        Over TLS, those are encrypted bytes, and the TLS layer's plaintext is
-        added: a little more than the plaintext unsent, which errs towards
-        calling a slow reader stuck, by TLS's overhead of about 0.2 %.
+        socket transports do), or None.  Over TLS, those are encrypted bytes,
+        and the TLS layer's plaintext is added: a little more than the
+        plaintext unsent, which errs towards calling a slow reader stuck, by
+        TLS's overhead of about 0.2 %.
         """
-        sink: Any = self._sink
-        try:
-            held: int = len(sink.dataBuffer) - sink.offset + sink._tempDataLen
-        except (AttributeError, TypeError):
-            return None
-        if self._tls is not None:
-            held += tls_held(self._tls)
+        held = unsent_bytes(self._sink)
+        if held is not None and self._tls is not None:
+            held += tls_plaintext_held(self._tls)
         return held
 
     def _cancel_age_timer(self) -> None:

@@ -1,0 +1,232 @@
+"""
+Each part of Twisted that twisted_tcp uses without Twisted promising it
+(C{twisted_tcp._twisted_private}), checked against the installed Twisted:
+when a release changes one, the test named after it fails, and says which.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+
+import twisted_tcp as tt
+from twisted_tcp import _twisted_private as private
+from twisted_tcp._tls import split_transport
+
+from .conftest import LOCAL, raw_client, sleep, until, within
+from .test_tls import Pki, pki, tls_1_2_where, to  # noqa: F401  (pki: a fixture)
+
+CHANGED = "Twisted changed a private part that twisted_tcp._twisted_private relies on: "
+
+
+class Recorded(Protocol):
+    """A server protocol that keeps itself, and writes a greeting if given one."""
+
+    greeting = b""
+
+    def connectionMade(self) -> None:
+        self.factory.made.append(self)
+        if self.greeting:
+            self.transport.write(self.greeting)
+            self.factory.unsent_at_once.append(private.unsent_bytes(self.transport))
+
+
+def recording_factory(greeting: bytes = b"") -> Any:
+    factory = Factory.forProtocol(Recorded)
+    factory.made = []
+    factory.unsent_at_once = []
+    Recorded.greeting = greeting
+    return factory
+
+
+async def read_exactly(s: socket.socket, n: int) -> bytes:
+    data = b""
+
+    async def more() -> None:
+        nonlocal data
+        while len(data) < n:
+            try:
+                chunk = s.recv(n - len(data))
+            except BlockingIOError:
+                await sleep(0.005)
+                continue
+            assert chunk, "closed early"
+            data += chunk
+
+    await within(more())
+    return data
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_unsent_bytes_of_socket_transports(family: str, tmp_path: Path) -> None:
+    factory = recording_factory(greeting=b"0123456789")
+    if family == "tcp":
+        port = reactor.listenTCP(0, factory, interface=LOCAL)
+        client = raw_client(port.getHost().port)
+    else:
+        path = str(tmp_path / "s")
+        port = reactor.listenUNIX(path, factory)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        client.setblocking(False)
+    try:
+        await until(lambda: factory.made)
+        # Written, and not yet handed to the kernel, which the reactor does later.
+        assert factory.unsent_at_once == [10], CHANGED + "FileDescriptor's write buffer"
+        assert await read_exactly(client, 10) == b"0123456789"
+        assert private.unsent_bytes(factory.made[0].transport) == 0
+        assert private.unsent_bytes(StringTransport()) is None  # a transport that cannot say
+    finally:
+        client.close()
+        for protocol in factory.made:
+            protocol.transport.abortConnection()
+        await within(port.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_plaintext_held(pki: Pki) -> None:  # noqa: F811
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.write(await reader.really_read(3))
+
+    server = await within(tt.Server.create(tt.on_port(0, interface=LOCAL, tls=pki.files), handler))
+    try:
+        sock, reader, writer = await within(tt.connect(to(server, pki)))
+        try:
+            _, tls = split_transport(sock.transport)
+            assert tls is not None
+            assert isinstance(tls._appSendBuffer, list), CHANGED + "TLS _appSendBuffer"
+            writer.write(b"abc")  # gathered by the TLS layer for its next turn
+            assert private.tls_plaintext_held(tls) == 3, CHANGED + "TLS _aggregator._buffer"
+            assert await within(reader.really_read(3)) == b"abc"
+            assert private.tls_plaintext_held(tls) == 0
+        finally:
+            await within(writer.close())
+    finally:
+        await within(server.close(close_existing_connections=True))
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_session_ended(pki: Pki) -> None:  # noqa: F811
+    async def bye(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await writer.close()  # close_notify, which ends a TLS 1.2 session
+
+    server = await within(tt.Server.create(tls_1_2_where(pki), bye))
+    try:
+        sock, reader, writer = await within(tt.connect(to(server, pki)))
+        try:
+            _, tls = split_transport(sock.transport)
+            assert not private.tls_session_ended(tls)
+            assert await within(reader.read()) == b""
+            assert private.tls_session_ended(tls), CHANGED + "TLS _lostTLSConnection"
+        finally:
+            await within(writer.close())
+    finally:
+        await within(server.close(close_existing_connections=True))
+
+
+def test_half_closeable_tls_overrides_what_twisted_still_calls() -> None:
+    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
+
+    # close_notify is read where Twisted's layer reads every record.
+    assert "_flushReceiveBIO" in inspect.getsource(TLSMemoryBIOProtocol.dataReceived), (
+        CHANGED + "TLSMemoryBIOProtocol.dataReceived no longer calls _flushReceiveBIO"
+    )
+    for name in ("_flushReceiveBIO", "_flushSendBIO", "_shutdownTLS", "_tlsShutdownFinished"):
+        assert callable(getattr(BufferingTLSTransport, name, None)), CHANGED + name
+    for name in ("_lostTLSConnection", "_aborted"):
+        assert name in inspect.getsource(TLSMemoryBIOProtocol), CHANGED + name
+    assert "_aggregator" in inspect.getsource(BufferingTLSTransport), CHANGED + "_aggregator"
+    layer = private.half_closeable_tls()
+    assert issubclass(layer, BufferingTLSTransport)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_shared_unix_socket_is_left_as_its_owner_made_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared")
+    owner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    owner.bind(path)
+    owner.listen(5)
+    owner.setblocking(False)  # as the supervisor hands it down
+    os.chmod(path, 0o600)
+    factories = [recording_factory(), recording_factory()]
+    ports = [
+        private.adopt_shared_unix_socket(reactor, owner.fileno(), 7, factory)
+        for factory in factories
+    ]
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, CHANGED + "unix.Port chmods"
+        await within(ports[0].stopListening())
+        client.connect(path)  # the other port still accepts on the shared socket
+        await until(lambda: factories[1].made)
+        assert not factories[0].made
+    finally:
+        client.close()
+        for protocol in factories[1].made:
+            protocol.transport.abortConnection()
+        await within(ports[1].stopListening())
+        assert os.path.exists(path)  # the owner's to remove
+        owner.close()
+        os.unlink(path)
+
+
+class FailingListener:
+    """A listening socket whose accept() fails with C{errors}, then would block."""
+
+    def __init__(self, real: socket.socket, errors: list[int]) -> None:
+        self.real = real
+        self.errors = errors
+
+    def accept(self) -> Any:
+        code = self.errors.pop(0) if self.errors else errno.EAGAIN
+        raise OSError(code, os.strerror(code))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("error", ["EMFILE", "ENOBUFS", "ENFILE", "ENOMEM"])
+def test_accept_errors_are_told_by_their_log_events(error: str) -> None:
+    port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface=LOCAL)
+    real = port.socket
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        port.socket = FailingListener(real, [getattr(errno, error)] * 2)
+        port.doRead()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        port.socket = real
+        port.stopListening()
+    told = {private.accept_error(event) for event in events} - {None}
+    assert told == {error}, CHANGED + f"the log events of a failed accept() ({error})"
+
+
+def test_fit_accepts_bounds_what_one_read_accepts() -> None:
+    factory = recording_factory()
+    port = reactor.listenTCP(0, factory, interface=LOCAL)
+    clients = [raw_client(port.getHost().port) for _ in range(3)]
+    try:
+        private.fit_accepts(port, 1)
+        assert port.numberAccepts == 1, CHANGED + "tcp.Port.numberAccepts"
+        port.doRead()
+        assert len(factory.made) == 1, CHANGED + "tcp.Port.numberAccepts"
+    finally:
+        for client in clients:
+            client.close()
+        for protocol in factory.made:
+            protocol.transport.abortConnection()
+        port.stopListening()

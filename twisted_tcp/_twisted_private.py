@@ -1,0 +1,246 @@
+"""
+Every part of Twisted that twisted_tcp uses without Twisted promising it: in
+this one module, each for a job that Twisted's public API cannot do, each
+checked by C{tests/test_twisted_private.py}, which fails naming the part
+when a Twisted release changes it.  Checked on the Twisted releases in
+L{CHECKED_ON}.
+
+    - L{unsent_bytes}: how many written bytes a socket transport still holds
+      (C{FileDescriptor.dataBuffer}, C{offset}, C{_tempDataLen}).  The
+      writer asks it instead of registering as the transport's producer on
+      every connection (which costs each transport 0.8 KiB), and the
+      buffer-age check tells a slow reader from a stuck one by it.
+    - L{tls_plaintext_held}, L{tls_session_ended}: what the TLS layer
+      (C{TLSMemoryBIOProtocol}) holds of ours, not yet encrypted
+      (C{_appSendBuffer} before the handshake, C{_aggregator._buffer} the
+      small writes it gathers for its next turn), and whether its session
+      has ended (C{_lostTLSConnection}): a flush is reported only once the
+      plaintext has left too.
+    - L{half_closeable_tls}: the TLS layer with TLS 1.3's half-close, which
+      Twisted's closes at the peer's close_notify.  It overrides
+      C{_flushReceiveBIO} (where close_notify is read) and uses
+      C{_lostTLSConnection}, C{_shutdownTLS}, C{_tlsShutdownFinished},
+      C{_flushSendBIO}, C{_aborted} and C{_aggregator.flush()}.
+    - L{adopt_shared_unix_socket}: a Unix listening socket adopted as it is,
+      shared by the workers of C{twistd tcpserver --workers}
+      (C{unix.Port._fromListeningDescriptor}, C{_preexistingSocket},
+      C{_shouldShutdown}): Twisted's public C{adoptStreamPort} chmods the
+      socket's file, listens with its own backlog, and shuts the socket down
+      for every process that shares it when one stops.
+    - L{accept_error}: which resource a failed C{accept()} lacked, read from
+      the log event that is the only report Twisted's ports make of it (the
+      C{acceptError} key, and the text "EMFILE encountered").
+    - L{fit_accepts}: the number of connections a port accepts each time
+      its socket is readable (C{tcp.Port.numberAccepts}, public but not
+      documented), kept to the free connection slots.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import tcp, unix
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+
+CHECKED_ON = ("24.7.0", "26.10.0")
+"""The lowest and the newest Twisted release that the tests were run on."""
+
+RESOURCE_ERRORS = frozenset({"EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"})
+"""The accept() errors that mean a resource ran out (not a bad client)."""
+
+
+# -- socket transports -------------------------------------------------------------
+
+
+def unsent_bytes(transport: Any) -> int | None:
+    """
+    The bytes written to C{transport}, one of Twisted's socket transports,
+    that it has not handed to the kernel yet; None for a transport that
+    does not say (another reactor's, a test's).
+    """
+    try:
+        held: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except (AttributeError, TypeError):
+        return None
+    return held
+
+
+def fit_accepts(port: Any, free: int) -> None:
+    """
+    Keep the number of connections that C{port} accepts each time its
+    socket is readable (which Twisted's ports adapt to the load) at most
+    C{free}, and at least 1.
+    """
+    accepts = getattr(port, "numberAccepts", None)
+    if accepts is not None:
+        port.numberAccepts = max(1, min(accepts, free))
+
+
+def accept_error(event: dict[str, Any]) -> str | None:
+    """
+    The name of the resource error (one of L{RESOURCE_ERRORS}) that the log
+    event C{event} reports a failed accept() of, else None.
+    """
+    namespace = str(event.get("log_namespace", ""))
+    if not namespace.startswith(("twisted.internet.tcp", "twisted.internet.unix")):
+        return None
+    error = event.get("acceptError")
+    if error is None and str(event.get("log_format", "")).startswith("EMFILE encountered"):
+        error = "EMFILE"
+    return error if error in RESOURCE_ERRORS else None
+
+
+# -- the TLS layer -----------------------------------------------------------------
+
+
+def tls_plaintext_held(tls: Any) -> int:
+    """
+    The plaintext bytes that the TLS layer C{tls} holds and has not
+    encrypted and passed to its transport yet: waiting for the handshake,
+    or gathered for its next write.
+    """
+    held = sum(map(len, getattr(tls, "_appSendBuffer", None) or ()))
+    aggregator = getattr(tls, "_aggregator", None)
+    if aggregator is not None:
+        held += sum(map(len, getattr(aggregator, "_buffer", ())))
+    return held
+
+
+def tls_session_ended(tls: Any) -> bool:
+    """Whether the TLS session of C{tls} has ended (a close_notify, an error)."""
+    return bool(getattr(tls, "_lostTLSConnection", False))
+
+
+@functools.cache
+def half_closeable_tls() -> type:
+    """
+    Twisted's TLS layer (C{BufferingTLSTransport}), but for one thing: under
+    TLS 1.3, which allows it, the peer's close_notify ends only the stream
+    it sends, as a TCP half-close does: the protocol above gets
+    C{readConnectionLost} and can still write its reply, and the connection
+    closes when it closes it.  Twisted's layer answers close_notify with
+    its own and closes at once, as TLS 1.2 requires (and as this one still
+    does under TLS 1.2, or when the protocol above cannot half-close).
+    """
+    from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
+    from twisted.protocols.tls import BufferingTLSTransport
+
+    @implementer(IHalfCloseableProtocol)
+    class HalfCloseableTLS(BufferingTLSTransport):  # type: ignore[misc]
+        _read_closed = False  # the peer's close_notify was read
+
+        def unregisterProducer(self) -> None:
+            # After loseConnection, Twisted's layer sends close_notify here,
+            # before the small writes it still gathers for its next turn,
+            # which are then lost: send them first.
+            self._aggregator.flush()
+            super().unregisterProducer()
+
+        def dataReceived(self, data: bytes) -> None:
+            if self._read_closed:
+                return  # after close_notify: ignored (RFC 8446, 6.1), not buffered
+            super().dataReceived(data)
+
+        def _flushReceiveBIO(self) -> None:
+            # Hand the protocol above every record decrypted so far; at the
+            # peer's close_notify, half-close where TLS 1.3 allows it.
+            connection = self.getHandle()
+            while not (self._lostTLSConnection or self._read_closed):
+                try:
+                    data = connection.recv(2**15)
+                except WantReadError:
+                    break  # all that arrived is read
+                except ZeroReturnError:  # the peer's close_notify
+                    if self._may_half_close():
+                        self._read_closed = True
+                        IHalfCloseableProtocol(self.wrappedProtocol).readConnectionLost()
+                        break
+                    self._shutdownTLS()
+                    self._tlsShutdownFinished(None)
+                except Error:
+                    self._tlsShutdownFinished(Failure())
+                else:
+                    if not self._aborted:
+                        ProtocolWrapper.dataReceived(self, data)
+            self._flushSendBIO()  # what reading made OpenSSL send (a key update, an alert)
+
+        def _may_half_close(self) -> bool:
+            return (
+                not self.disconnecting
+                and IHalfCloseableProtocol.providedBy(self.wrappedProtocol)
+                and self.getHandle().get_protocol_version_name() == "TLSv1.3"
+            )
+
+        # IHalfCloseableProtocol, for the TCP connection below.
+        def readConnectionLost(self) -> None:
+            below: Any = self.transport
+            if self._read_closed:
+                return  # the peer closed after its close_notify: ours comes when we close
+            if self.disconnecting or self._lostTLSConnection:
+                below.loseConnection()  # a TLS close under way: let it finish
+            else:
+                # A FIN with no close_notify: the stream was cut short.  End
+                # the connection at once, as Twisted does (reported as lost).
+                below.abortConnection()
+
+        def writeConnectionLost(self) -> None:
+            pass
+
+    return HalfCloseableTLS
+
+
+# -- a Unix listening socket shared by processes -------------------------------------
+
+
+class _SharedUNIXPort(unix.Port):  # type: ignore[misc]
+    """
+    An adopted Unix port that leaves the socket as its owner made it.
+
+    Twisted's adopted Unix port (what C{adoptStreamPort(fd, AF_UNIX, ...)}
+    makes) would, as it starts, chmod the socket's file to 0666 (undoing an
+    endpoint's C{mode=}, and failing in a worker that runs as another user
+    than the supervisor, under C{twistd --uid}) and listen with its own
+    backlog; and as it stops, C{shutdown(2)} the socket, after which every
+    process that shares it refuses connections, and remove the file.  This
+    one keeps the owner's backlog, does not chmod, and only closes its own
+    descriptor when it stops.
+    """
+
+    _shouldShutdown = False
+
+    def startListening(self) -> None:
+        """Start accepting on the adopted socket, left as it is."""
+        port: Any = self
+        port.factory.doStart()
+        skt, port._preexistingSocket = port._preexistingSocket, None
+        skt.listen(self.backlog)
+        self.connected = True
+        self.socket = skt
+        port.fileno = skt.fileno
+        self.numberAccepts = 100
+        self.startReading()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """Close this process's descriptor: C{tcp.Port}'s way, not C{unix.Port}'s (rm the file)."""
+        tcp.Port.connectionLost(self, reason)
+
+
+def adopt_shared_unix_socket(
+    reactor: Any, fd: int, backlog: int, factory: IProtocolFactory
+) -> IListeningPort:
+    """
+    A port that serves C{factory} on the listening Unix socket C{fd} (which
+    it duplicates), made and owned by another process, listening with
+    C{backlog}, the backlog that process gave it.
+    """
+    port = _SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    port.backlog = backlog
+    port.startListening()
+    return port  # type: ignore[no-any-return]
