@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred
@@ -29,13 +29,13 @@ from ._reader import Reader
 from ._settings import DEFAULTS, Settings, settings_with
 from ._sweeper import Deadline
 from ._tls import describe_tls_error
-from ._where import HostAndPort, WhereToConnect
+from ._where import ToHostAndPort, WhereToConnect
 from ._writer import Writer
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-T = TypeVar("T")
+_T = TypeVar("_T")  # what with_connection's f gives
 
 _log = Logger()
 
@@ -111,7 +111,7 @@ def _attempt(
             if securing is None:
                 attempt.cancel()
             else:
-                securing.transport.abortConnection()  # type: ignore[union-attr]
+                securing.transport.abortConnection()
                 result.errback(_failure(Failure(error.ConnectionAborted())))
 
     result: Deferred[Connection] = Deferred(lambda _: stop("cancel"))
@@ -126,7 +126,7 @@ def _attempt(
         if why == "cancel":
             return Failure(CancelledError(f"connecting to {where} was cancelled"))
         if securing is not None:
-            host = where.host if isinstance(where, HostAndPort) else None
+            host = where.host if isinstance(where, ToHostAndPort) else None
             reason = describe_tls_error(outcome.value or Exception(), host)
             return Failure(TLSHandshakeError(where, reason))
         return _name_address(outcome, where)
@@ -143,7 +143,7 @@ def _attempt(
             deadline.cancel()
         if result.called:  # cancelled by the user after connecting; do not leak
             if isinstance(outcome, Connection):
-                outcome.transport.abortConnection()  # type: ignore[union-attr]
+                outcome.transport.abortConnection()
             return
         if isinstance(outcome, Failure):
             result.errback(_failure(outcome))
@@ -267,6 +267,34 @@ def connect(
         return Socket(connection), connection.reader, connection.writer
 
     return _attempt(where, settings, settings, interrupt, reactor).addCallback(triple)
+
+
+@overload
+def with_connection(
+    where: WhereToConnect,
+    f: Callable[[Socket, Reader, Writer], Awaitable[_T]],
+    *,
+    timeout: float | None = ...,
+    interrupt: Deferred[Any] | None = ...,
+    reader_buffer_size: int = ...,
+    buffer_age_limit: float | None = ...,
+    max_line_length: int = ...,
+    reactor: Any = ...,
+) -> Deferred[_T]: ...
+
+
+@overload
+def with_connection(
+    where: WhereToConnect,
+    f: Callable[[Socket, Reader, Writer], _T],
+    *,
+    timeout: float | None = ...,
+    interrupt: Deferred[Any] | None = ...,
+    reader_buffer_size: int = ...,
+    buffer_age_limit: float | None = ...,
+    max_line_length: int = ...,
+    reactor: Any = ...,
+) -> Deferred[_T]: ...
 
 
 def with_connection(

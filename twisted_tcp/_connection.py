@@ -20,6 +20,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
     IProtocol,
+    IPushProducer,
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
@@ -35,6 +36,10 @@ from ._writer import Writer
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IAddress, IReactorTime
+
+
+class IStreamTransport(ITCPTransport, IPushProducer):
+    """What the transport of a connection is (Twisted's, or a wrapper's): for type checks."""
 
 
 # Twisted's socket transports, which _end_now may close in this turn.
@@ -53,6 +58,7 @@ class Connection(Protocol):
     (L{Socket.attach_protocol}).
     """
 
+    transport: IStreamTransport  # (set by makeConnection)
     reader: Reader | None = None
     writer: Writer | None = None
     closed = False
@@ -134,7 +140,7 @@ class Connection(Protocol):
     def pause_until_attached(self) -> None:
         """Stop reading until a reader/writer or a protocol is attached."""
         self._holding = True
-        self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.transport.pauseProducing()
 
     def dataReceived(self, data: bytes) -> None:
         writer = self.writer
@@ -157,7 +163,7 @@ class Connection(Protocol):
             self.reader.eof_received()
             writer = self.writer
             if writer is not None and writer.is_closed:
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.transport.loseConnection()
                 if writer.all_sent():
                     self._end_now()
         elif self._user is not None:
@@ -165,7 +171,7 @@ class Connection(Protocol):
             if halfclose is not None:
                 halfclose.readConnectionLost()
             else:
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.transport.loseConnection()
 
     def _end_now(self) -> None:
         """
@@ -192,7 +198,7 @@ class Connection(Protocol):
         if self.writer is not None:
             self.writer.eof_sent()
             if self._read_eof:
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.transport.loseConnection()
         elif self._user is not None:
             halfclose = IHalfCloseableProtocol(self._user, None)
             if halfclose is not None:
@@ -255,7 +261,7 @@ class Connection(Protocol):
         self._check_unattached()
         transport = self.transport
         assert transport is not None
-        reader = Reader(transport, options.reader_buffer_size, options.max_line_length)  # type: ignore[arg-type]
+        reader = Reader(transport, options.reader_buffer_size, options.max_line_length)
         writer = Writer.for_connection(self, options)
         self.reader = reader
         self.writer = writer
@@ -278,7 +284,7 @@ class Connection(Protocol):
         self._check_unattached()
         self._user = protocol
         self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
-        protocol.makeConnection(self.transport)  # type: ignore[arg-type]
+        protocol.makeConnection(self.transport)
         held, self._held = self._held or [], None
         for data in held:
             protocol.dataReceived(data)
@@ -287,7 +293,7 @@ class Connection(Protocol):
                 self.readConnectionLost()
             if self._holding:
                 self._holding = False
-                self.transport.resumeProducing()  # type: ignore[union-attr]
+                self.transport.resumeProducing()
 
 
 class Socket:

@@ -36,7 +36,7 @@ def check_handler(handler: object, name: str, call: str) -> None:
             "generator with twisted.internet.defer.inlineCallbacks"
         )
     try:
-        signature = inspect.signature(handler)  # type: ignore[arg-type]
+        signature = inspect.signature(handler)
     except (TypeError, ValueError):
         return  # some builtins have none: let them be
     try:

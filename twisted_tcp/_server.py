@@ -111,10 +111,10 @@ class _ServerConnection(Connection):
             self._idle_timer = None
             _log.info(
                 "closing the connection from {peer}: idle for {timeout:g} s (idle_timeout)",
-                peer=show_address(self.transport.getPeer()),  # type: ignore[union-attr]
+                peer=show_address(self.transport.getPeer()),
                 timeout=timeout,
             )
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
 
         self.dataReceived = data_received  # type: ignore[method-assign]
         self._idle_timer = clock.callLater(timeout, check)
@@ -350,7 +350,7 @@ class Server:
         if close_existing_connections:
             for connection in list(self._connections):
                 waits.append(connection.when_lost())
-                connection.transport.abortConnection()  # type: ignore[union-attr]
+                connection.transport.abortConnection()
         return DeferredList(waits).addCallback(lambda _: None)
 
     def __repr__(self) -> str:
@@ -376,7 +376,7 @@ class Server:
                 where=str(self._where),
                 n=len(self._handshakes),
             )
-        connection.transport.abortConnection()  # type: ignore[union-attr]
+        connection.transport.abortConnection()
 
     def _handshake_ended(self, connection: _ServerConnection) -> bool:
         """Forget C{connection}'s handshake; return whether it was under way."""
@@ -398,20 +398,20 @@ class Server:
         connection._handshake_timer = None
         self._handshake_ended(connection)
         self._handshake_failed(connection, f"not done within {self._handshake_timeout:g} s")
-        connection.transport.abortConnection()  # type: ignore[union-attr]
+        connection.transport.abortConnection()
 
     def _handshake_failed(self, connection: _ServerConnection, why: str) -> None:
         if self._handshake_log.allow():
             _log.info(
                 "TLS handshake with {peer} failed: {why}",
-                peer=show_address(connection.transport.getPeer()),  # type: ignore[union-attr]
+                peer=show_address(connection.transport.getPeer()),
                 why=why,
             )
 
     def _admit(self, connection: _ServerConnection) -> None:
         self._accept_error_logged = False
         if self._closed:
-            connection.transport.abortConnection()  # type: ignore[union-attr]
+            connection.transport.abortConnection()
         elif len(self._connections) < self._max_connections:
             self._serve(connection)
         else:
@@ -426,7 +426,7 @@ class Server:
         reader, writer = connection.start_stream(self._settings)
         if self._idle_timeout is not None:
             connection.watch_idle(self._idle_timeout)
-        address = connection.transport.getPeer()  # type: ignore[union-attr]
+        address = connection.transport.getPeer()
         self._handlers_running += 1
         run(self._handler, (address, reader, writer), connection.handler_ended)
 
@@ -531,7 +531,7 @@ class Server:
 
     def _report(self, connection: _ServerConnection, failure: Failure) -> None:
         policy = self._on_handler_error
-        address = connection.transport.getPeer()  # type: ignore[union-attr]
+        address = connection.transport.getPeer()
         if policy == "ignore":
             return
         if policy == "log":
@@ -551,7 +551,7 @@ class Server:
             self._stop(failure)
         else:
             try:
-                policy(address, failure.value)  # type: ignore[operator, arg-type]
+                policy(address, failure.value)  # type: ignore[arg-type]
             except Exception:
                 _log.failure(
                     "on_handler_error callable failed for {peer}",
@@ -570,7 +570,7 @@ class Server:
         parked = [*self._parked, *self._handshakes]
         self._parked.clear()
         for connection in parked:
-            connection.transport.abortConnection()  # type: ignore[union-attr]
+            connection.transport.abortConnection()
         port = self._port
         stopped = maybeDeferred(port.stopListening) if port is not None else succeed(None)
 

@@ -114,7 +114,7 @@ def client_creator(
             "TLS options from twisted.internet.ssl.optionsForClientTLS(host, trustRoot=...), "
             f"not {type(tls).__name__}: {tls!r:.80}"
         )
-    return _OfferingALPN(creator, alpn) if alpn else creator  # type: ignore[no-any-return]
+    return _OfferingALPN(creator, alpn) if alpn else creator
 
 
 @implementer(IOpenSSLClientConnectionCreator)

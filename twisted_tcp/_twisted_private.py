@@ -133,7 +133,7 @@ def half_closeable_tls() -> type:
     from twisted.protocols.tls import BufferingTLSTransport
 
     @implementer(IHalfCloseableProtocol)
-    class HalfCloseableTLS(BufferingTLSTransport):  # type: ignore[misc]
+    class HalfCloseableTLS(BufferingTLSTransport):
         _read_closed = False  # the peer's close_notify was read
 
         def unregisterProducer(self) -> None:
@@ -199,7 +199,7 @@ def half_closeable_tls() -> type:
 # -- a Unix listening socket shared by processes -------------------------------------
 
 
-class _SharedUNIXPort(unix.Port):  # type: ignore[misc]
+class _SharedUNIXPort(unix.Port):
     """
     An adopted Unix port that leaves the socket as its owner made it.
 

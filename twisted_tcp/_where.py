@@ -144,10 +144,15 @@ class WhereToListen:
 
 
 @attrs.frozen(repr=False)
-class HostAndPort(WhereToConnect):
+class ToHostAndPort(WhereToConnect):
     """
-    A TCP address: a host name or an IPv4/IPv6 literal, and a port; over TLS
-    if C{tls} (Twisted's client TLS options) is set.
+    A TCP address, as L{to_host_and_port} makes it (which checks it).
+
+    @ivar host: a host name, or an IPv4 or IPv6 literal (which skip DNS).
+    @ivar port: the port, 1 to 65535.
+    @ivar via_local_interface: the local address to connect from, or None.
+    @ivar tls: Twisted's client TLS options (C{IOpenSSLClientConnectionCreator}),
+        or None for plain TCP.
     """
 
     host: str
@@ -185,8 +190,12 @@ class HostAndPort(WhereToConnect):
 
 
 @attrs.frozen(repr=False)
-class File(WhereToConnect):
-    """A Unix-domain stream socket at a path."""
+class ToFile(WhereToConnect):
+    """
+    A Unix-domain stream socket, as L{to_file} makes it.
+
+    @ivar path: the socket's path.
+    """
 
     path: str
 
@@ -203,8 +212,11 @@ class File(WhereToConnect):
 @attrs.frozen(repr=False)
 class OnPort(WhereToListen):
     """
-    Listen on a TCP port, on every interface or on one; over TLS if C{tls}
-    (Twisted's server TLS options) is set.
+    A TCP port to listen on, as L{on_port} makes it (which checks it).
+
+    @ivar port: the port; 0 for one the system chooses.
+    @ivar interface: the local address to listen on; C{""} for every IPv4 one.
+    @ivar tls: the server's TLS (certificate, key, ALPN protocols), or None.
     """
 
     port: int
@@ -238,7 +250,11 @@ class OnPort(WhereToListen):
 
 @attrs.frozen(repr=False)
 class OnFile(WhereToListen):
-    """Listen on a Unix-domain stream socket at a path."""
+    """
+    A Unix-domain stream socket to listen on, as L{on_file} makes it.
+
+    @ivar path: the socket's path.
+    """
 
     path: str
 
@@ -318,10 +334,13 @@ def _describe(source: object) -> str:
 
 
 @attrs.frozen(repr=False)
-class Endpoint(WhereToConnect):
+class ToEndpoint(WhereToConnect):
     """
-    Connect where a Twisted client endpoint, or its description (such as
-    C{"tls:example.com:443"} or C{"unix:/run/s.sock"}), says.
+    Where a Twisted client endpoint, or its description (such as
+    C{"tls:example.com:443"} or C{"unix:/run/s.sock"}), says to connect, as
+    L{to_endpoint} makes it.
+
+    @ivar source: the endpoint, or its description.
     """
 
     source: str | IStreamClientEndpoint
@@ -350,8 +369,13 @@ class OnEndpoint(WhereToListen):
     C{"tcp:9000:interface=127.0.0.1"}, C{"tcp6:9000"}, C{"unix:/run/s.sock"},
     C{"ssl:443:privateKey=key.pem:certKey=cert.pem"}, C{"systemd:domain=INET:index=0"}
     or C{"haproxy:tcp:9000"}; see L{endpoints.serverFromString}) says, over
-    TLS if C{tls} is set.  The backlog is the endpoint's own (a
-    description's C{backlog=} option), not the server's C{backlog}.
+    TLS if C{tls} is set, as L{on_endpoint} makes it.  The backlog is the
+    endpoint's own (a description's C{backlog=} option), not the server's
+    C{backlog}.
+
+    @ivar source: the endpoint, or its description.
+    @ivar tls: the TLS this package puts over the endpoint, or None.
+    @ivar alpn: the ALPN protocols for an C{ssl:} description's own TLS.
     """
 
     source: str | IStreamServerEndpoint
@@ -406,7 +430,7 @@ def to_host_and_port(
     via_local_interface: str | None = None,
     tls: bool | IOpenSSLClientConnectionCreator | None = False,
     alpn: Sequence[str] | None = None,
-) -> HostAndPort:
+) -> ToHostAndPort:
     """
     Connect over TCP to C{host} (a name, resolved at every connect, every
     address tried, IPv4 and IPv6; or an IPv4 or IPv6 literal, with or
@@ -444,17 +468,17 @@ def to_host_and_port(
         creator = None
     else:
         creator = client_creator(host, tls, protocols)
-    return HostAndPort(host, _check_port(port, allow_zero=False), via_local_interface, creator)
+    return ToHostAndPort(host, _check_port(port, allow_zero=False), via_local_interface, creator)
 
 
-def to_file(path: str | os.PathLike[str]) -> File:
+def to_file(path: str | os.PathLike[str]) -> ToFile:
     """
     Connect to the Unix-domain stream socket at C{path}.
 
     @raise TypeError: if C{path} is not a str or path-like.
     @raise ValueError: if C{path} is empty or holds a NUL byte.
     """
-    return File(_check_path(path))
+    return ToFile(_check_path(path))
 
 
 def on_port(
@@ -513,7 +537,7 @@ def on_file(path: str | os.PathLike[str]) -> OnFile:
     return OnFile(_check_path(path))
 
 
-def to_endpoint(endpoint: str | IStreamClientEndpoint) -> Endpoint:
+def to_endpoint(endpoint: str | IStreamClientEndpoint) -> ToEndpoint:
     """
     Connect where a Twisted client endpoint says: an object providing
     C{IStreamClientEndpoint} (used as it is, with its own reactor), or a
@@ -539,7 +563,7 @@ def to_endpoint(endpoint: str | IStreamClientEndpoint) -> Endpoint:
             "endpoint must be a client endpoint description (str) or provide "
             f"IStreamClientEndpoint, not {type(endpoint).__name__}: {endpoint!r:.80}"
         )
-    return Endpoint(endpoint)
+    return ToEndpoint(endpoint)
 
 
 def on_endpoint(

@@ -437,7 +437,7 @@ class Writer:
             self._transport.loseConnection()
         else:
             self._unregister()
-            self._transport.loseWriteConnection()  # type: ignore[attr-defined]
+            self._transport.loseWriteConnection()
         return self._wait_eof()
 
     def _wait_eof(self) -> Deferred[None]:
@@ -453,7 +453,7 @@ class Writer:
         was = self._event("close")
         self._held = None
         if was < CLOSED:
-            self._transport.abortConnection()  # type: ignore[attr-defined]
+            self._transport.abortConnection()
 
     def consumer_left(self) -> Deferred[None]:
         """
@@ -730,7 +730,7 @@ class Writer:
             d.errback(Failure(self._error))
         # Not self.abort(): the writer is stopped, not closed, so a handler
         # still writing has its bytes dropped instead of getting an exception.
-        self._transport.abortConnection()  # type: ignore[attr-defined]
+        self._transport.abortConnection()
 
     def all_sent(self) -> bool:
         """
