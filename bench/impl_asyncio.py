@@ -107,10 +107,17 @@ async def _pipelined(
     return perf_counter() - t0
 
 
+async def _open_within(port: int, seconds: float) -> tuple[Reader, Writer]:
+    """C{open_connection}, failing with TimeoutError after C{seconds}."""
+    if not hasattr(asyncio, "timeout"):  # Python 3.10: wait_for (a task per call)
+        return await asyncio.wait_for(asyncio.open_connection(HOST, port), seconds)
+    async with asyncio.timeout(seconds):
+        return await asyncio.open_connection(HOST, port)
+
+
 async def _one_conn(port: int, line: bytes) -> None:
     """Connect (C{open_connection}), one line round trip, close; returns once closed."""
-    async with asyncio.timeout(10):
-        reader, writer = await asyncio.open_connection(HOST, port)
+    reader, writer = await _open_within(port, 10)
     try:
         writer.write(line)
         got = await reader.readline()

@@ -39,8 +39,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from _common import HOST, LINE_BYTES, fd_count, line, vm_rss_kib
 
@@ -56,6 +57,8 @@ IO_TIMEOUT = 10.0  # s: no connect or round trip waits longer
 FD_SAMPLE = 0.5  # s between two samples of the server's descriptors
 RSS_FLAT = 0.10  # RSS is flat within this fraction
 FDS_FLAT = 10  # descriptors are flat within this many
+
+T = TypeVar("T")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -92,6 +95,14 @@ class Reading:
                 f"({self.round_trips:,} round trips, {self.conns_per_s:,.0f} short conn/s)")
 
 
+async def _within(awaitable: Awaitable[T], seconds: float = IO_TIMEOUT) -> T:
+    """C{await awaitable}, failing with TimeoutError after C{seconds}."""
+    if not hasattr(asyncio, "timeout"):  # Python 3.10: wait_for (a task per call)
+        return await asyncio.wait_for(awaitable, seconds)
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
 class Load:
     def __init__(self, port: int, pid: int) -> None:
         self.port = port
@@ -102,8 +113,7 @@ class Load:
         self.current = Interval()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        async with asyncio.timeout(IO_TIMEOUT):
-            reader, writer = await asyncio.open_connection(HOST, self.port)
+        reader, writer = await _within(asyncio.open_connection(HOST, self.port))
         self.open_conns += 1
         return reader, writer
 
@@ -120,8 +130,7 @@ class Load:
     ) -> float:
         t0 = time.perf_counter()
         writer.write(data)
-        async with asyncio.timeout(IO_TIMEOUT):
-            got = await reader.readline()
+        got = await _within(reader.readline())
         elapsed = time.perf_counter() - t0
         if got != data:
             raise RuntimeError(f"echo {got[:70]!r}, not {data[:70]!r}")

@@ -92,8 +92,31 @@ def _certificate(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        # The key identifiers, and the authority's key usage: Python 3.13's
+        # default ssl context checks certificates strictly (VERIFY_X509_STRICT)
+        # and refuses a chain without them.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
     )
-    if not ca:
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCAL))]
@@ -158,10 +181,15 @@ def certificate_options(pki: Pki, **kwargs: Any) -> Any:
 
 
 def tls_1_2_where(pki: Pki) -> tt.WhereToListen:
-    """A TLS server that will not go above TLS 1.2."""
-    from twisted.internet.ssl import TLSVersion
+    """
+    A TLS server that will not go above TLS 1.2: capped on the options'
+    context, as Twisted's lowerMaximumSecurityTo=TLSv1_2 leaves out TLS 1.2
+    too before Twisted 26.4 (no version is left).
+    """
+    from OpenSSL import SSL
 
-    options = certificate_options(pki, lowerMaximumSecurityTo=TLSVersion.TLSv1_2)
+    options = certificate_options(pki)
+    options.getContext().set_max_proto_version(SSL.TLS1_2_VERSION)
     return tt.on_port(0, interface=LOCAL, tls=options)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp, unix
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
@@ -84,10 +85,8 @@ class Connection(Protocol):
     # -- IProtocol -----------------------------------------------------------
 
     def connectionMade(self) -> None:
-        transport = self.transport
         tls = self._find_tls()
-        if ITCPTransport.providedBy(transport):
-            transport.setTcpNoDelay(True)
+        self._no_delay()
         if self.options is not None:
             self.start_stream(self.options)
         elif tls is not None:
@@ -117,8 +116,33 @@ class Connection(Protocol):
                 protocol = getattr(protocol, "_wrappedProtocol", self)
         return tls
 
+    def _no_delay(self) -> None:
+        """
+        Turn Nagle's algorithm off, on a TCP socket only (the sink is found
+        by L{_find_tls}): Twisted before 24.11 passes the option on for a
+        Unix socket too, and the kernel refuses it there (EOPNOTSUPP).
+        """
+        sink = self._sink
+        kind = type(sink)
+        if kind is tcp.Server or kind is tcp.Client:  # (unix.Server is a subclass)
+            sink.setTcpNoDelay(True)
+        elif (
+            kind not in _SOCKET_TRANSPORTS
+            and ITCPTransport.providedBy(sink)
+            and isinstance(sink.getHost(), (IPv4Address, IPv6Address))
+        ):
+            sink.setTcpNoDelay(True)
+
     def handshakeCompleted(self) -> None:
-        """The TLS handshake succeeded (Twisted's TLS layer calls this)."""
+        """
+        The TLS handshake succeeded (Twisted's TLS layer calls this); but one
+        whose TLS layer is closing already does not count: the reason it
+        closes comes with connectionLost.  (Twisted before 26.4 checks the
+        server's name only as the handshake ends, aborts the connection if
+        it does not match, and calls this all the same.)
+        """
+        if self._tls is not None and self._tls.disconnecting:
+            return
         self._handshake_done = True
         if self._holding:
             self.pause_until_attached()

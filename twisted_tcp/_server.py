@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
@@ -58,17 +57,17 @@ class _ServerConnection(Connection):
     _handshake_timer: IDelayedCall | None = None  # a TLS handshake is under way
 
     def connectionMade(self) -> None:
-        transport = self.transport
-        if ITCPTransport.providedBy(transport):
-            transport.setTcpNoDelay(True)
-        if self._find_tls() is not None:
+        tls = self._find_tls()
+        self._no_delay()
+        if tls is not None:
             self.server._handshaking(self)
         else:
             self.server._admit(self)
 
     def handshakeCompleted(self) -> None:
         Connection.handshakeCompleted(self)
-        self.server._handshake_done(self)
+        if self._handshake_done:  # else the connection is closing: connectionLost follows
+            self.server._handshake_done(self)
 
     def handler_ended(self, result: object) -> None:
         """The handler returned C{result} or failed (a L{Failure})."""

@@ -39,9 +39,14 @@ class Relay(LineReceiver):
         self.sendLine(b"ERR no backend: " + str(failure.value).encode())
         self.transport.loseConnection()
 
-    @inlineCallbacks
     def lineReceived(self, line):
         self.pauseProducing()  # one request at a time: replies stay in order
+        # Not returned: Twisted (before 26.10) takes a value returned by
+        # lineReceived for a reason to drop the connection.
+        self.relay(line)
+
+    @inlineCallbacks
+    def relay(self, line):
         _sock, reader, writer = self.backend
         writer.write_line(line)
         reply = yield reader.read_line()
