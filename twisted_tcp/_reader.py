@@ -226,16 +226,20 @@ class Reader:
             self._update_flow()
             raise
         if result is NEED:
-            pending = ReadDeferred(self)
-            self._waiter = pending
-            self._op = op
-            self._op_arg = arg
-            if self._paused:
-                self._set_paused(False)
-            return pending
+            return self._wait(op, arg)
         if self._paused and self._buffer.size <= self.buffer_size:
             self._set_paused(False)
         return result
+
+    def _wait(self, op: Callable[[Any], Any], arg: Any) -> ReadDeferred:
+        """Make C{op(arg)} the pending read, tried again as bytes arrive."""
+        pending = ReadDeferred(self)
+        self._waiter = pending
+        self._op = op
+        self._op_arg = arg
+        if self._paused:
+            self._set_paused(False)
+        return pending
 
     def _serve(self) -> None:
         op = self._op
@@ -352,7 +356,11 @@ class ReadDeferred(Deferred[Any]):
         # The lean driver sends the result itself (this was not fired);
         # once fired, any driver resumes the await from inside its callback,
         # where the result is this Deferred's.
-        return self._give(self.result if self.called else value)
+        if self.called:
+            value = self.result
+        if value is None and self.end:
+            raise StopAsyncIteration
+        raise StopIteration(value)
 
     def throw(self, error: Any, value: Any = None, traceback: Any = None) -> Any:
         if value is None:
@@ -387,12 +395,17 @@ class _Lines:
 
     def __anext__(self) -> Any:
         reader = self._reader
-        # A line already buffered costs no Deferred at all.
+        buffer = reader._buffer
         if reader._waiter is None:
+            if not buffer.size and not buffer.eof:  # the usual wait, decided at once
+                pending = reader._wait(buffer.take_line, None)
+                pending.end = True
+                return pending
+            # A line already buffered costs no Deferred at all.
             line = reader._line_now()
             if line is not None:
                 return _ready(line)
-        line = reader._begin(reader._buffer.take_line, None)
+        line = reader._begin(buffer.take_line, None)
         if type(line) is ReadDeferred:
             line.end = True
             return line
