@@ -17,7 +17,7 @@ from twisted_tcp import IncompleteReadError, LineTooLongError
 from twisted_tcp._buffer import NEED, RecordBuffer
 
 from .conftest import PENDING
-from .helpers.record_model import RecordModel
+from .helpers.record_model import RecordModel, requests
 
 REQUESTS = {
     "read": "take_some",
@@ -121,14 +121,6 @@ def test_max_line_length_is_checked(bad: Any) -> None:
 alphabet = b"ab|\r\n"
 chunks_of_stream = st.lists(
     st.binary(max_size=10).map(lambda b: bytes(alphabet[x % 5] for x in b)), max_size=30
-)
-delimiters = st.sampled_from([b"\n", b"|", b"||", b"\r\n", b"ab", b"aba"])
-requests = st.one_of(
-    st.tuples(st.just("read"), st.integers(1, 8)),
-    st.tuples(st.just("read_line"), st.none()),
-    st.tuples(st.just("really_read"), st.integers(0, 12)),
-    st.tuples(st.just("read_until"), st.tuples(delimiters, st.booleans())),
-    st.tuples(st.just("contents"), st.none()),
 )
 steps = st.one_of(
     st.tuples(st.just("feed"), st.binary(max_size=10).map(

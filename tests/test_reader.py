@@ -22,7 +22,7 @@ from zope.interface.verify import verifyObject
 from twisted_tcp import IncompleteReadError, LineTooLongError, Reader, ReadInProgressError
 
 from .conftest import PENDING, failure_of, outcome, result_of
-from .helpers.record_model import RecordModel
+from .helpers.record_model import RecordModel, requests
 
 # -- helpers -------------------------------------------------------------------
 
@@ -764,15 +764,7 @@ def describe(result: Any) -> Any:
     return ("ok", result)
 
 
-delimiters = st.sampled_from([b"\n", b"|", b"||", b"\r\n", b"ab", b"aba"])
-reads = st.one_of(
-    st.tuples(st.just("read"), st.integers(1, 8)),
-    st.tuples(st.just("read_line"), st.none()),
-    st.tuples(st.just("really_read"), st.integers(0, 12)),
-    st.tuples(st.just("read_until"), st.tuples(delimiters, st.booleans())),
-    st.tuples(st.just("contents"), st.none()),
-    st.tuples(st.just("cancel"), st.none()),
-)
+reads = st.one_of(requests, st.tuples(st.just("cancel"), st.none()))
 operations = st.one_of(
     st.tuples(st.just("feed"), st.binary(max_size=10).map(
         lambda b: bytes(b"ab|\r\n"[x % 5] for x in b))),

@@ -8,9 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import strategies as st
+
 from twisted_tcp import LineTooLongError
 
 from ..conftest import PENDING
+
+delimiters = st.sampled_from([b"\n", b"|", b"||", b"\r\n", b"ab", b"aba"])
+requests = st.one_of(
+    st.tuples(st.just("read"), st.integers(1, 8)),
+    st.tuples(st.just("read_line"), st.none()),
+    st.tuples(st.just("really_read"), st.integers(0, 12)),
+    st.tuples(st.just("read_until"), st.tuples(delimiters, st.booleans())),
+    st.tuples(st.just("contents"), st.none()),
+)
+"""Requests (named as the Reader's reads) and their arguments, for L{RecordModel.attempt}."""
 
 
 class RecordModel:
