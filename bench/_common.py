@@ -10,7 +10,7 @@ the check every client does on every line it reads back.
 from __future__ import annotations
 
 import functools
-import importlib.util
+import importlib
 import json
 import os
 import socket
@@ -34,16 +34,9 @@ def use_repo_package() -> None:
 
 
 def load_example(name: str) -> ModuleType:
-    """
-    The module C{examples/NAME.py} of this checkout, loaded from its path
-    (C{examples/} is a directory of scripts, not an installed package).
-    """
-    path = os.path.join(REPO, "examples", name + ".py")
-    spec = importlib.util.spec_from_file_location(f"_bench_example_{name}", path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The module C{twisted_tcp.examples.NAME} of this checkout."""
+    use_repo_package()
+    return importlib.import_module(f"twisted_tcp.examples.{name}")
 
 
 def line(i: int) -> bytes:
@@ -82,7 +75,7 @@ def reply(obj: dict[str, object]) -> bytes:
 
 
 def resp_reply(words: list[bytes]) -> bytes | None:
-    """The reply to one command, or None for QUIT (as examples/resp_ping.py answers)."""
+    """The reply to one command, or None for QUIT (as twisted_tcp.examples.resp_ping answers)."""
     name = words[0].upper()
     if name == b"PING":
         if len(words) == 1:
@@ -99,7 +92,7 @@ def resp_reply(words: list[bytes]) -> bytes | None:
     return b"-ERR wrong number of arguments for '%s' command\r\n" % name.lower()
 
 
-# The minimal HTTP/1.1 server's responses (examples/http_hello.py answers the same).
+# The minimal HTTP/1.1 server's responses (twisted_tcp.examples.http_hello answers the same).
 HTTP_BODY = b"Hello, world!\n"
 HTTP_HEAD = (
     b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"

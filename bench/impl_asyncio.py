@@ -205,7 +205,7 @@ async def echo(reader: Reader, writer: Writer) -> None:
 
 # -- the protocol servers of the real-client workloads ----------------------------
 #
-# examples/resp_ping.py and examples/http_hello.py written with asyncio streams
+# twisted_tcp.examples.resp_ping and twisted_tcp.examples.http_hello written with asyncio streams
 # (readline, readexactly), the same logic line for line.
 
 RESP_MAX_ELEMENTS = 1024
@@ -251,7 +251,7 @@ async def _resp_command(reader: Reader) -> list[bytes] | None:
 
 
 async def resp_ping(reader: Reader, writer: Writer) -> None:
-    """PING -> +PONG over RESP, inline or as an array, as examples/resp_ping.py."""
+    """PING -> +PONG over RESP, inline or as an array, as twisted_tcp.examples.resp_ping."""
     try:
         while True:
             try:
@@ -356,7 +356,7 @@ async def _http_response(reader: Reader) -> tuple[bytes, bool] | None:
 
 
 async def http_hello(reader: Reader, writer: Writer) -> None:
-    """A minimal HTTP/1.1 keep-alive server, as examples/http_hello.py."""
+    """A minimal HTTP/1.1 keep-alive server, as twisted_tcp.examples.http_hello."""
     try:
         while True:
             try:

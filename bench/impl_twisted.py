@@ -488,7 +488,7 @@ def listen_tls(reactor: Any, protocol: type[Protocol], backlog: int) -> int:
 
 # -- the protocol servers of the real-client workloads ----------------------------
 #
-# The raw-Twisted twins of examples/resp_ping.py and examples/http_hello.py,
+# The raw-Twisted twins of twisted_tcp.examples.resp_ping and twisted_tcp.examples.http_hello,
 # written as a Twisted programmer would write them by hand: buffer what
 # arrives, parse every complete request in it, and write each reply as soon as
 # its request is parsed (one write per reply, as the twisted_tcp handlers do).
@@ -590,7 +590,7 @@ HTTP_MAX_BODY = 1 << 20
 
 class HttpHello(_ServerProtocol):
     """
-    A minimal HTTP/1.1 server, as examples/http_hello.py: GET -> 200 with a
+    A minimal HTTP/1.1 server, as twisted_tcp.examples.http_hello: GET -> 200 with a
     short body and a Content-Length, keep-alive unless the client says
     C{Connection: close} (or is HTTP/1.0 without keep-alive).
     """

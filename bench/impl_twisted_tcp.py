@@ -5,7 +5,7 @@ a C{Server} whose handler is the line echo of C{twisted_tcp.examples.echo}
 (over TLS, for the C{tls_*} workloads, C{to_host_and_port(..., tls=...)}, and
 C{on_port(..., tls=(certificate, key))} for the TLS line echo);
 for the real-client workloads, C{Server}s running the handlers of
-examples/resp_ping.py and examples/http_hello.py, as they are shipped.
+twisted_tcp.examples.resp_ping and twisted_tcp.examples.http_hello, as they are shipped.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def _redis(pipeline: int) -> Workload:
         f"redis_ping_P{pipeline}", "server", "redis_benchmark", "resp", "requests/s", 1, 0.9,
         lambda s: f"redis-benchmark -t ping -P {pipeline} -n {s.redis_requests:,} "
         f"-c {s.redis_clients}: PING inline, then as a RESP array, "
-        "against a PING handler (examples/resp_ping.py)",
+        "against a PING handler (twisted_tcp.examples.resp_ping)",
         lambda s, f: {
             "requests": _n(s.redis_requests * f),
             "clients": s.redis_clients,
@@ -238,7 +238,7 @@ WORKLOADS = [
         "wrk_keepalive", "server", "wrk", "http", "requests/s", 1, 0.9,
         lambda s: f"wrk -t1 -c{s.wrk_conns} -d{s.wrk_seconds}s"
         + (f" (stopped after {s.wrk_stop_after:g} s)" if s.wrk_stop_after else "")
-        + ", keep-alive, against a minimal HTTP/1.1 handler (examples/http_hello.py)",
+        + ", keep-alive, against a minimal HTTP/1.1 handler (twisted_tcp.examples.http_hello)",
         lambda s, f: {
             "seconds": max(1, round(s.wrk_seconds * f)),
             "connections": s.wrk_conns,

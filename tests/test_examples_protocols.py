@@ -1,6 +1,6 @@
 """
-The protocol handlers of examples/ -- resp_ping.py (Redis's RESP, PING) and
-http_hello.py (minimal HTTP/1.1 keep-alive) -- served by a real L{Server} on
+The protocol handlers of twisted_tcp.examples -- resp_ping (Redis's RESP, PING) and
+http_hello (minimal HTTP/1.1 keep-alive) -- served by a real L{Server} on
 127.0.0.1 and spoken to over real sockets, as the benchmark's redis-benchmark
 and wrk workloads use them.
 
@@ -11,12 +11,9 @@ repository's root and against an installed (non-editable) twisted_tcp.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,24 +21,11 @@ import pytest_twisted
 
 import twisted_tcp as tt
 from twisted_tcp import _service
+from twisted_tcp.examples import http_hello, resp_ping
 
 from .conftest import WAIT, logged_errors, sleep, within
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LOCAL = "127.0.0.1"
-
-
-def load_example(name: str) -> ModuleType:
-    """The module examples/NAME.py, loaded from its file."""
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-resp_ping = load_example("resp_ping")
-http_hello = load_example("http_hello")
 
 
 @asynccontextmanager
@@ -270,16 +254,8 @@ async def test_http_client_leaving_mid_request_ends_the_handler() -> None:
 
 
 @pytest.mark.parametrize("name", ["resp_ping", "http_hello"])
-def test_loadable_as_twistd_handler_from_the_repository_root(
-    name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """C{--handler examples.NAME:handle}, with the repository's root on the path."""
-    monkeypatch.syspath_prepend(str(EXAMPLES.parent))
-    try:
-        handler = _service.load_handler(f"examples.{name}:handle")
-        assert handler.__module__ == f"examples.{name}"
-        assert handler.__doc__
-    finally:
-        sys.modules.pop(f"examples.{name}", None)
-        if not any(key.startswith("examples.") for key in sys.modules):
-            sys.modules.pop("examples", None)
+def test_installed_and_loadable_as_twistd_handlers(name: str) -> None:
+    """C{--handler twisted_tcp.examples.NAME:handle}, as pip installs them."""
+    handler = _service.load_handler(f"twisted_tcp.examples.{name}:handle")
+    assert handler is sys.modules[f"twisted_tcp.examples.{name}"].handle
+    assert handler.__doc__

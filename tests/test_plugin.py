@@ -635,13 +635,14 @@ async def test_example_scripts(start: Callable[..., Process]) -> None:
     """The client examples run against twistd serving the kv example, and print the replies."""
     server = twistd(start, "--port", "tcp:0:interface=127.0.0.1", "--handler", KV)
     port = (await listening(server, KV)).rsplit(":", 1)[1]
-    examples = REPO / "examples"
+    examples = REPO / "docs" / "examples"
 
-    inline = start(sys.executable, str(examples / "client_inlinecallbacks.py"), LOCAL, port)
+    inline = start(
+        sys.executable, str(examples / "client_inlinecallbacks.py"), LOCAL, port,
+        "SET greeting hello, world", "GET greeting", "GET nothing",
+    )
     assert await inline.exited() == 0, inline.output()
-    lines = inline.out_path.read_text().splitlines()
-    assert lines[0].startswith(f"connected to {LOCAL}:{port} from local port ")
-    assert lines[1:] == [
+    assert inline.out_path.read_text().splitlines() == [
         "SET greeting hello, world -> OK",
         "GET greeting -> hello, world",
         "GET nothing -> NIL",
@@ -651,11 +652,7 @@ async def test_example_scripts(start: Callable[..., Process]) -> None:
         sys.executable, str(examples / "client_async.py"), LOCAL, port, "GET greeting", "DEL x"
     )
     assert await coroutine.exited() == 0, coroutine.output()
-    assert coroutine.out_path.read_text().splitlines() == [
-        f"sent 2 line(s) to {LOCAL}:{port}, got 2 back:",
-        "hello, world",
-        "0",
-    ]
+    assert coroutine.out_path.read_text().splitlines() == ["hello, world", "0"]
 
     server.popen.send_signal(signal.SIGTERM)
     assert await server.exited() == -signal.SIGTERM

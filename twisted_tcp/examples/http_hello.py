@@ -1,10 +1,9 @@
 """
 A minimal HTTP/1.1 server, written with twisted_tcp: every GET is answered
 ``200 OK`` with a short text body, over persistent (keep-alive) connections,
-so that a benchmarking client such as ``wrk`` can drive it.  From the
-repository's root:
+so that a benchmarking client such as ``wrk`` can drive it:
 
-    PYTHONPATH=. twistd -n --pidfile= tcpserver --port 8080 --handler examples.http_hello:handle
+    twistd -n --pidfile= tcpserver --port 8080 --handler twisted_tcp.examples.http_hello:handle
 
 then (Debian: ``apt-get install wrk``):
 

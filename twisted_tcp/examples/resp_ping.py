@@ -1,9 +1,9 @@
 """
 A server that speaks enough of the Redis protocol (RESP) to answer PING,
 written with twisted_tcp: ``redis-cli ping`` and ``redis-benchmark -t ping``
-work against it.  From the repository's root:
+work against it:
 
-    PYTHONPATH=. twistd -n --pidfile= tcpserver --port 6380 --handler examples.resp_ping:handle
+    twistd -n --pidfile= tcpserver --port 6380 --handler twisted_tcp.examples.resp_ping:handle
 
 then, in another terminal (Debian: ``apt-get install redis-tools``):
 
