@@ -176,6 +176,16 @@ def _process_signature(
     return signature, return_annotation
 
 
+def _skip_constructor(
+    app: Any, what: str, name: str, obj: object, skip: bool, options: Any
+) -> bool | None:
+    """
+    Leave out C{__init__} and C{__new__}, which the separated class signature
+    would list as methods: values and servers are made by the factories.
+    """
+    return True if name in ("__init__", "__new__") else None
+
+
 # -- the options of twistd tcpserver ---------------------------------------------
 
 
@@ -222,6 +232,7 @@ class TwistdUsage(SphinxDirective):
 def setup(app: Any) -> dict[str, Any]:
     app.connect("autodoc-process-docstring", _process_docstring)
     app.connect("autodoc-process-signature", _process_signature)
+    app.connect("autodoc-skip-member", _skip_constructor)
     app.add_directive("twistd-options", TwistdOptions)
     app.add_directive("twistd-usage", TwistdUsage)
     return {"parallel_read_safe": True}

@@ -317,8 +317,8 @@ def with_connection(
         C{f}'s result, or fails with C{f}'s exception, or with
         L{BufferAgeLimitError} if the peer stopped reading first (C{f} then
         goes on alone; a later error of it is logged).
-    @raise TypeError: if C{f} cannot be called as C{f(socket, reader,
-        writer)} or is a generator function, or as L{connect} raises.
+    @raise TypeError: if C{f} cannot be called with C{(socket, reader, writer)}
+        or is a generator function, or as L{connect} raises.
     """
     check_handler(f, "with_connection's f", "f(socket, reader, writer)")
     settings = settings_with(
