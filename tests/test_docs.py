@@ -161,9 +161,14 @@ def test_every_example_is_included_in_a_page() -> None:
 
 
 def test_reference_covers_all_of_the_api() -> None:
+    # twisted_tcp's names, then, after its ".. module::", twisted_tcp.testing's.
+    from twisted_tcp import testing
+
     reference = (DOCS / "reference.rst").read_text()
-    documented = set(re.findall(r"^\.\. auto\w+:: +(\w+)", reference, re.M))
-    assert documented == set(tt.__all__)
+    main, _, helpers = reference.partition(".. module:: twisted_tcp.testing")
+    for text, module in ((main, tt), (helpers, testing)):
+        documented = set(re.findall(r"^\.\. auto\w+:: +(\w+)", text, re.M))
+        assert documented == set(module.__all__), module.__name__
 
 
 def test_docs_build_without_warnings(tmp_path: Path) -> None:
@@ -597,7 +602,8 @@ async def test_shutdown_closes_what_remains_after_the_timeout() -> None:
 def test_the_handler_tests_pass() -> None:
     """The how-to's test file, run with pytest as a user would run it."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_shout.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_shout.py",
+         "test_shout_in_memory.py"],
         cwd=EXAMPLES,
         env=subprocess_env(),
         capture_output=True,
@@ -605,4 +611,4 @@ def test_the_handler_tests_pass() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"\b2 passed\b", result.stdout), result.stdout
+    assert re.search(r"\b5 passed\b", result.stdout), result.stdout
