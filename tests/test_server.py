@@ -119,6 +119,53 @@ async def test_an_echo_leaves_twisted_transports_as_they_were() -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_write_eof_then_flushed_sends_the_end_of_the_stream() -> None:
+    """
+    A flush awaited after write_eof() (the bytes still in Twisted's buffer)
+    does not keep the FIN from being sent: the server reads the end of the
+    stream and answers.
+    """
+
+    async def count(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        data = await reader.contents()
+        writer.write(b"got %d bytes\n" % len(data))
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes:
+        writer.write(b"small request\n")
+        eof = writer.write_eof()
+        await writer.flushed()
+        await eof
+        return await reader.contents()  # type: ignore[no-any-return]
+
+    async with serving(count) as server:
+        assert await within(tt.with_connection(where_of(server), f)) == b"got 14 bytes\n"
+
+
+@pytest.mark.parametrize("flush", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_write_eof_reaches_a_reader_slower_than_the_grace(flush: bool) -> None:
+    """
+    Bytes still waiting after write_eof() when the sweep comes (the peer
+    reads late) arm the age check without holding back the FIN behind them.
+    """
+    size = 8 << 20
+
+    async def send(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.write(b"x" * size)
+        eof = writer.write_eof()
+        if flush:
+            await writer.flushed()
+        await eof
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> int:
+        await sleep(1.6)  # past the sweeper's grace, with most bytes still unsent
+        return len(await reader.contents())
+
+    async with serving(send) as server:
+        assert await within(tt.with_connection(where_of(server), f)) == size
+
+
+@pytest_twisted.ensureDeferred
 async def test_many_concurrent_clients_echo() -> None:
     """100 clients at once, 5 lines each, every line echoed to its sender."""
     running = 0

@@ -541,7 +541,8 @@ def test_buffer_age_spares_a_peer_that_reads_slowly_but_steadily() -> None:
     """
     The buffer never drains, but each byte leaves within the limit: that is
     a slow reader, not a stuck one.  Once bytes older than the limit stay
-    unsent, the writer fails.
+    unsent, the writer fails.  (Drains are asked of the transport, not
+    watched: the age is counted from the sweep that finds bytes waiting.)
     """
     transport = HoldingTransport()
     clock = Clock()
@@ -549,14 +550,16 @@ def test_buffer_age_spares_a_peer_that_reads_slowly_but_steadily() -> None:
     writer.start()
     writer.write(b"a" * 100)  # t=0: the buffer stops being empty
     transport._tempDataLen = 100
-    clock.advance(5)
+    clock.advance(GRACE)  # t=1: the sweep finds them waiting: due at t=11
+    assert transport.producer is writer  # from now on, drains are watched
+    clock.advance(4)
     writer.write(b"b" * 100)  # t=5
     transport._tempDataLen = 100  # by t=9 the first 100 bytes were sent
-    clock.advance(5)  # t=10: every byte written by t=0 has left
+    clock.advance(6)  # t=11: every byte written by t=1 has left
     assert writer.error is None and transport.abort_calls == 0
-    clock.advance(9)  # t=19: the bytes written at t=5 are 14 s old, not yet checked
+    clock.advance(9.5)  # t=20.5: the bytes written at t=5 are not checked before t=21
     assert writer.error is None
-    clock.advance(1)  # t=20: bytes written by t=10 are still unsent
+    clock.advance(0.5)  # t=21: bytes written by t=11 are still unsent
     assert isinstance(writer.error, BufferAgeLimitError)
     assert transport.abort_calls == 1
 
@@ -680,3 +683,33 @@ def test_end_of_stream_sent_before_anybody_waits() -> None:
     assert result_of(d) is None
     writer.connection_lost(Failure(ConnectionDone()))
     assert result_of(writer.close()) is None
+
+
+class _EndedTLS:
+    """A TLS layer whose session ended (the peer's close_notify): it drops what it is given."""
+
+    _lostTLSConnection = True
+    _appSendBuffer: list[bytes] = []
+    disconnecting = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def getPeer(self) -> str:
+        return "198.51.100.7:99"
+
+
+def test_bytes_an_ended_tls_session_dropped_are_not_called_flushed() -> None:
+    sink = HoldingTransport()
+    sink.disconnecting = True
+    tls = _EndedTLS()
+    writer = Writer.__new__(Writer)
+    writer._setup(tls, sink, tls, Clock(), None, 30.0)
+    writer.start()  # over TLS: registered at once ...
+    writer.resumeProducing()  # ... and not any more, once the session ended
+    assert sink.producer is None
+    writer.write(b"dropped")
+    d = writer.flushed()
+    assert pending(d) and writer.bytes_to_write == 7
+    writer.connection_lost(Failure(ConnectionDone()))
+    failure_of(d, ConnectionDone)

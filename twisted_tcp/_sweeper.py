@@ -31,12 +31,14 @@ class Swept(Protocol):
 class Sweeper:
     """The writers of one clock that started waiting in the last L{GRACE} seconds."""
 
-    __slots__ = ("__weakref__", "_clock", "_noted", "_timer")
+    __slots__ = ("__weakref__", "_clock", "_noted", "_timer", "due")
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self._noted: set[Swept] = set()
         self._timer: IDelayedCall | None = None
+        self.due = 0.0
+        """When the sweep under way was due (a late clock runs it later)."""
 
     def note(self, waiter: Swept) -> None:
         """C{waiter} waits: call its C{swept} within L{GRACE} seconds."""
@@ -45,7 +47,9 @@ class Sweeper:
             self._timer = self._clock.callLater(GRACE, self._sweep)
 
     def _sweep(self) -> None:
-        self._timer = None
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            self.due = timer.getTime()
         noted, self._noted = self._noted, set()
         for waiter in noted:
             waiter.swept()

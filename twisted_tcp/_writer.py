@@ -505,8 +505,14 @@ class Writer:
             self.watch_drains()
 
     def watch_drains(self) -> None:
-        """Be told by the transport of every drain from now on."""
-        if not self._registered:
+        """
+        Be told by the transport of every drain from now on; while open
+        only: once the writer is half-closed or closing, a producer would
+        keep Twisted's transport from sending its FIN or closing (it calls
+        the producer instead), and what waits is told by the end of the
+        stream or of the connection (L{eof_sent}, L{connection_lost}).
+        """
+        if not self._registered and self._state == OPEN:
             self._registered = True
             self._sink.registerProducer(self, False)
 
@@ -533,6 +539,10 @@ class Writer:
         """
         if self._clean or self._registered or self._held or self._state >= CLOSED:
             return  # (once the connection is gone, what was written since is lost)
+        if self._flush_waiters:
+            return  # theirs to learn, from the event that tells them (not from a getter)
+        if self._tls is not None and tls_session_ended(self._tls):
+            return  # what the TLS layer holds now is dropped, not sent
         unsent = self._unsent()
         if unsent == 0:
             self._drained()
@@ -691,7 +701,11 @@ class Writer:
         """
         Some time (at most L{GRACE} seconds) after its bytes started to
         wait: if they still wait, the writer gets its buffer-age timer now,
-        due when it would have been had it been armed at the start.
+        due when it would have been had it been armed at the start -- or,
+        where drains were not watched (the transport was asked instead), due
+        a limit from now for every byte written so far: the buffer may have
+        drained unseen since its first byte, and the bytes waiting now are
+        at most this old.
         """
         state = self._state
         if state >= CLOSED:
@@ -699,8 +713,11 @@ class Writer:
         ages = state != CLOSING  # close() ends the age check
         self._refresh()
         if ages and not self._clean and self._age_limit is not None and self._age_timer is None:
+            if not self._registered:
+                sweeper = self._sweeper
+                self._dirty_since = sweeper.due if sweeper is not None else self._clock.seconds()
+                self._age_mark = self._written
             self._check_age()  # closes now if over the limit, else arms the timer for the rest
-
 
     def _check_age(self) -> None:
         self._age_timer = None
