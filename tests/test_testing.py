@@ -30,7 +30,10 @@ def test_lines_both_ways_then_close() -> None:
     assert outcome(closed) is None
     assert outcome(pair.client.reader.read_line()) == b"hi"
     assert outcome(pair.client.reader.read_line()) is None  # the server closed
-    assert pair.client.closed and pair.server.closed
+    assert pair.server.closed and not pair.client.closed  # as over TCP: until it closes too
+    assert outcome(pair.client.writer.close()) is PENDING
+    pair.flush()
+    assert pair.client.closed
     assert pair.server.socket.peer_address == CLIENT_ADDRESS
 
 
@@ -73,7 +76,10 @@ def test_the_buffer_age_limit_on_the_pairs_clock() -> None:
     pair.flush()
     assert pair.server.writer.bytes_to_write == 1000  # it waits, as in the kernel
     left = pair.server.writer.consumer_left()
-    clock.advance(6.0)
+    clock.advance(1.0)  # the sweep finds the bytes waiting
+    clock.advance(4.0)
+    assert pair.server.writer.error is None
+    clock.advance(1.0)  # past the limit, counted from the sweep
     pair.flush()
     assert isinstance(pair.server.writer.error, tt.BufferAgeLimitError)
     failure = outcome(left)
@@ -101,7 +107,7 @@ def test_run_handler_reports_what_the_handler_raised() -> None:
 
     run = run_handler(boom, b"go\n")
     assert isinstance(run.error, ValueError) and run.ended and run.closed
-    assert run.written == b""  # aborted: what it wrote was not sent
+    assert run.written == b"about to fail\n"  # flushed, then closed, as the server does
 
 
 def test_run_handler_result_and_address() -> None:
@@ -124,3 +130,15 @@ def test_run_handler_any_chunking(chunk: int) -> None:
     data = b"".join(b"line %d\n" % i for i in range(50))
     run = run_handler(echo.handle, [data[i : i + chunk] for i in range(0, len(data), chunk)])
     assert run.written == data
+
+
+def test_an_abort_reaches_both_ends_at_the_next_flush() -> None:
+    pair = connected_pair()
+    left = pair.client.writer.consumer_left()
+    pair.server.writer.write(b"never sent")
+    pair.server.writer.abort()
+    assert not pair.server.closed  # as Twisted's transports: not within the call
+    pair.flush()
+    assert pair.server.closed and pair.client.closed
+    assert outcome(left) is None  # the peer is gone
+    assert outcome(pair.client.reader.read()) == b""

@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
@@ -56,12 +56,19 @@ SERVER_ADDRESS = IPv4Address("TCP", "192.0.2.2", 9000)
 @implementer(ITransport, IConsumer, IPushProducer)
 class _MemoryTransport:
     """
-    One end's transport: what is written waits here until the pair delivers
-    it to the other end, which it does only while that end reads (it has
-    not paused), as a socket's kernel buffers would.
+    One end's transport, which behaves as Twisted's socket transports do
+    where the Writer and the connection can tell: what is written waits
+    until the pair delivers it to the other end, which it does only while
+    that end reads (it has not paused), as a socket's kernel buffers would;
+    it says how many bytes it holds (so the writer asks it rather than
+    registering); a registered producer is told of each drain in place of
+    the end of the stream or the close, which wait until it unregisters;
+    an abort ends the connection at the next delivery, not in the call.
     """
 
     disconnecting = False
+    dataBuffer = b""  # what Twisted's transports hold, as _twisted_private reads it:
+    offset = 0  # here everything waits in outgoing (_tempDataLen)
 
     def __init__(self, pair: MemoryPair, host: IAddress, peer: IAddress) -> None:
         self._pair = pair
@@ -71,13 +78,19 @@ class _MemoryTransport:
         self.reading = True  # not paused by the protocol above
         self.write_closed = False  # loseWriteConnection: the end of the stream follows
         self.eof_delivered = False
+        self.aborting = False
+        self.peer_gone = False  # the other end closed the connection (its FIN came)
         self.lost = False
         self.producer: Any = None
         self.streaming = False
 
+    @property
+    def _tempDataLen(self) -> int:
+        return sum(map(len, self.outgoing))
+
     # ITransport
     def write(self, data: bytes) -> None:
-        if not (self.lost or self.write_closed) and data:
+        if not (self.lost or self.write_closed or self.aborting) and data:
             self.outgoing.append(data)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
@@ -91,8 +104,8 @@ class _MemoryTransport:
         self.write_closed = True
 
     def abortConnection(self) -> None:
+        self.aborting = True
         self.outgoing.clear()
-        self._pair._lose(self, Failure(ConnectionAborted()))
 
     def getPeer(self) -> IAddress:
         return self._peer
@@ -107,7 +120,7 @@ class _MemoryTransport:
         self.producer = producer
         self.streaming = streaming
         if not streaming and not self.lost:
-            IPullProducer(producer).resumeProducing()  # nothing waits yet: drained
+            IPullProducer(producer).resumeProducing()  # as Twisted's transports do at once
 
     def unregisterProducer(self) -> None:
         self.producer = None
@@ -194,7 +207,15 @@ class MemoryPair:
         """Move what C{transport}'s end wrote, and what follows; whether anything moved."""
         if transport.lost:
             return False
+        if transport.aborting:
+            self._lose(transport, Failure(ConnectionAborted()))
+            return True
         other, receiver = self._other(transport)
+        if transport.peer_gone and transport.outgoing:
+            # Bytes sent to a peer that closed: the connection is reset.
+            transport.outgoing.clear()
+            self._lose(transport, Failure(ConnectionLost("the peer had closed")))
+            return True
         moved = False
         if transport.outgoing and other.reading and not other.lost:
             data = b"".join(transport.outgoing)
@@ -203,31 +224,43 @@ class MemoryPair:
             moved = True
             if transport.producer is not None and not transport.streaming:
                 transport.producer.resumeProducing()  # drained, as Twisted's transports say
-        if transport.outgoing or transport.lost:
-            return moved
+        if transport.outgoing or transport.lost or transport.producer is not None:
+            return moved  # (a registered producer holds back the end of the stream and the close)
         if transport.write_closed and not transport.eof_delivered:
             transport.eof_delivered = True
             protocol.writeConnectionLost()
             if not other.lost:
                 receiver.readConnectionLost()
             moved = True
-        if transport.disconnecting and transport.producer is None and not transport.lost:
+        if transport.disconnecting and not transport.lost:
             self._lose(transport, Failure(ConnectionDone()))
             moved = True
         return moved
 
     def _lose(self, transport: _MemoryTransport, reason: Failure) -> None:
-        """The connection ends: both ends learn it (the other one as a clean close)."""
+        """
+        C{transport}'s end is closed (or aborted, or reset): it learns it
+        now; the other end reads the end of the stream after a close, as
+        over TCP, and is told of the loss after an abort or a reset.
+        """
         other, receiver = self._other(transport)
-        for end, protocol, why in (
-            (transport, self._protocols[transport], reason),
-            (other, receiver, Failure(ConnectionDone()) if reason.check(ConnectionDone)
-             else Failure(reason.value)),
-        ):
-            if not end.lost:
-                end.lost = True
-                end.outgoing.clear()
-                protocol.connectionLost(why)
+        transport.lost = True
+        transport.outgoing.clear()
+        self._protocols[transport].connectionLost(reason)
+        if other.lost:
+            return
+        if reason.check(ConnectionDone):
+            other.peer_gone = True
+            if not transport.eof_delivered:
+                transport.eof_delivered = True
+                receiver.readConnectionLost()
+            if other.disconnecting and not other.outgoing:
+                other.lost = True
+                receiver.connectionLost(Failure(ConnectionDone()))
+        else:
+            other.lost = True
+            other.outgoing.clear()
+            receiver.connectionLost(Failure(ConnectionLost("reset by the peer")))
 
 
 def connected_pair(
@@ -283,10 +316,7 @@ def run_handler(
 
     def done(result: object) -> None:
         outcome.append(result)
-        if isinstance(result, Failure):
-            server.writer.abort()
-        else:
-            server.writer.start_close()
+        server.writer.start_close()  # as the server does, whether it returned or raised
 
     run(handler, (peer, server.reader, server.writer), done)
     written: list[bytes] = []

@@ -43,6 +43,7 @@ def test_a_client_that_stops_reading_is_dropped():
     writer.write(b"y" * 1000)  # waits, as in a full socket
     pair.flush()
     clock.advance(11)
+    pair.flush()  # the abort reaches both ends
     error = writer.error
     assert isinstance(error, twisted_tcp.BufferAgeLimitError)
     assert pair.server.closed
