@@ -20,6 +20,7 @@ from twisted_tcp._proxy_header import (
     V2_SIGNATURE,
     InvalidHeader,
     ProxiedAddresses,
+    bytes_needed,
     read_header,
 )
 
@@ -66,9 +67,10 @@ def test_headers_as_haproxy_writes_them(
     else:
         header = v2_inet(source, destination, sport, dport, data.draw(st.binary(max_size=30)))
     assert read_header(header + rest) == (expected(source, destination, sport, dport), rest)
-    # Any beginning of it asks for more, never refuses.
+    # Any beginning of it asks for more, never refuses, and never for more than the header.
     for end in range(len(header)):
         assert read_header(header[:end]) is NEED
+        assert end < bytes_needed(header[:end]) <= len(header)
 
 
 def test_an_ipv6_address_in_the_usual_form() -> None:
@@ -83,6 +85,7 @@ def test_an_ipv6_address_in_the_usual_form() -> None:
         b"PROXY UNKNOWN\r\n",
         b"PROXY UNKNOWN 1.2.3.4 5.6.7.8 1 2\r\n",
         v2(0, 0x11, bytes(12)),  # LOCAL: a health check from the proxy itself
+        v2(0, 0xFF, b""),  # LOCAL: whatever the family byte says is ignored
         v2(1, 0x00, b""),  # UNSPEC
         v2(1, 0x31, bytes(216)),  # AF_UNIX
     ],
@@ -112,6 +115,9 @@ def test_headers_with_no_address_a_handler_could_use(header: bytes) -> None:
         (v2(1, 0x12, bytes(12)), "a transport other than a stream (2)"),
         (v2(1, 0x11, bytes(8)), "8 bytes, too short for its addresses (12)"),
         (v2(1, 0x21, bytes(12)), "12 bytes, too short for its addresses (36)"),
+        (v2(1, 0x0F, b""), "an unknown transport 15"),
+        (v2(1, 0x13, bytes(12)), "an unknown transport 3"),
+        (b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", "invalid IPv6 address b'fe80::1%eth0'"),
     ],
 )
 def test_what_is_not_a_header_is_refused_with_the_reason(data: bytes, why: str) -> None:
@@ -141,3 +147,9 @@ def test_a_v2_header_waits_for_all_its_bytes() -> None:
     assert read_header(header[:-1]) is NEED
     info, rest = read_header(header)  # type: ignore[misc]
     assert info.source == IPv4Address("TCP", "0.0.0.0", 0) and rest == b""
+
+
+def test_a_v2_header_in_pieces_is_read_once_it_is_all_there() -> None:
+    header = v2(1, 0x11, bytes(12), extra=b"t" * 65000)
+    assert bytes_needed(header[:10]) == 11
+    assert bytes_needed(header[:16]) == len(header)  # known from its fixed part

@@ -22,7 +22,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from ._proxy_header import NEED, InvalidHeader, ProxiedAddresses, read_header
+from ._proxy_header import NEED, InvalidHeader, ProxiedAddresses, bytes_needed, read_header
 from ._where import show_address
 
 HEADER_TIMEOUT = 30.0
@@ -37,7 +37,8 @@ _log = Logger()
 @implementer(IHalfCloseableProtocol)
 class _HeaderFirst(ProtocolWrapper):
     _info: ProxiedAddresses | None = None
-    _start = b""
+    _start: bytearray | None = None  # the header's beginning, while it comes in pieces
+    _need = 0  # ... and how many bytes it must have before it is read again
     _timer: Any = None
     _waiting = False  # counted in the factory's waiting
 
@@ -80,15 +81,21 @@ class _HeaderFirst(ProtocolWrapper):
         if self._info is not None:
             self.wrappedProtocol.dataReceived(data)
             return
-        data = self._start + data
-        self._start = b""
+        start = self._start
+        if start is not None:
+            start += data  # (a bytearray: a header of 64 KiB in pieces costs no copy per piece)
+            if len(start) < self._need:
+                return
+            data = bytes(start)
+            self._start = None
         try:
             header = read_header(data)
         except InvalidHeader as e:
             self._refuse(str(e))
             return
-        if header is NEED:  # a header's beginning: read it again with more
-            self._start = data
+        if header is NEED:  # a header's beginning: read it again once enough has come
+            self._start = bytearray(data)
+            self._need = bytes_needed(data)
             return
         assert isinstance(header, tuple)
         self._info, rest = header

@@ -27,6 +27,7 @@ V2_FIXED = 16
 """The bytes of a v2 header before its addresses: signature, version, family, length."""
 
 _V2_ADDRESSES = {0x1: ("!4s4sHH", 12), 0x2: ("!16s16sHH", 36), 0x3: (None, 216)}  # by family
+_V2_FAMILIES = frozenset({0x00, 0x11, 0x12, 0x21, 0x22, 0x31, 0x32})  # the specification's
 
 
 class InvalidHeader(ValueError):
@@ -68,6 +69,17 @@ def read_header(data: bytes) -> tuple[ProxiedAddresses, bytes] | object:
     raise InvalidHeader("not a PROXY protocol header")
 
 
+def bytes_needed(data: bytes) -> int:
+    """
+    How many bytes to have before L{read_header} can say more than L{NEED}
+    about C{data}, a header's beginning: a v2 header's whole length once its
+    fixed part has come, else one more byte.
+    """
+    if len(data) >= V2_FIXED and data[:12] == V2_SIGNATURE:
+        return V2_FIXED + int.from_bytes(data[14:16], "big")
+    return len(data) + 1
+
+
 def _read_v1(data: bytes) -> tuple[ProxiedAddresses, bytes] | object:
     end = data.find(b"\r\n", 0, V1_MAX)
     if end < 0:
@@ -92,7 +104,7 @@ def _read_v1(data: bytes) -> tuple[ProxiedAddresses, bytes] | object:
 
 def _host(kind: type[IPv4Address | IPv6Address], text: bytes) -> str:
     try:
-        host = ipaddress.ip_address(text.decode("ascii"))
+        host = None if b"%" in text else ipaddress.ip_address(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         host = None
     if host is None or host.version != (4 if kind is IPv4Address else 6):
@@ -125,10 +137,14 @@ def _read_v2(data: bytes) -> tuple[ProxiedAddresses, bytes] | object:
     if len(data) < end:
         return NEED
     rest = data[end:]
-    if command == 0 or family == 0:  # LOCAL (a health check), or UNSPEC: no addresses
+    if command == 0:  # LOCAL (the proxy's own health check): its addresses are ignored
         return NO_ADDRESSES, rest
-    if family not in _V2_ADDRESSES:
+    if family and family not in _V2_ADDRESSES:
         raise InvalidHeader(f"a PROXY v2 header with an unknown address family {family}")
+    if data[13] not in _V2_FAMILIES:
+        raise InvalidHeader(f"a PROXY v2 header with an unknown transport {transport}")
+    if family == 0:  # UNSPEC: the connection's own addresses stand
+        return NO_ADDRESSES, rest
     if transport != 1:
         raise InvalidHeader(f"a PROXY v2 header for a transport other than a stream ({transport})")
     layout, size = _V2_ADDRESSES[family]
