@@ -19,8 +19,16 @@ WAIT = 20.0
 
 
 def main(twistd: str) -> None:
-    args = [twistd, "-n", "--pidfile=", "tcpserver", "--port", "tcp:0:interface=127.0.0.1",
-            "--handler", "twisted_tcp.examples.echo:handle"]
+    args = [
+        twistd,
+        "-n",
+        "--pidfile=",
+        "tcpserver",
+        "--port",
+        "tcp:0:interface=127.0.0.1",
+        "--handler",
+        "twisted_tcp.examples.echo:handle",
+    ]
     server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + WAIT

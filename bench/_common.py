@@ -94,9 +94,7 @@ def resp_reply(words: list[bytes]) -> bytes | None:
 
 # The minimal HTTP/1.1 server's responses (twisted_tcp.examples.http_hello answers the same).
 HTTP_BODY = b"Hello, world!\n"
-HTTP_HEAD = (
-    b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-)
+HTTP_HEAD = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
 _HTTP_OK_HEAD = HTTP_HEAD % (200, b"OK", len(HTTP_BODY))
 HTTP_OK = _HTTP_OK_HEAD + b"\r\n" + HTTP_BODY
 HTTP_OK_CLOSE = _HTTP_OK_HEAD + b"Connection: close\r\n\r\n" + HTTP_BODY

@@ -298,9 +298,15 @@ async def _http_response(reader: Reader) -> tuple[bytes, bool] | None:
     if not line.endswith(b"\n"):
         return None
     parts = _strip(line).split(b" ")
-    if len(parts) != 3 or not parts[0] or not parts[1] or parts[2] not in (
-        b"HTTP/1.1",
-        b"HTTP/1.0",
+    if (
+        len(parts) != 3
+        or not parts[0]
+        or not parts[1]
+        or parts[2]
+        not in (
+            b"HTTP/1.1",
+            b"HTTP/1.0",
+        )
     ):
         raise _HttpError(400, b"Bad Request")
     method, _, version = parts
@@ -406,7 +412,11 @@ async def serve(
         import _tls
 
         server = await asyncio.start_server(
-            echo, HOST, 0, backlog=backlog, ssl=_tls.ssl_server_context(),
+            echo,
+            HOST,
+            0,
+            backlog=backlog,
+            ssl=_tls.ssl_server_context(),
             ssl_handshake_timeout=_tls.HANDSHAKE_TIMEOUT,
         )
         servers.append(server)

@@ -346,8 +346,10 @@ async def _conc_conns(reactor: Any, port: int, clients: int, per_client: int) ->
 
 async def client(reactor: Any, workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
     if workload == "seq_conns":
-        return {"work": params["count"],
-                "elapsed": await _seq_conns(reactor, port, params["count"])}
+        return {
+            "work": params["count"],
+            "elapsed": await _seq_conns(reactor, port, params["count"]),
+        }
     if workload == "conc_conns":
         elapsed = await _conc_conns(reactor, port, params["clients"], params["per_client"])
         return {"work": params["clients"] * params["per_client"], "elapsed": elapsed}
@@ -481,8 +483,9 @@ def listen_tls(reactor: Any, protocol: type[Protocol], backlog: int) -> int:
     import _tls
 
     factory = Factory.forProtocol(protocol)
-    port = reactor.listenSSL(0, factory, _tls.twisted_server_options(), backlog=backlog,
-                             interface=HOST)
+    port = reactor.listenSSL(
+        0, factory, _tls.twisted_server_options(), backlog=backlog, interface=HOST
+    )
     return int(port.getHost().port)
 
 
@@ -636,9 +639,15 @@ class HttpHello(_ServerProtocol):
     def _respond(self, lines: list[bytes]) -> bytes:
         """The response to one request head; sets C{done} when the connection is to close."""
         parts = lines[0].split(b" ")
-        if len(parts) != 3 or not parts[0] or not parts[1] or parts[2] not in (
-            b"HTTP/1.1",
-            b"HTTP/1.0",
+        if (
+            len(parts) != 3
+            or not parts[0]
+            or not parts[1]
+            or parts[2]
+            not in (
+                b"HTTP/1.1",
+                b"HTTP/1.0",
+            )
         ):
             self.done = True
             return http_error(400, b"Bad Request")

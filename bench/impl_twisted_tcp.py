@@ -150,8 +150,10 @@ async def client(reactor: Any, workload: str, port: int, params: dict[str, Any])
         # with_connection(to_host_and_port(host, port), f) makes one.
         where = twisted_tcp.to_host_and_port(HOST, port)
         if workload == "seq_conns":
-            return {"work": params["count"],
-                    "elapsed": await _seq_conns(reactor, where, params["count"])}
+            return {
+                "work": params["count"],
+                "elapsed": await _seq_conns(reactor, where, params["count"]),
+            }
         elapsed = await _conc_conns(reactor, where, params["clients"], params["per_client"])
         return {"work": params["clients"] * params["per_client"], "elapsed": elapsed}
     if params.get("tls"):
@@ -160,7 +162,9 @@ async def client(reactor: Any, workload: str, port: int, params: dict[str, Any])
         # TLS as the documentation shows it: tls= with Twisted's client options
         # trusting the run's CA; connect returns once the handshake is done.
         where = twisted_tcp.to_host_and_port(
-            HOST, port, tls=_tls.twisted_client_options(HOST)  # type: ignore[arg-type]
+            HOST,
+            port,
+            tls=_tls.twisted_client_options(HOST),  # type: ignore[arg-type]
         )
     else:
         where = twisted_tcp.to_host_and_port(HOST, port)

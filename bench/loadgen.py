@@ -378,10 +378,14 @@ def idle_conns(
     finally:
         close_idle(socks)
     if closed:
-        raise CheckFailed(f"the server closed {closed:,} of the {count:,} connections "
-                          "before its RSS was read")
-    what = {"line": "", "tls": f" over {', '.join(versions)}",
-            "silent": " waiting for a handshake"}[how]
+        raise CheckFailed(
+            f"the server closed {closed:,} of the {count:,} connections before its RSS was read"
+        )
+    what = {
+        "line": "",
+        "tls": f" over {', '.join(versions)}",
+        "silent": " waiting for a handshake",
+    }[how]
     return {
         "value": (after - before) / count,
         "work": count,
@@ -476,8 +480,10 @@ def redis_benchmark(
         raise RuntimeError(f"no PING_INLINE and PING_MBULK rates in:\n{text[-1500:]}")
     if not all(map(math.isfinite, rates.values())):
         # It times a test in whole milliseconds: one that took less reads as infinitely fast.
-        raise RuntimeError(f"a test was too short for redis-benchmark to time (use more "
-                           f"requests than {requests}):\n{text[-1500:]}")
+        raise RuntimeError(
+            f"a test was too short for redis-benchmark to time (use more "
+            f"requests than {requests}):\n{text[-1500:]}"
+        )
     elapsed = sum(requests / rate for rate in rates.values())
     return {
         "work": 2 * requests,
@@ -530,8 +536,13 @@ def run(workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
         elapsed = conc_conns(port, params["clients"], params["per_client"])
         return {"work": params["clients"] * params["per_client"], "elapsed": elapsed}
     if workload == "idle_conns":
-        return idle_conns(port, params["count"], params["server_pid"], params["settle"],
-                          params.get("how", "line"))
+        return idle_conns(
+            port,
+            params["count"],
+            params["server_pid"],
+            params["settle"],
+            params.get("how", "line"),
+        )
     tool_timeout = max(1.0, params["timeout"] - 3.0)  # under the harness's own timeout
     if workload == "redis_benchmark":
         return redis_benchmark(

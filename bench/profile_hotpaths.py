@@ -67,8 +67,10 @@ def summarize(stats: pstats.Stats, work: int, unit: str, top: int) -> None:
     by_cat: dict[str, float] = {}
     for func, entry in raw.items():
         by_cat[category(func)] = by_cat.get(category(func), 0.0) + entry[2]
-    print(f"  total profiled time {total:.3f} s for {work:,} {unit} "
-          f"({total / work * 1e6:.2f} us per {unit[:-1]}, profiler overhead included)")
+    print(
+        f"  total profiled time {total:.3f} s for {work:,} {unit} "
+        f"({total / work * 1e6:.2f} us per {unit[:-1]}, profiler overhead included)"
+    )
     for name, t in sorted(by_cat.items(), key=lambda kv: -kv[1]):
         print(f"    {name:<32} {t:7.3f} s  {t / total:6.1%}")
     print(f"  top {top} functions by own time (calls per {unit[:-1]}, own us per {unit[:-1]}):")
@@ -78,12 +80,16 @@ def summarize(stats: pstats.Stats, work: int, unit: str, top: int) -> None:
         if filename == "~":
             where = name
         else:
-            short = (os.path.relpath(filename, os.path.dirname(HERE))
-                     if filename.startswith(os.path.dirname(HERE))
-                     else filename.split("site-packages/")[-1])
+            short = (
+                os.path.relpath(filename, os.path.dirname(HERE))
+                if filename.startswith(os.path.dirname(HERE))
+                else filename.split("site-packages/")[-1]
+            )
             where = f"{short}:{line}({name})"
-        print(f"    {tt / total:6.1%} own {ct / total:6.1%} cum  {nc / work:6.2f}/op "
-              f"{tt / work * 1e6:6.2f} us  {where}")
+        print(
+            f"    {tt / total:6.1%} own {ct / total:6.1%} cum  {nc / work:6.2f}/op "
+            f"{tt / work * 1e6:6.2f} us  {where}"
+        )
 
 
 def params_for(workload: str, count: int) -> dict[str, int]:
@@ -97,8 +103,13 @@ def params_for(workload: str, count: int) -> dict[str, int]:
 
 
 CHUNK = 64 * 1024  # bulk_send: the work is counted in 64 KiB writes
-UNITS = {"bulk_send": "64 KiB writes", "pingpong": "round trips", "pipelined": "lines",
-         "seq_conns": "connections", "conc_conns": "connections"}
+UNITS = {
+    "bulk_send": "64 KiB writes",
+    "pingpong": "round trips",
+    "pipelined": "lines",
+    "seq_conns": "connections",
+    "conc_conns": "connections",
+}
 
 
 def profile_client(
@@ -120,12 +131,14 @@ def profile_client(
         profiler = cProfile.Profile()
 
         async def go() -> dict[str, Any]:
-            await impl.client(reactor, workload, port,
-                              {**params_for(workload, max(1, count // 5)), **extra})
+            await impl.client(
+                reactor, workload, port, {**params_for(workload, max(1, count // 5)), **extra}
+            )
             profiler.enable()
             try:
-                return await impl.client(reactor, workload, port,
-                                         {**params_for(workload, count), **extra})
+                return await impl.client(
+                    reactor, workload, port, {**params_for(workload, count), **extra}
+                )
             finally:
                 profiler.disable()
 
@@ -195,12 +208,14 @@ def profile_server(impl_name: str, workload: str, count: int, top: int, logdir: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--side", choices=["client", "server"])
-    p.add_argument("--workload",
-                   choices=["pingpong", "pipelined", "bulk_send", "seq_conns", "conc_conns"],
-                   help="the connection workloads are server side only, bulk_send client "
-                        "side only")
-    p.add_argument("--tls", action="store_true",
-                   help="over TLS (client side only), as the tls_* workloads")
+    p.add_argument(
+        "--workload",
+        choices=["pingpong", "pipelined", "bulk_send", "seq_conns", "conc_conns"],
+        help="the connection workloads are server side only, bulk_send client side only",
+    )
+    p.add_argument(
+        "--tls", action="store_true", help="over TLS (client side only), as the tls_* workloads"
+    )
     p.add_argument("--impl", choices=["twisted_tcp", "twisted"], default="twisted_tcp")
     p.add_argument("--count", type=int, help="round trips or lines (default 20,000 / 200,000)")
     p.add_argument("--top", type=int, default=15)
@@ -213,8 +228,18 @@ def main() -> None:
         workloads = ["pingpong", "bulk_send"] if args.tls else ["pingpong", "pipelined"]
         for side in [args.side] if args.side else sides:
             for workload in [args.workload] if args.workload else workloads:
-                cmd = [sys.executable, __file__, "--side", side, "--workload", workload,
-                       "--impl", args.impl, "--top", str(args.top)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--side",
+                    side,
+                    "--workload",
+                    workload,
+                    "--impl",
+                    args.impl,
+                    "--top",
+                    str(args.top),
+                ]
                 if args.count:
                     cmd += ["--count", str(args.count)]
                 if args.tls:
@@ -225,11 +250,20 @@ def main() -> None:
         raise SystemExit("the connection workloads are server side only")
     if args.side == "server" and (args.tls or args.workload == "bulk_send"):
         raise SystemExit("--tls and bulk_send are client side only")
-    count = args.count or {"pingpong": 20_000, "pipelined": 200_000, "bulk_send": 512,
-                           "seq_conns": 5_000, "conc_conns": 4_000}[args.workload]
+    count = (
+        args.count
+        or {
+            "pingpong": 20_000,
+            "pipelined": 200_000,
+            "bulk_send": 512,
+            "seq_conns": 5_000,
+            "conc_conns": 4_000,
+        }[args.workload]
+    )
     what = f"{count:,} MiB" if args.workload == "bulk_send" else f"{count:,}"
-    print(f"\n== {args.impl} {args.side}, {args.workload}{' over TLS' if args.tls else ''}, "
-          f"{what}")
+    print(
+        f"\n== {args.impl} {args.side}, {args.workload}{' over TLS' if args.tls else ''}, {what}"
+    )
     impl = impl_twisted_tcp if args.impl == "twisted_tcp" else impl_twisted
     with tempfile.TemporaryDirectory(prefix="twisted-tcp-profile-") as logdir:
         if args.side == "client":

@@ -94,12 +94,75 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale("full", 512 * MiB, 20_000, 200_000, 256, 2048, 5_000, 200, 20, 5, 120.0, 0.2,
-                  10_000, 0.5, 4_000, 900, 100_000, 50, 5, 50, 0),
-    "quick": Scale("quick", 128 * MiB, 5_000, 50_000, 256, 2048, 1_000, 100, 10, 3, 60.0, 0.2,
-                   5_000, 0.5, 2_000, 900, 20_000, 50, 2, 50, 0),
-    "smoke": Scale("smoke", 256 * 1024, 20, 300, 16, 64, 10, 4, 3, 1, 20.0, 0.0,
-                   100, 0.05, 50, 50, 2_000, 4, 1, 4, 0.25),
+    "full": Scale(
+        "full",
+        512 * MiB,
+        20_000,
+        200_000,
+        256,
+        2048,
+        5_000,
+        200,
+        20,
+        5,
+        120.0,
+        0.2,
+        10_000,
+        0.5,
+        4_000,
+        900,
+        100_000,
+        50,
+        5,
+        50,
+        0,
+    ),
+    "quick": Scale(
+        "quick",
+        128 * MiB,
+        5_000,
+        50_000,
+        256,
+        2048,
+        1_000,
+        100,
+        10,
+        3,
+        60.0,
+        0.2,
+        5_000,
+        0.5,
+        2_000,
+        900,
+        20_000,
+        50,
+        2,
+        50,
+        0,
+    ),
+    "smoke": Scale(
+        "smoke",
+        256 * 1024,
+        20,
+        300,
+        16,
+        64,
+        10,
+        4,
+        3,
+        1,
+        20.0,
+        0.0,
+        100,
+        0.05,
+        50,
+        50,
+        2_000,
+        4,
+        1,
+        4,
+        0.25,
+    ),
 }
 FD_MARGIN = 256  # open files a worker needs besides the idle connections
 # tls_pending_handshakes stays under every server's limit on handshakes under
@@ -132,10 +195,18 @@ def _n(value: float) -> int:
 
 def _redis(pipeline: int) -> Workload:
     return Workload(
-        f"redis_ping_P{pipeline}", "server", "redis_benchmark", "resp", "requests/s", 1, 0.9,
-        lambda s: f"redis-benchmark -t ping -P {pipeline} -n {s.redis_requests:,} "
-        f"-c {s.redis_clients}: PING inline, then as a RESP array, "
-        "against a PING handler (twisted_tcp.examples.resp_ping)",
+        f"redis_ping_P{pipeline}",
+        "server",
+        "redis_benchmark",
+        "resp",
+        "requests/s",
+        1,
+        0.9,
+        lambda s: (
+            f"redis-benchmark -t ping -P {pipeline} -n {s.redis_requests:,} "
+            f"-c {s.redis_clients}: PING inline, then as a RESP array, "
+            "against a PING handler (twisted_tcp.examples.resp_ping)"
+        ),
         lambda s, f: {
             "requests": _n(s.redis_requests * f),
             "clients": s.redis_clients,
@@ -147,73 +218,155 @@ def _redis(pipeline: int) -> Workload:
 
 WORKLOADS = [
     Workload(
-        "bulk_send", "client", "bulk_send", "sink", "MB/s", 1e6, 0.9,
+        "bulk_send",
+        "client",
+        "bulk_send",
+        "sink",
+        "MB/s",
+        1e6,
+        0.9,
         lambda s: f"client sends {s.bulk_bytes / MiB:g} MiB in 64 KiB writes to a sink",
         lambda s, f: {"total": _n(s.bulk_bytes * f)},
     ),
     Workload(
-        "bulk_recv", "client", "bulk_recv", "source", "MB/s", 1e6, 0.9,
+        "bulk_recv",
+        "client",
+        "bulk_recv",
+        "source",
+        "MB/s",
+        1e6,
+        0.9,
         lambda s: f"client reads {s.bulk_bytes / MiB:g} MiB a source sends",
         lambda s, f: {"total": _n(s.bulk_bytes * f)},
     ),
     Workload(
-        "client_pingpong", "client", "pingpong", "echo", "round trips/s", 1, 0.9,
+        "client_pingpong",
+        "client",
+        "pingpong",
+        "echo",
+        "round trips/s",
+        1,
+        0.9,
         lambda s: f"{s.pingpong:,} round trips of a 64-byte line, one in flight",
         lambda s, f: {"count": _n(s.pingpong * f)},
     ),
     Workload(
-        "client_pipelined", "client", "pipelined", "echo", "lines/s", 1, 0.5,
-        lambda s: f"{s.pipelined:,} 64-byte lines, batches of {s.batch}, "
-        f"at most {s.window} in flight",
+        "client_pipelined",
+        "client",
+        "pipelined",
+        "echo",
+        "lines/s",
+        1,
+        0.5,
+        lambda s: (
+            f"{s.pipelined:,} 64-byte lines, batches of {s.batch}, at most {s.window} in flight"
+        ),
         lambda s, f: {"count": _n(s.pipelined * f), "batch": s.batch, "window": s.window},
     ),
     Workload(
-        "client_seq_conns", "client", "seq_conns", "echo", "conn/s", 1, 0.85,
-        lambda s: f"{s.seq_conns:,} sequential client connections: connect, one line, "
-        "read its echo, close",
+        "client_seq_conns",
+        "client",
+        "seq_conns",
+        "echo",
+        "conn/s",
+        1,
+        0.85,
+        lambda s: (
+            f"{s.seq_conns:,} sequential client connections: connect, one line, "
+            "read its echo, close"
+        ),
         lambda s, f: {"count": _n(s.seq_conns * f)},
     ),
     Workload(
-        "client_conc_conns", "client", "conc_conns", "echo", "conn/s", 1, 0.85,
-        lambda s: f"{s.clients} concurrent clients x {s.per_client} sequential "
-        "client connections, one line each",
+        "client_conc_conns",
+        "client",
+        "conc_conns",
+        "echo",
+        "conn/s",
+        1,
+        0.85,
+        lambda s: (
+            f"{s.clients} concurrent clients x {s.per_client} sequential "
+            "client connections, one line each"
+        ),
         lambda s, f: {
             "clients": s.clients if f >= 1 else _n(s.clients * f),
             "per_client": s.per_client,
         },
     ),
     Workload(
-        "tls_bulk", "client", "bulk_send", "tls_sink", "MB/s", 1e6, 0.9,
-        lambda s: f"as bulk_send over TLS: client sends {s.bulk_bytes / MiB:g} MiB "
-        "in 64 KiB writes to a TLS sink",
+        "tls_bulk",
+        "client",
+        "bulk_send",
+        "tls_sink",
+        "MB/s",
+        1e6,
+        0.9,
+        lambda s: (
+            f"as bulk_send over TLS: client sends {s.bulk_bytes / MiB:g} MiB "
+            "in 64 KiB writes to a TLS sink"
+        ),
         lambda s, f: {"total": _n(s.bulk_bytes * f), "tls": 1},
         tls=True,
     ),
     Workload(
-        "tls_pingpong", "client", "pingpong", "tls_echo", "round trips/s", 1, 0.9,
-        lambda s: f"as client_pingpong over TLS: {s.pingpong:,} round trips of a 64-byte "
-        "line, one in flight",
+        "tls_pingpong",
+        "client",
+        "pingpong",
+        "tls_echo",
+        "round trips/s",
+        1,
+        0.9,
+        lambda s: (
+            f"as client_pingpong over TLS: {s.pingpong:,} round trips of a 64-byte "
+            "line, one in flight"
+        ),
         lambda s, f: {"count": _n(s.pingpong * f), "tls": 1},
         tls=True,
     ),
     Workload(
-        "server_pingpong", "server", "pingpong", "echo", "round trips/s", 1, 0.9,
+        "server_pingpong",
+        "server",
+        "pingpong",
+        "echo",
+        "round trips/s",
+        1,
+        0.9,
         lambda s: f"{s.pingpong:,} round trips of a 64-byte line, one in flight",
         lambda s, f: {"count": _n(s.pingpong * f)},
     ),
     Workload(
-        "server_pipelined", "server", "pipelined", "echo", "lines/s", 1, 0.5,
-        lambda s: f"{s.pipelined:,} 64-byte lines, batches of {s.batch}, "
-        f"at most {s.window} in flight",
+        "server_pipelined",
+        "server",
+        "pipelined",
+        "echo",
+        "lines/s",
+        1,
+        0.5,
+        lambda s: (
+            f"{s.pipelined:,} 64-byte lines, batches of {s.batch}, at most {s.window} in flight"
+        ),
         lambda s, f: {"count": _n(s.pipelined * f), "batch": s.batch, "window": s.window},
     ),
     Workload(
-        "server_seq_conns", "server", "seq_conns", "echo", "conn/s", 1, 0.85,
+        "server_seq_conns",
+        "server",
+        "seq_conns",
+        "echo",
+        "conn/s",
+        1,
+        0.85,
         lambda s: f"{s.seq_conns:,} sequential connections: connect, one line, close",
         lambda s, f: {"count": _n(s.seq_conns * f)},
     ),
     Workload(
-        "server_conc_conns", "server", "conc_conns", "echo", "conn/s", 1, 0.85,
+        "server_conc_conns",
+        "server",
+        "conc_conns",
+        "echo",
+        "conn/s",
+        1,
+        0.85,
         lambda s: f"{s.clients} concurrent clients x {s.per_client} sequential connections",
         lambda s, f: {
             "clients": s.clients if f >= 1 else _n(s.clients * f),
@@ -221,24 +374,48 @@ WORKLOADS = [
         },
     ),
     Workload(
-        "both_pingpong", "both", "pingpong", "echo", "round trips/s", 1, 0.9,
-        lambda s: f"{s.pingpong:,} round trips of a 64-byte line, one in flight, "
-        "each implementation's client against its own line-echo server",
+        "both_pingpong",
+        "both",
+        "pingpong",
+        "echo",
+        "round trips/s",
+        1,
+        0.9,
+        lambda s: (
+            f"{s.pingpong:,} round trips of a 64-byte line, one in flight, "
+            "each implementation's client against its own line-echo server"
+        ),
         lambda s, f: {"count": _n(s.pingpong * f)},
     ),
     Workload(
-        "both_seq_conns", "both", "seq_conns", "echo", "conn/s", 1, 0.85,
-        lambda s: f"{s.seq_conns:,} sequential connections (connect, one line, close), "
-        "each implementation's client against its own line-echo server",
+        "both_seq_conns",
+        "both",
+        "seq_conns",
+        "echo",
+        "conn/s",
+        1,
+        0.85,
+        lambda s: (
+            f"{s.seq_conns:,} sequential connections (connect, one line, close), "
+            "each implementation's client against its own line-echo server"
+        ),
         lambda s, f: {"count": _n(s.seq_conns * f)},
     ),
     _redis(16),
     _redis(1),
     Workload(
-        "wrk_keepalive", "server", "wrk", "http", "requests/s", 1, 0.9,
-        lambda s: f"wrk -t1 -c{s.wrk_conns} -d{s.wrk_seconds}s"
-        + (f" (stopped after {s.wrk_stop_after:g} s)" if s.wrk_stop_after else "")
-        + ", keep-alive, against a minimal HTTP/1.1 handler (twisted_tcp.examples.http_hello)",
+        "wrk_keepalive",
+        "server",
+        "wrk",
+        "http",
+        "requests/s",
+        1,
+        0.9,
+        lambda s: (
+            f"wrk -t1 -c{s.wrk_conns} -d{s.wrk_seconds}s"
+            + (f" (stopped after {s.wrk_stop_after:g} s)" if s.wrk_stop_after else "")
+            + ", keep-alive, against a minimal HTTP/1.1 handler (twisted_tcp.examples.http_hello)"
+        ),
         lambda s, f: {
             "seconds": max(1, round(s.wrk_seconds * f)),
             "connections": s.wrk_conns,
@@ -248,28 +425,52 @@ WORKLOADS = [
         needs=("wrk",),
     ),
     Workload(
-        "idle_conns", "server", "idle_conns", "echo", "KiB RSS/conn", 1, 1.5,
-        lambda s: f"{s.idle:,} idle connections to a fresh line-echo server process "
-        "(each handler waiting in a line read): its VmRSS growth / connections",
+        "idle_conns",
+        "server",
+        "idle_conns",
+        "echo",
+        "KiB RSS/conn",
+        1,
+        1.5,
+        lambda s: (
+            f"{s.idle:,} idle connections to a fresh line-echo server process "
+            "(each handler waiting in a line read): its VmRSS growth / connections"
+        ),
         lambda s, f: {"count": s.idle, "settle": s.idle_settle},
         lower_is_better=True,
         fresh_server=True,
     ),
     Workload(
-        "tls_idle_conns", "server", "idle_conns", "tls_echo", "KiB RSS/conn", 1, 1.5,
-        lambda s: f"as idle_conns over TLS: {s.tls_idle:,} connections to a fresh TLS "
-        "line-echo server process, each through its TLS 1.3 handshake and one line: "
-        "its VmRSS growth / connections",
+        "tls_idle_conns",
+        "server",
+        "idle_conns",
+        "tls_echo",
+        "KiB RSS/conn",
+        1,
+        1.5,
+        lambda s: (
+            f"as idle_conns over TLS: {s.tls_idle:,} connections to a fresh TLS "
+            "line-echo server process, each through its TLS 1.3 handshake and one line: "
+            "its VmRSS growth / connections"
+        ),
         lambda s, f: {"count": s.tls_idle, "settle": s.idle_settle, "how": "tls"},
         lower_is_better=True,
         fresh_server=True,
         tls=True,
     ),
     Workload(
-        "tls_pending_handshakes", "server", "idle_conns", "tls_echo", "KiB RSS/conn", 1, 1.5,
-        lambda s: f"{s.tls_pending:,} TCP connections to a fresh TLS line-echo server process "
-        "that never send a byte (each waiting for its handshake): its VmRSS growth / "
-        "connections",
+        "tls_pending_handshakes",
+        "server",
+        "idle_conns",
+        "tls_echo",
+        "KiB RSS/conn",
+        1,
+        1.5,
+        lambda s: (
+            f"{s.tls_pending:,} TCP connections to a fresh TLS line-echo server process "
+            "that never send a byte (each waiting for its handshake): its VmRSS growth / "
+            "connections"
+        ),
         lambda s, f: {"count": s.tls_pending, "settle": s.idle_settle, "how": "silent"},
         lower_is_better=True,
         fresh_server=True,
@@ -326,8 +527,9 @@ class Worker:
                 if sel.select(left):
                     data = os.read(fd, 65536)
                     if not data:
-                        raise WorkerError(f"{self.name}: exited ({self.proc.poll()})"
-                                          + self.log_tail())
+                        raise WorkerError(
+                            f"{self.name}: exited ({self.proc.poll()})" + self.log_tail()
+                        )
                     self._buf += data
         line, self._buf = self._buf.split(b"\n", 1)
         try:
@@ -556,8 +758,10 @@ def run_workload(
                 log(f"{wl.name:<18} round {r + 1}/{rounds} {impl:<12} FAILED: {first_line(exc)}")
                 continue
             results.add(wl.name, impl, value, r, detail)
-            log(f"{wl.name:<18} round {r + 1}/{rounds} {impl:<12} {value:>14,.1f} {wl.unit}"
-                + (f"  ({detail})" if detail else ""))
+            log(
+                f"{wl.name:<18} round {r + 1}/{rounds} {impl:<12} {value:>14,.1f} {wl.unit}"
+                + (f"  ({detail})" if detail else "")
+            )
     if wl.fresh_server:
         for key in servers:  # they hold what they served; a later workload gets new ones
             workers.discard(key)
@@ -578,9 +782,11 @@ ROOT = os.path.dirname(HERE)
 
 
 def workers_what(s: Scale) -> str:
-    return (f"{s.clients} concurrent clients x {s.per_client} sequential connections (as "
-            "server_conc_conns) against `twistd tcpserver --workers N` (N = 1, 2) serving "
-            "twisted_tcp.examples.echo, next to the uvloop streams server (one process)")
+    return (
+        f"{s.clients} concurrent clients x {s.per_client} sequential connections (as "
+        "server_conc_conns) against `twistd tcpserver --workers N` (N = 1, 2) serving "
+        "twisted_tcp.examples.echo, next to the uvloop streams server (one process)"
+    )
 
 
 def workers_impls(uvloop: bool) -> list[str]:
@@ -606,13 +812,27 @@ class TwistdServer:
         env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
         env.pop("BENCH_CPU", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-             "-n", "--pidfile=", "tcpserver",
-             "--port", "tcp:0:interface=127.0.0.1:backlog=1024",
-             "--workers", str(workers), "--max-connections", "100000",
-             "--handler", ECHO_HANDLER],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=logdir, env=env,
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "tcpserver",
+                "--port",
+                "tcp:0:interface=127.0.0.1:backlog=1024",
+                "--workers",
+                str(workers),
+                "--max-connections",
+                "100000",
+                "--handler",
+                ECHO_HANDLER,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=logdir,
+            env=env,
         )
         self.port: int | None = None
 
@@ -631,8 +851,10 @@ class TwistdServer:
                 self.port = int(match.group(1))
                 return self.port
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise WorkerError(f"{self.name} did not start ({self.proc.poll()}):\n"
-                                  + text.decode(errors="replace")[-1500:])
+                raise WorkerError(
+                    f"{self.name} did not start ({self.proc.poll()}):\n"
+                    + text.decode(errors="replace")[-1500:]
+                )
             time.sleep(0.05)
 
     def alive(self) -> bool:
@@ -669,8 +891,9 @@ def run_workers_comparison(
     try:
         for n in WORKER_COUNTS:
             servers[f"twistd_w{n}"] = TwistdServer(n, workers.logdir)
-        ports = {impl: server.wait_ready(workers.ready_timeout)
-                 for impl, server in servers.items()}
+        ports = {
+            impl: server.wait_ready(workers.ready_timeout) for impl, server in servers.items()
+        }
 
         def one(impl: str, params: dict[str, int]) -> float:
             if impl in servers:
@@ -680,8 +903,11 @@ def run_workers_comparison(
                 assert server.ready is not None
                 port = server.ready["ports"]["echo"]
             loadgen = workers.get(("loadgen",))
-            command = {"workload": "conc_conns", "port": port,
-                       "params": {**params, "timeout": timeout}}
+            command = {
+                "workload": "conc_conns",
+                "port": port,
+                "params": {**params, "timeout": timeout},
+            }
             try:
                 answer = loadgen.request(command, timeout)
             except WorkerError:
@@ -712,12 +938,16 @@ def run_workers_comparison(
                     value = one(impl, params)
                 except WorkerError as exc:
                     results.fail(WORKERS_WORKLOAD, impl, f"round {r + 1}: {exc}")
-                    log(f"{WORKERS_WORKLOAD:<18} round {r + 1}/{rounds} {impl:<12} "
-                        f"FAILED: {first_line(exc)}")
+                    log(
+                        f"{WORKERS_WORKLOAD:<18} round {r + 1}/{rounds} {impl:<12} "
+                        f"FAILED: {first_line(exc)}"
+                    )
                     continue
                 results.add(WORKERS_WORKLOAD, impl, value, r)
-                log(f"{WORKERS_WORKLOAD:<18} round {r + 1}/{rounds} {impl:<12} "
-                    f"{value:>14,.1f} conn/s")
+                log(
+                    f"{WORKERS_WORKLOAD:<18} round {r + 1}/{rounds} {impl:<12} "
+                    f"{value:>14,.1f} conn/s"
+                )
     except WorkerError as exc:
         for impl in impls:
             results.fail(WORKERS_WORKLOAD, impl, f"start: {exc}")
@@ -731,11 +961,22 @@ def workers_table(results: Results, impls: list[str]) -> str:
     """One row: the medians, twistd --workers 2 over --workers 1, each over the event loop."""
     loop = impls[-1]
     med = {impl: results.median(WORKERS_WORKLOAD, impl) for impl in impls}
-    head = ["workload", "unit", *[IMPL_TITLES.get(i, i) for i in impls],
-            "--workers 2 ÷ --workers 1", f"--workers 1 ÷ {loop}", f"--workers 2 ÷ {loop}"]
-    row = [WORKERS_WORKLOAD, "conn/s", *[fmt_value(med[i]) for i in impls],
-           fmt_ratio(med["twistd_w2"], med["twistd_w1"]),
-           fmt_ratio(med["twistd_w1"], med[loop]), fmt_ratio(med["twistd_w2"], med[loop])]
+    head = [
+        "workload",
+        "unit",
+        *[IMPL_TITLES.get(i, i) for i in impls],
+        "--workers 2 ÷ --workers 1",
+        f"--workers 1 ÷ {loop}",
+        f"--workers 2 ÷ {loop}",
+    ]
+    row = [
+        WORKERS_WORKLOAD,
+        "conn/s",
+        *[fmt_value(med[i]) for i in impls],
+        fmt_ratio(med["twistd_w2"], med["twistd_w1"]),
+        fmt_ratio(med["twistd_w1"], med[loop]),
+        fmt_ratio(med["twistd_w2"], med[loop]),
+    ]
     rows = [head, ["---"] * 2 + ["---:"] * (len(head) - 2), row]
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
@@ -789,8 +1030,11 @@ def table(results: Results, workloads: list[Workload], impls: list[str]) -> str:
                     ratio = tcp / base
                     met = ratio <= wl.target if wl.lower_is_better else ratio >= wl.target
                     verdict.append(
-                        "target met" if met
-                        else "ABOVE target" if wl.lower_is_better else "BELOW target"
+                        "target met"
+                        if met
+                        else "ABOVE target"
+                        if wl.lower_is_better
+                        else "BELOW target"
                     )
                 if "asyncio" in impls:
                     row.append(fmt_ratio(tcp, med["asyncio"]))
@@ -811,8 +1055,9 @@ def spread_table(results: Results, workloads: list[Workload], impls: list[str]) 
     twisted_tcp's ratio to raw Twisted computed round by round.
     """
     paired = "twisted_tcp" in impls
-    head = ["workload", *impls] + (["twisted_tcp ÷ twisted per round: median (min-max)"]
-                                   if paired else [])
+    head = ["workload", *impls] + (
+        ["twisted_tcp ÷ twisted per round: median (min-max)"] if paired else []
+    )
     rows = [head, ["---"] + ["---:"] * (len(head) - 1)]
     for wl in workloads:
         row = [wl.name]
@@ -831,7 +1076,8 @@ def spread_table(results: Results, workloads: list[Workload], impls: list[str]) 
             ratios = results.paired_ratios(wl.name, "twisted_tcp")
             row.append(
                 f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
-                if ratios else "—"
+                if ratios
+                else "—"
             )
         rows.append(row)
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
@@ -927,8 +1173,11 @@ def report(
         f"- Python {m['python']}, Twisted {m['twisted']}, uvloop {m['uvloop']}",
         f"- event loops: {loops}",
         f"- scale: {scale.name}; {rounds} round(s), interleaved, order rotated each round; "
-        + (f"one untimed warm-up at {scale.warmup:.0%} of the work per implementation first"
-           if scale.warmup > 0 else "no warm-up"),
+        + (
+            f"one untimed warm-up at {scale.warmup:.0%} of the work per implementation first"
+            if scale.warmup > 0
+            else "no warm-up"
+        ),
         f"- load average (1, 5, 15 min): {load_start} at the start, {load_end} at the end",
         *[f"- note: {n}" for n in notes],
         "",
@@ -946,20 +1195,31 @@ def report(
         "",
         table(results, workloads, impls),
         "",
-        *([
-            "## Several processes: `twistd tcpserver --workers N`",
-            "",
-            f"{WORKERS_WORKLOAD}: {workers_what(scale)}.  Medians over the rounds; the",
-            "load generator is one process, on the same machine.",
-            "",
-            workers_table(results, w_impls),
-            "",
-            *[f"- {impl}: "
-              + (", ".join(fmt_value(v) for v in results.samples.get(WORKERS_WORKLOAD, {})
-                           .get(impl, [])) or "none")
-              for impl in w_impls],
-            "",
-        ] if w_impls else []),
+        *(
+            [
+                "## Several processes: `twistd tcpserver --workers N`",
+                "",
+                f"{WORKERS_WORKLOAD}: {workers_what(scale)}.  Medians over the rounds; the",
+                "load generator is one process, on the same machine.",
+                "",
+                workers_table(results, w_impls),
+                "",
+                *[
+                    f"- {impl}: "
+                    + (
+                        ", ".join(
+                            fmt_value(v)
+                            for v in results.samples.get(WORKERS_WORKLOAD, {}).get(impl, [])
+                        )
+                        or "none"
+                    )
+                    for impl in w_impls
+                ],
+                "",
+            ]
+            if w_impls
+            else []
+        ),
         "## Workloads",
         "",
         described,
@@ -985,13 +1245,17 @@ def why_skipped(wl: Workload, scale: Scale) -> str | None:
     """Why this machine cannot run C{wl}, or None."""
     missing = [program for program in wl.needs if shutil.which(program) is None]
     if missing:
-        return (f"{' and '.join(missing)} not found: install with bench/setup.sh "
-                "(Debian: apt-get install redis-tools wrk)")
+        return (
+            f"{' and '.join(missing)} not found: install with bench/setup.sh "
+            "(Debian: apt-get install redis-tools wrk)"
+        )
     if wl.tls:
         missing = [m for m in _tls.MODULES if importlib.util.find_spec(m) is None]
         if missing:
-            return (f"{', '.join(missing)} not installed: pip install 'twisted[tls]' "
-                    "(pyOpenSSL, service_identity, cryptography)")
+            return (
+                f"{', '.join(missing)} not installed: pip install 'twisted[tls]' "
+                "(pyOpenSSL, service_identity, cryptography)"
+            )
     if wl.command == "idle_conns":
         if not os.path.exists(f"/proc/{os.getpid()}/status"):
             return "no /proc/PID/status to read the RSS from (Linux only)"
@@ -1003,9 +1267,11 @@ def why_skipped(wl: Workload, scale: Scale) -> str | None:
         count = wl.params(scale, 1.0)["count"]
         need = count + FD_MARGIN
         if hard != resource.RLIM_INFINITY and hard < need:
-            return (f"the hard limit on open files is {hard:,}, under the {need:,} a process "
-                    f"holding {count:,} connections needs: raise it (ulimit -Hn, "
-                    "LimitNOFILE=) or use --quick or --smoke")
+            return (
+                f"the hard limit on open files is {hard:,}, under the {need:,} a process "
+                f"holding {count:,} connections needs: raise it (ulimit -Hn, "
+                "LimitNOFILE=) or use --quick or --smoke"
+            )
     return None
 
 
@@ -1015,25 +1281,43 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller amounts, 3 rounds")
-    size.add_argument("--smoke", action="store_true",
-                      help="a few KiB and a few round trips, 1 round, no warm-up "
-                           "(checks that everything runs; the numbers mean nothing)")
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few KiB and a few round trips, 1 round, no warm-up "
+        "(checks that everything runs; the numbers mean nothing)",
+    )
     p.add_argument("--rounds", type=int, help="rounds (default: 5, --quick 3, --smoke 1)")
-    p.add_argument("--only", help="comma-separated workload names or parts of names "
-                                  "(e.g. bulk,server_pingpong or pingpong; a whole name "
-                                  "takes that workload alone); default: all")
-    p.add_argument("--impls", help=f"comma-separated implementations (default: {','.join(IMPLS)}; "
-                                   "uvloop only if installed); raw twisted is always included")
+    p.add_argument(
+        "--only",
+        help="comma-separated workload names or parts of names "
+        "(e.g. bulk,server_pingpong or pingpong; a whole name "
+        "takes that workload alone); default: all",
+    )
+    p.add_argument(
+        "--impls",
+        help=f"comma-separated implementations (default: {','.join(IMPLS)}; "
+        "uvloop only if installed); raw twisted is always included",
+    )
     p.add_argument("--no-uvloop", action="store_true", help="leave the uvloop column out")
-    p.add_argument("--timeout", type=float,
-                   help="seconds one measurement may take before it counts as failed "
-                        "(default: 120, --quick 60, --smoke 20)")
-    p.add_argument("--results", help="where to write the Markdown results "
-                                     "(default: bench/RESULTS.md; with --smoke: nowhere)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds one measurement may take before it counts as failed "
+        "(default: 120, --quick 60, --smoke 20)",
+    )
+    p.add_argument(
+        "--results",
+        help="where to write the Markdown results "
+        "(default: bench/RESULTS.md; with --smoke: nowhere)",
+    )
     p.add_argument("--no-results", action="store_true", help="write no results file")
-    p.add_argument("--pin", action="store_true",
-                   help="pin every client (and the load generator) to one CPU and every "
-                        "server to another (default: the scheduler places them)")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin every client (and the load generator) to one CPU and every "
+        "server to another (default: the scheduler places them)",
+    )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     return p.parse_args(argv)
 
@@ -1058,8 +1342,10 @@ def main(argv: list[str]) -> int:
     if args.list:
         for wl in WORKLOADS:
             skip = why_skipped(wl, scale)
-            print(f"{wl.name:<22} {wl.side:<6} {wl.unit:<14} {wl.what(scale)}"
-                  + (f" [skipped here: {skip}]" if skip else ""))
+            print(
+                f"{wl.name:<22} {wl.side:<6} {wl.unit:<14} {wl.what(scale)}"
+                + (f" [skipped here: {skip}]" if skip else "")
+            )
         print(f"{WORKERS_WORKLOAD:<22} {'server':<6} {'conn/s':<14} {workers_what(scale)}")
         return 0
     rounds = args.rounds or scale.rounds
@@ -1073,8 +1359,11 @@ def main(argv: list[str]) -> int:
         wanted = [w.strip() for w in args.only.split(",") if w.strip()]
         names = {wl.name for wl in WORKLOADS}
         # A whole name takes that workload alone (idle_conns, not tls_idle_conns too).
-        workloads = [wl for wl in WORKLOADS
-                     if any(w == wl.name or (w not in names and w in wl.name) for w in wanted)]
+        workloads = [
+            wl
+            for wl in WORKLOADS
+            if any(w == wl.name or (w not in names and w in wl.name) for w in wanted)
+        ]
         run_workers = any(w in WORKERS_WORKLOAD for w in wanted)
         if not workloads and not run_workers:
             raise SystemExit(f"--only {args.only}: no such workload (see --list)")
@@ -1158,8 +1447,20 @@ def main(argv: list[str]) -> int:
         finally:
             workers.close_all()
 
-    text = report(results, workloads, impls, scale, rounds, workers.info, started,
-                  load_start, loadavg(), command, notes, w_impls if run_workers else None)
+    text = report(
+        results,
+        workloads,
+        impls,
+        scale,
+        rounds,
+        workers.info,
+        started,
+        load_start,
+        loadavg(),
+        command,
+        notes,
+        w_impls if run_workers else None,
+    )
     if workloads:
         print()
         print(table(results, workloads, impls))
@@ -1173,8 +1474,10 @@ def main(argv: list[str]) -> int:
             f.write(text)
         print(f"\nwritten to {results_path}")
     if results.errors:
-        log(f"\n{sum(len(e) for d in results.errors.values() for e in d.values())} "
-            "measurement(s) failed; see the failures section of the results")
+        log(
+            f"\n{sum(len(e) for d in results.errors.values() for e in d.values())} "
+            "measurement(s) failed; see the failures section of the results"
+        )
         if not results_path:
             log(errors_text(results))
         return 1

@@ -89,10 +89,12 @@ class Reading:
     conns_per_s: float
 
     def text(self) -> str:
-        return (f"{self.label:>5} (t={self.seconds:5.0f} s): RSS {self.rss_kib:,} KiB, "
-                f"{self.fds} fds ({self.fds_beyond:+.0f} beyond the client's open "
-                f"connections), round trip p50 {self.p50_ms:.3f} ms, p99 {self.p99_ms:.3f} ms "
-                f"({self.round_trips:,} round trips, {self.conns_per_s:,.0f} short conn/s)")
+        return (
+            f"{self.label:>5} (t={self.seconds:5.0f} s): RSS {self.rss_kib:,} KiB, "
+            f"{self.fds} fds ({self.fds_beyond:+.0f} beyond the client's open "
+            f"connections), round trip p50 {self.p50_ms:.3f} ms, p99 {self.p99_ms:.3f} ms "
+            f"({self.round_trips:,} round trips, {self.conns_per_s:,.0f} short conn/s)"
+        )
 
 
 async def _within(awaitable: Awaitable[T], seconds: float = IO_TIMEOUT) -> T:
@@ -182,9 +184,15 @@ class Load:
         beyond = [fds - mine for fds, mine in iv.fd_samples] or [0]
         duration = max(1e-9, time.monotonic() - iv.started)
         return Reading(
-            label, time.monotonic() - since, vm_rss_kib(self.pid), fd_count(self.pid),
-            statistics.median(beyond), percentile(lat, 50) * 1e3, percentile(lat, 99) * 1e3,
-            len(iv.latencies), iv.short_conns / duration,
+            label,
+            time.monotonic() - since,
+            vm_rss_kib(self.pid),
+            fd_count(self.pid),
+            statistics.median(beyond),
+            percentile(lat, 50) * 1e3,
+            percentile(lat, 99) * 1e3,
+            len(iv.latencies),
+            iv.short_conns / duration,
         )
 
 
@@ -192,17 +200,22 @@ async def soak(port: int, pid: int, seconds: float, clients: int, shorts: int) -
     warmup = min(10.0, seconds / 12)
     load = Load(port, pid)
     t0 = time.monotonic()
-    tasks = [asyncio.create_task(load.guarded(f"client {c}", load.short(c) if c < shorts
-                                              else load.long_lived(c)))
-             for c in range(clients)]
+    tasks = [
+        asyncio.create_task(
+            load.guarded(f"client {c}", load.short(c) if c < shorts else load.long_lived(c))
+        )
+        for c in range(clients)
+    ]
     tasks.append(asyncio.create_task(load.guarded("sampler", load.sample_fds())))
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    log(f"soak: {clients} clients ({clients - shorts} long-lived, {shorts} short "
+    log(
+        f"soak: {clients} clients ({clients - shorts} long-lived, {shorts} short "
         f"connections) against the twisted_tcp line echo (pid {pid}, port {port}) for "
-        f"{seconds:g} s; warm-up and intervals of {warmup:g} s")
+        f"{seconds:g} s; warm-up and intervals of {warmup:g} s"
+    )
     readings: list[Reading] = []
     try:
         await asyncio.sleep(warmup)
@@ -233,19 +246,27 @@ async def soak(port: int, pid: int, seconds: float, clients: int, shorts: int) -
     rss_change = (last.rss_kib - start.rss_kib) / start.rss_kib
     fds_change = last.fds_beyond - start.fds_beyond
     p99_change = (last.p99_ms - start.p99_ms) / start.p99_ms * 100
-    print(f"soak: {seconds:g} s, {clients} clients ({clients - shorts} long-lived, "
-          f"{shorts} short connections), twisted_tcp line-echo server pid {pid}")
+    print(
+        f"soak: {seconds:g} s, {clients} clients ({clients - shorts} long-lived, "
+        f"{shorts} short connections), twisted_tcp line-echo server pid {pid}"
+    )
     print(start.text())
     print(last.text())
-    print(f"RSS: {start.rss_kib:,} -> {last.rss_kib:,} KiB ({rss_change:+.1%}): "
-          + ("flat" if abs(rss_change) <= RSS_FLAT else "NOT FLAT")
-          + f" (within {RSS_FLAT:.0%})")
-    print(f"fds: {start.fds} -> {last.fds}; beyond the client's connections "
-          f"{start.fds_beyond:+.0f} -> {last.fds_beyond:+.0f} ({fds_change:+.0f}): "
-          + ("flat" if abs(fds_change) <= FDS_FLAT else "NOT FLAT")
-          + f" (within ±{FDS_FLAT})")
-    print(f"p99: {start.p99_ms:.3f} -> {last.p99_ms:.3f} ms ({p99_change:+.1f}%); "
-          f"p50: {start.p50_ms:.3f} -> {last.p50_ms:.3f} ms")
+    print(
+        f"RSS: {start.rss_kib:,} -> {last.rss_kib:,} KiB ({rss_change:+.1%}): "
+        + ("flat" if abs(rss_change) <= RSS_FLAT else "NOT FLAT")
+        + f" (within {RSS_FLAT:.0%})"
+    )
+    print(
+        f"fds: {start.fds} -> {last.fds}; beyond the client's connections "
+        f"{start.fds_beyond:+.0f} -> {last.fds_beyond:+.0f} ({fds_change:+.0f}): "
+        + ("flat" if abs(fds_change) <= FDS_FLAT else "NOT FLAT")
+        + f" (within ±{FDS_FLAT})"
+    )
+    print(
+        f"p99: {start.p99_ms:.3f} -> {last.p99_ms:.3f} ms ({p99_change:+.1f}%); "
+        f"p50: {start.p50_ms:.3f} -> {last.p50_ms:.3f} ms"
+    )
     return 0
 
 
@@ -253,8 +274,13 @@ def start_server() -> tuple[subprocess.Popen[bytes], int]:
     env = dict(os.environ)
     env.pop("BENCH_TLS_DIR", None)
     env.pop("BENCH_CPU", None)
-    proc = subprocess.Popen([sys.executable, WORKER, "server", "twisted_tcp"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=HERE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, WORKER, "server", "twisted_tcp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=HERE,
+        env=env,
+    )
     assert proc.stdout is not None
     ready = proc.stdout.readline()
     if not ready:
@@ -285,11 +311,19 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description="Soak a twisted_tcp line-echo server.")
-    p.add_argument("--minutes", type=float, default=10.0,
-                   help="how long the load runs (default 10; 1 for a short run)")
-    p.add_argument("--clients", type=int, default=CLIENTS,
-                   help=f"clients at once (default {CLIENTS}, {SHORT_CLIENTS} of them "
-                        "making short connections)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=10.0,
+        help="how long the load runs (default 10; 1 for a short run)",
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=CLIENTS,
+        help=f"clients at once (default {CLIENTS}, {SHORT_CLIENTS} of them "
+        "making short connections)",
+    )
     args = p.parse_args(argv)
     seconds = args.minutes * 60
     if seconds < 12 or args.clients < 2:

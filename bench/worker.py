@@ -107,9 +107,11 @@ def twisted_main(role: str, kind: str) -> None:
                 }
                 if os.environ.get("BENCH_TLS_DIR"):  # the tls_* workloads are measured
                     ready["ports"]["tls_sink"] = impl_twisted.listen_tls(
-                        reactor, impl_twisted.Sink, BACKLOG)
+                        reactor, impl_twisted.Sink, BACKLOG
+                    )
                     ready["ports"]["tls_echo"] = impl_twisted.listen_tls(
-                        reactor, impl_twisted.ByteEcho, BACKLOG)
+                        reactor, impl_twisted.ByteEcho, BACKLOG
+                    )
             elif kind == "twisted":
                 ready["ports"] = {
                     "echo": impl_twisted.listen(reactor, impl_twisted.LineEcho, BACKLOG),
@@ -118,10 +120,12 @@ def twisted_main(role: str, kind: str) -> None:
                 }
                 if os.environ.get("BENCH_TLS_DIR"):  # the tls_* workloads are measured
                     ready["ports"]["tls_echo"] = impl_twisted.listen_tls(
-                        reactor, impl_twisted.LineEcho, BACKLOG)
+                        reactor, impl_twisted.LineEcho, BACKLOG
+                    )
             else:
                 ready["ports"] = await impl.serve_all(
-                    reactor, BACKLOG, tls=bool(os.environ.get("BENCH_TLS_DIR")))
+                    reactor, BACKLOG, tls=bool(os.environ.get("BENCH_TLS_DIR"))
+                )
         StandardIO(Control(ready), reactor=reactor)
 
     def start_failed(f: Failure) -> None:
@@ -184,7 +188,8 @@ def asyncio_main(role: str, kind: str) -> None:
         loop.close()
         return
     servers, ports = loop.run_until_complete(
-        impl_asyncio.serve(BACKLOG, tls=bool(os.environ.get("BENCH_TLS_DIR"))))
+        impl_asyncio.serve(BACKLOG, tls=bool(os.environ.get("BENCH_TLS_DIR")))
+    )
     stdin_closed = loop.create_future()
 
     def on_stdin() -> None:

@@ -263,12 +263,7 @@ async def _settle(before: tuple[set[Any], set[Any], int], fds: set[int]) -> tupl
     for _ in range(300):
         readers, writers, calls = _reactor_state()
         extra_fds = open_fds() - fds
-        if (
-            readers <= before[0]
-            and writers <= before[1]
-            and calls <= before[2]
-            and not extra_fds
-        ):
+        if readers <= before[0] and writers <= before[1] and calls <= before[2] and not extra_fds:
             return ()
         await sleep(0.01)
     return (

@@ -42,8 +42,11 @@ WORKLOADS = [
     "tls_pending_handshakes",
 ]
 MEMORY = {"idle_conns", "tls_idle_conns", "tls_pending_handshakes"}
-NEEDS = {"redis_ping_P16": "redis-benchmark", "redis_ping_P1": "redis-benchmark",
-         "wrk_keepalive": "wrk"}
+NEEDS = {
+    "redis_ping_P16": "redis-benchmark",
+    "redis_ping_P1": "redis-benchmark",
+    "wrk_keepalive": "wrk",
+}
 NUMBER = re.compile(r"^-?[0-9][0-9,]*(\.[0-9]+)?$")
 
 

@@ -123,8 +123,9 @@ chunks_of_stream = st.lists(
     st.binary(max_size=10).map(lambda b: bytes(alphabet[x % 5] for x in b)), max_size=30
 )
 steps = st.one_of(
-    st.tuples(st.just("feed"), st.binary(max_size=10).map(
-        lambda b: bytes(alphabet[x % 5] for x in b))),
+    st.tuples(
+        st.just("feed"), st.binary(max_size=10).map(lambda b: bytes(alphabet[x % 5] for x in b))
+    ),
     requests,
 )
 
@@ -136,8 +137,16 @@ steps = st.one_of(
     max_line_length=st.sampled_from([1, 3, 6, 1 << 16]),
 )
 @example(before_eof=[("feed", b"a\r")], after_eof=[("read_line", None)], max_line_length=100)
-@example(before_eof=[("feed", b"ab|"), ("read_until", (b"||", False)), ("feed", b"|c|"),
-                     ("read_until", (b"||", False))], after_eof=[], max_line_length=1)
+@example(
+    before_eof=[
+        ("feed", b"ab|"),
+        ("read_until", (b"||", False)),
+        ("feed", b"|c|"),
+        ("read_until", (b"||", False)),
+    ],
+    after_eof=[],
+    max_line_length=1,
+)
 def test_requests_match_the_model(
     before_eof: list[tuple[str, Any]], after_eof: list[tuple[str, Any]], max_line_length: int
 ) -> None:

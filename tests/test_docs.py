@@ -602,8 +602,16 @@ async def test_shutdown_closes_what_remains_after_the_timeout() -> None:
 def test_the_handler_tests_pass() -> None:
     """The how-to's test file, run with pytest as a user would run it."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_shout.py",
-         "test_shout_in_memory.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_shout.py",
+            "test_shout_in_memory.py",
+        ],
         cwd=EXAMPLES,
         env=subprocess_env(),
         capture_output=True,

@@ -248,9 +248,7 @@ def test_bad_options(args: list[str], message: str) -> None:
 def test_handler_syntax(spec: str) -> None:
     with pytest.raises(UsageError) as caught:
         parse("--port", "0", "--handler", spec)
-    assert str(caught.value) == (
-        f"--handler must be MODULE:FUNCTION, e.g. {ECHO}, not {spec!r}"
-    )
+    assert str(caught.value) == (f"--handler must be MODULE:FUNCTION, e.g. {ECHO}, not {spec!r}")
 
 
 @pytest.mark.parametrize(
@@ -638,8 +636,13 @@ async def test_example_scripts(start: Callable[..., Process]) -> None:
     examples = REPO / "docs" / "examples"
 
     inline = start(
-        sys.executable, str(examples / "client_inlinecallbacks.py"), LOCAL, port,
-        "SET greeting hello, world", "GET greeting", "GET nothing",
+        sys.executable,
+        str(examples / "client_inlinecallbacks.py"),
+        LOCAL,
+        port,
+        "SET greeting hello, world",
+        "GET greeting",
+        "GET nothing",
     )
     assert await inline.exited() == 0, inline.output()
     assert inline.out_path.read_text().splitlines() == [

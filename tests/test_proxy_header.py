@@ -31,7 +31,12 @@ ipv6 = st.ip_addresses(v=6)
 
 def v1(source: str, destination: str, sport: int, dport: int, family: bytes) -> bytes:
     return b"PROXY %s %s %s %d %d\r\n" % (
-        family, source.encode(), destination.encode(), sport, dport)
+        family,
+        source.encode(),
+        destination.encode(),
+        sport,
+        dport,
+    )
 
 
 def v2(command: int, family: int, addresses: bytes, extra: bytes = b"") -> bytes:
@@ -39,23 +44,34 @@ def v2(command: int, family: int, addresses: bytes, extra: bytes = b"") -> bytes
     return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(body)) + body
 
 
-def v2_inet(source: ipaddress._BaseAddress, destination: ipaddress._BaseAddress,
-            sport: int, dport: int, extra: bytes = b"") -> bytes:
+def v2_inet(
+    source: ipaddress._BaseAddress,
+    destination: ipaddress._BaseAddress,
+    sport: int,
+    dport: int,
+    extra: bytes = b"",
+) -> bytes:
     family = 0x11 if source.version == 4 else 0x21
-    return v2(1, family, source.packed + destination.packed + struct.pack("!HH", sport, dport),
-              extra)
+    return v2(
+        1, family, source.packed + destination.packed + struct.pack("!HH", sport, dport), extra
+    )
 
 
-def expected(source: ipaddress._BaseAddress, destination: ipaddress._BaseAddress,
-             sport: int, dport: int) -> ProxiedAddresses:
+def expected(
+    source: ipaddress._BaseAddress, destination: ipaddress._BaseAddress, sport: int, dport: int
+) -> ProxiedAddresses:
     kind = IPv4Address if source.version == 4 else IPv6Address
     return ProxiedAddresses(kind("TCP", str(source), sport), kind("TCP", str(destination), dport))
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    family=st.sampled_from([4, 6]), data=st.data(), sport=ports, dport=ports,
-    rest=st.binary(max_size=20), version=st.sampled_from([1, 2]),
+    family=st.sampled_from([4, 6]),
+    data=st.data(),
+    sport=ports,
+    dport=ports,
+    rest=st.binary(max_size=20),
+    version=st.sampled_from([1, 2]),
 )
 def test_headers_as_haproxy_writes_them(
     family: int, data: st.DataObject, sport: int, dport: int, rest: bytes, version: int
@@ -127,11 +143,13 @@ def test_what_is_not_a_header_is_refused_with_the_reason(data: bytes, why: str) 
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(
-    st.binary(max_size=64),
-    st.binary(max_size=40).map(lambda b: b"PROXY " + b),
-    st.binary(max_size=60).map(lambda b: V2_SIGNATURE + b),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        st.binary(max_size=40).map(lambda b: b"PROXY " + b),
+        st.binary(max_size=60).map(lambda b: V2_SIGNATURE + b),
+    )
+)
 def test_any_bytes_are_a_header_a_beginning_or_refused(data: bytes) -> None:
     try:
         result = read_header(data)

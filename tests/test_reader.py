@@ -375,9 +375,7 @@ def test_line_at_the_limit_is_fine() -> None:
     assert result_of(reader.read_line()) == b"12345"
 
 
-@pytest.mark.parametrize(
-    "data", [b"123456\nnext\n", b"123456\r\nnext\n", b"1234567890\nnext\n"]
-)
+@pytest.mark.parametrize("data", [b"123456\nnext\n", b"123456\r\nnext\n", b"1234567890\nnext\n"])
 def test_overlong_line_fails_and_is_discarded(data: bytes) -> None:
     reader, _ = make(max_line_length=5)
     feed(reader, data)
@@ -658,6 +656,7 @@ def test_no_flow_calls_after_eof() -> None:
 
 # -- hypothesis: read_line against bytes.split ----------------------------------------
 
+
 def reference_lines(data: bytes) -> list[bytes]:
     parts = data.split(b"\n")
     lines = [p[:-1] if p.endswith(b"\r") else p for p in parts[:-1]]
@@ -667,9 +666,7 @@ def reference_lines(data: bytes) -> list[bytes]:
 
 
 chunked_data = st.lists(
-    st.binary(min_size=0, max_size=12).map(
-        lambda b: bytes(b"ab\r\n"[x % 4] for x in b)
-    ),
+    st.binary(min_size=0, max_size=12).map(lambda b: bytes(b"ab\r\n"[x % 4] for x in b)),
     max_size=25,
 )
 
@@ -710,6 +707,7 @@ def test_read_line_matches_split(chunks: list[bytes], buffer_size: int) -> None:
 
 
 # -- hypothesis: random operations against a plain bytes buffer -----------------------
+
 
 class Model(RecordModel):
     """What a Reader should do: the record model, plus one pending read."""
@@ -766,8 +764,9 @@ def describe(result: Any) -> Any:
 
 reads = st.one_of(requests, st.tuples(st.just("cancel"), st.none()))
 operations = st.one_of(
-    st.tuples(st.just("feed"), st.binary(max_size=10).map(
-        lambda b: bytes(b"ab|\r\n"[x % 5] for x in b))),
+    st.tuples(
+        st.just("feed"), st.binary(max_size=10).map(lambda b: bytes(b"ab|\r\n"[x % 5] for x in b))
+    ),
     reads,
 )
 
@@ -779,12 +778,26 @@ operations = st.one_of(
     buffer_size=st.integers(1, 12),
     max_line_length=st.sampled_from([1, 3, 6, 1 << 16]),
 )
-@example(ops=[("feed", b"a\r")], after_eof=[("read_line", None)], buffer_size=4,
-         max_line_length=100)
-@example(ops=[("read_until", (b"||", True)), ("feed", b"ab|"), ("feed", b"|c|"),
-              ("read_until", (b"||", False))], after_eof=[], buffer_size=1, max_line_length=1)
-def test_operations_match_model(ops: list[tuple[str, Any]], after_eof: list[tuple[str, Any]],
-                                buffer_size: int, max_line_length: int) -> None:
+@example(
+    ops=[("feed", b"a\r")], after_eof=[("read_line", None)], buffer_size=4, max_line_length=100
+)
+@example(
+    ops=[
+        ("read_until", (b"||", True)),
+        ("feed", b"ab|"),
+        ("feed", b"|c|"),
+        ("read_until", (b"||", False)),
+    ],
+    after_eof=[],
+    buffer_size=1,
+    max_line_length=1,
+)
+def test_operations_match_model(
+    ops: list[tuple[str, Any]],
+    after_eof: list[tuple[str, Any]],
+    buffer_size: int,
+    max_line_length: int,
+) -> None:
     reader, producer = make(buffer_size=buffer_size, max_line_length=max_line_length)
     model = Model(max_line_length)
     completed: list[Any] = []  # results as the Reader delivers them

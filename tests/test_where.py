@@ -29,8 +29,11 @@ from twisted_tcp import (
     [
         (to_host_and_port("example.com", 80), "host", "other.example"),
         (to_host_and_port("example.com", 80), "port", 81),
-        (to_host_and_port("10.0.0.1", 80, via_local_interface="10.0.0.2"),
-         "via_local_interface", "10.0.0.3"),
+        (
+            to_host_and_port("10.0.0.1", 80, via_local_interface="10.0.0.2"),
+            "via_local_interface",
+            "10.0.0.3",
+        ),
         (to_file("/tmp/sock"), "path", "/tmp/other"),
         (on_port(8080), "port", 8081),
         (on_port(8080), "interface", "127.0.0.1"),
@@ -72,8 +75,10 @@ def test_equal_values_are_equal_and_hash_alike() -> None:
     pairs = [
         (to_host_and_port("example.com", 80), to_host_and_port("example.com", 80)),
         (to_host_and_port("::1", 80), to_host_and_port("[::1]", 80)),
-        (to_host_and_port("1.2.3.4", 5, via_local_interface="[::1]"),
-         to_host_and_port("1.2.3.4", 5, via_local_interface="::1")),
+        (
+            to_host_and_port("1.2.3.4", 5, via_local_interface="[::1]"),
+            to_host_and_port("1.2.3.4", 5, via_local_interface="::1"),
+        ),
         (to_file("/tmp/s"), to_file(pathlib.Path("/tmp/s"))),
         (on_port(0), on_port_chosen_by_os),
         (on_port(80, interface="[::]"), on_port(80, interface="::")),
@@ -116,19 +121,34 @@ def test_different_values_differ() -> None:
 @pytest.mark.parametrize(
     ("value", "text", "shown"),
     [
-        (to_host_and_port("example.com", 80), "example.com:80",
-         "to_host_and_port('example.com', 80)"),
-        (to_host_and_port("127.0.0.1", 8080), "127.0.0.1:8080",
-         "to_host_and_port('127.0.0.1', 8080)"),
+        (
+            to_host_and_port("example.com", 80),
+            "example.com:80",
+            "to_host_and_port('example.com', 80)",
+        ),
+        (
+            to_host_and_port("127.0.0.1", 8080),
+            "127.0.0.1:8080",
+            "to_host_and_port('127.0.0.1', 8080)",
+        ),
         (to_host_and_port("::1", 443), "[::1]:443", "to_host_and_port('::1', 443)"),
-        (to_host_and_port("[2001:db8::1]", 443), "[2001:db8::1]:443",
-         "to_host_and_port('2001:db8::1', 443)"),
-        (to_host_and_port("10.0.0.1", 22, via_local_interface="10.0.0.2"), "10.0.0.1:22",
-         "to_host_and_port('10.0.0.1', 22, via_local_interface='10.0.0.2')"),
+        (
+            to_host_and_port("[2001:db8::1]", 443),
+            "[2001:db8::1]:443",
+            "to_host_and_port('2001:db8::1', 443)",
+        ),
+        (
+            to_host_and_port("10.0.0.1", 22, via_local_interface="10.0.0.2"),
+            "10.0.0.1:22",
+            "to_host_and_port('10.0.0.1', 22, via_local_interface='10.0.0.2')",
+        ),
         (to_file("/run/app.sock"), "unix:/run/app.sock", "to_file('/run/app.sock')"),
         (on_port(9000), "0.0.0.0:9000", "on_port(9000)"),
-        (on_port(9000, interface="127.0.0.1"), "127.0.0.1:9000",
-         "on_port(9000, interface='127.0.0.1')"),
+        (
+            on_port(9000, interface="127.0.0.1"),
+            "127.0.0.1:9000",
+            "on_port(9000, interface='127.0.0.1')",
+        ),
         (on_port(9000, interface="::"), "[::]:9000", "on_port(9000, interface='::')"),
         (on_port(0, interface="::1"), "[::1]:0", "on_port(0, interface='::1')"),
         (on_port_chosen_by_os, "0.0.0.0:0", "on_port_chosen_by_os"),

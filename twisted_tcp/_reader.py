@@ -113,9 +113,7 @@ class Reader:
                 return succeed(line)
         return self._start(self._buffer.take_line, None)
 
-    def read_until(
-        self, delimiter: bytes, keep_delimiter: bool = False
-    ) -> Deferred[bytes | None]:
+    def read_until(self, delimiter: bytes, keep_delimiter: bool = False) -> Deferred[bytes | None]:
         """
         Read up to C{delimiter} and return those bytes, with the delimiter
         only if C{keep_delimiter}; C{None} at the end of the stream.  Fails

@@ -260,8 +260,7 @@ class Options(usage.Options):
             if getattr(self, "parent", None) is None:
                 raise
             sys.stderr.write(
-                f"twistd tcpserver: {e}\n"
-                "Run 'twistd tcpserver --help' for the options.\n"
+                f"twistd tcpserver: {e}\nRun 'twistd tcpserver --help' for the options.\n"
             )
             raise SystemExit(1) from None
 

@@ -263,9 +263,7 @@ class MemoryPair:
             receiver.connectionLost(Failure(ConnectionLost("reset by the peer")))
 
 
-def connected_pair(
-    *, clock: Clock | None = None, settings: Settings = DEFAULTS
-) -> MemoryPair:
+def connected_pair(*, clock: Clock | None = None, settings: Settings = DEFAULTS) -> MemoryPair:
     """
     A client end and a server end connected in memory, each with a Reader
     and a Writer (limits from C{settings}, timers on C{clock}).

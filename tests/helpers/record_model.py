@@ -45,9 +45,9 @@ class RecordModel:
             i = window.find(self.discard)
             if i < 0:
                 w = len(self.discard)
-                self.tail = window[-(w - 1):] if w > 1 else b""
+                self.tail = window[-(w - 1) :] if w > 1 else b""
                 return
-            data = window[i + len(self.discard):]
+            data = window[i + len(self.discard) :]
             self.discard = None
             self.tail = b""
         self.buf += data
@@ -70,7 +70,7 @@ class RecordModel:
                 self.discard = delim
                 w = len(delim)
                 # the last bytes dropped may begin the delimiter
-                self.tail = dropped[-(w - 1):] if w > 1 else b""
+                self.tail = dropped[-(w - 1) :] if w > 1 else b""
         return ("error", LineTooLongError)
 
     def attempt(self, op: str, arg: Any) -> Any:

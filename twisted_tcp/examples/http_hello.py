@@ -49,9 +49,7 @@ MAX_HEADERS = 100
 MAX_BODY = 1 << 20
 """The longest request body read (and ignored), in bytes."""
 
-_HEAD = (
-    b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-)
+_HEAD = b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
 OK = _HEAD % (200, b"OK", len(BODY)) + b"\r\n" + BODY
 """The response to a GET on a connection kept open."""
 OK_CLOSE = _HEAD % (200, b"OK", len(BODY)) + b"Connection: close\r\n\r\n" + BODY
@@ -126,9 +124,15 @@ class Request:
 
 def parse_request_line(line: bytes) -> Request:
     parts = line.split(b" ")
-    if len(parts) != 3 or not parts[0] or not parts[1] or parts[2] not in (
-        b"HTTP/1.1",
-        b"HTTP/1.0",
+    if (
+        len(parts) != 3
+        or not parts[0]
+        or not parts[1]
+        or parts[2]
+        not in (
+            b"HTTP/1.1",
+            b"HTTP/1.0",
+        )
     ):
         raise BadRequest(400, "the request line is not METHOD TARGET HTTP/1.x")
     return Request(parts[0], parts[1], parts[2])
