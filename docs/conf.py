@@ -189,6 +189,12 @@ def _skip_constructor(
 # -- the options of twistd tcpserver ---------------------------------------------
 
 
+# In an option's help: other options, and endpoint descriptions.
+_LITERAL_IN_HELP = re.compile(
+    r"(?<![`\w-])(--[a-z][\w-]*|(?:tcp6?|unix|ssl|haproxy|systemd):[^\s,;)]*[^\s,;).])"
+)
+
+
 class TwistdOptions(SphinxDirective):
     """
     ``.. twistd-options::``: a table of the options of ``twistd tcpserver``,
@@ -209,6 +215,7 @@ class TwistdOptions(SphinxDirective):
         for long, _short, default, doc in _twistd.Options.optParameters:
             default = defaults.get(long, default)
             doc = re.sub(r"\s*\[default: [^]]*\]", "", doc)
+            doc = _LITERAL_IN_HELP.sub(r"``\1``", doc)  # as written: no dash, no link made
             rows += [
                 f"   * - ``--{long}``",
                 f"     - ``{default}``" if default is not None else "     - (none)",
