@@ -32,22 +32,21 @@ CHANGED = "Twisted changed a private part that twisted_tcp._twisted_private reli
 
 
 class Recorded(Protocol):
-    """A server protocol that keeps itself, and writes a greeting if given one."""
-
-    greeting = b""
+    """A server protocol that keeps itself, and writes its factory's greeting if it has one."""
 
     def connectionMade(self) -> None:
-        self.factory.made.append(self)
-        if self.greeting:
-            self.transport.write(self.greeting)
-            self.factory.unsent_at_once.append(private.unsent_bytes(self.transport))
+        factory = self.factory
+        factory.made.append(self)
+        if factory.greeting:
+            self.transport.write(factory.greeting)
+            factory.unsent_at_once.append(private.unsent_bytes(self.transport))
 
 
 def recording_factory(greeting: bytes = b"") -> Any:
     factory = Factory.forProtocol(Recorded)
     factory.made = []
     factory.unsent_at_once = []
-    Recorded.greeting = greeting
+    factory.greeting = greeting  # the factory's, not the class's: no test sees another's
     return factory
 
 

@@ -76,8 +76,14 @@ def bytes_needed(data: bytes) -> int:
     fixed part has come, else one more byte.
     """
     if len(data) >= V2_FIXED and data[:12] == V2_SIGNATURE:
-        return V2_FIXED + int.from_bytes(data[14:16], "big")
+        return V2_FIXED + _v2_length(data)
     return len(data) + 1
+
+
+def _v2_length(data: bytes) -> int:
+    """The length a v2 header gives of what follows its fixed part."""
+    length: int = struct.unpack_from("!H", data, 14)[0]
+    return length
 
 
 def _read_v1(data: bytes) -> tuple[ProxiedAddresses, bytes] | object:
@@ -132,7 +138,7 @@ def _read_v2(data: bytes) -> tuple[ProxiedAddresses, bytes] | object:
     if command > 1:
         raise InvalidHeader(f"a PROXY v2 header with an unknown command {command}")
     family, transport = data[13] >> 4, data[13] & 0xF
-    (length,) = struct.unpack_from("!H", data, 14)
+    length = _v2_length(data)
     end = V2_FIXED + length
     if len(data) < end:
         return NEED
