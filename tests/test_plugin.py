@@ -704,3 +704,13 @@ async def test_twistd_port_in_use(start: Callable[..., Process], form: str) -> N
     assert f"twisted_tcp tcpserver: {reason}: cannot listen on {shown}" in output
     assert "listening on" not in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("width", [60, 79, 80, 100, 120])
+def test_help_breaks_no_option_name_at_a_hyphen(width: int) -> None:
+    """Every option named in the help reads whole, whatever the terminal's width."""
+    usage = _twistd.Options().getUsage(width=width)
+    assert "\u2011" not in usage
+    for line in usage.splitlines():
+        assert len(line) <= width and not line.rstrip().endswith("-"), line
+    assert "(--max-connections is per worker)" in " ".join(usage.split())

@@ -23,6 +23,7 @@ import os
 import sys
 from typing import Any
 
+import attrs
 from twisted.application.service import Service
 from twisted.python import usage
 
@@ -60,6 +61,7 @@ def _number(option: str, text: str, *, whole: bool, none: str | None = None) -> 
 
 _LIMITS: dict[str, tuple[str, str | None]] = {
     "max-connections": ("max_connections", None),
+    "max-connections-per-peer": ("max_connections_per_peer", "unlimited"),
     "backlog": ("backlog", None),
     "buffer-age-limit": ("buffer_age_limit", "unlimited"),
     "idle-timeout": ("idle_timeout", "none"),
@@ -85,7 +87,8 @@ def _default(option: str) -> str:
 def _limit(option: str, text: str) -> Any:
     """The value of the limit C{--option}, checked as its L{Settings} field checks it."""
     field, none = _LIMITS[option]
-    value = _number(option, text, whole=isinstance(getattr(DEFAULTS, field), int), none=none)
+    whole = str(attrs.fields_dict(Settings)[field].type).startswith("int")
+    value = _number(option, text, whole=whole, none=none)
     try:
         return Settings.check(field, value, label=f"--{option}", none_as=f"'{none}'")
     except (TypeError, ValueError) as e:
@@ -128,6 +131,14 @@ def _where_from_port(text: str) -> WhereToListen:
         "--port must be a port number (e.g. 9000, or 0 to let the OS choose) or a Twisted "
         f"endpoint description (e.g. tcp:9000:interface=127.0.0.1), not {text!r}"
     )
+
+
+_NON_BREAKING_HYPHEN = "\u2011"
+
+
+def _unbreakable(text: str) -> str:
+    """C{text} with non-breaking hyphens, which no wrapping breaks a line at."""
+    return text.replace("-", _NON_BREAKING_HYPHEN)
 
 
 class Options(usage.Options):
@@ -209,6 +220,14 @@ class Options(usage.Options):
             "clients wait in the backlog.",
         ],
         [
+            "max-connections-per-peer",
+            None,
+            _default("max-connections-per-peer"),
+            "Most connections from one client IP address (under haproxy:, the address the "
+            "PROXY header gives), or 'unlimited'; beyond, its new connections are closed at "
+            "once (by each worker, with --workers).",
+        ],
+        [
             "workers",
             None,
             "1",
@@ -245,6 +264,22 @@ class Options(usage.Options):
             "connections still open then are aborted (the clients get a reset).",
         ],
     ]
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The help text, as Twisted writes it, but with no word broken at a
+        hyphen where a line wraps (Python's C{textwrap} would print
+        C{--max-} and C{connections} on two lines): the hyphens are
+        non-breaking while Twisted wraps the text.
+        """
+        docs = self.docs
+        self.docs = {name: doc and _unbreakable(doc) for name, doc in docs.items()}
+        self.longdesc = _unbreakable(type(self).longdesc)
+        try:
+            return super().getUsage(width).replace(_NON_BREAKING_HYPHEN, "-")
+        finally:
+            self.docs = docs
+            del self.longdesc
 
     def parseOptions(self, options: Any = None) -> None:
         """
