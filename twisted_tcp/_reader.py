@@ -48,6 +48,7 @@ class Reader:
         "_op_arg",
         "_paused",
         "_producer",
+        "_received",
         "_waiter",
         "buffer_size",
     )
@@ -63,6 +64,7 @@ class Reader:
         self._producer = producer
         self.buffer_size = buffer_size
         self._paused = False
+        self._received = 0
         self._waiter: ReadDeferred | None = None
         self._op: Callable[[Any], Any] | None = None
         self._op_arg: Any = None
@@ -81,6 +83,14 @@ class Reader:
     def bytes_buffered(self) -> int:
         """The number of received bytes not yet read."""
         return self._buffer.size
+
+    @property
+    def bytes_received(self) -> int:
+        """
+        The number of bytes received so far (under TLS, the plaintext), read
+        or not, the parts of overlong lines that were dropped included.
+        """
+        return self._received
 
     @property
     def at_eof(self) -> bool:
@@ -167,6 +177,7 @@ class Reader:
 
     def data_received(self, data: bytes) -> None:
         """Buffer C{data} and serve the pending read if it is now satisfied."""
+        self._received += len(data)
         buffer = self._buffer
         buffer.feed(data)
         if self._waiter is not None:

@@ -31,6 +31,7 @@ from ._logbudget import LogBudget
 from ._oneshot import OneShot
 from ._reader import Reader
 from ._settings import DEFAULTS, Settings, settings_with
+from ._stats import DurationCounter, ServerStats
 from ._tls import describe_tls_error
 from ._twisted_private import accept_error, fit_accepts
 from ._where import WhereToListen, show_address
@@ -55,9 +56,14 @@ class _ServerConnection(Connection):
     server: Server
     _idle_timer: IDelayedCall | None = None
     _handshake_timer: IDelayedCall | None = None  # a TLS handshake is under way
+    _peer_key: str | None = None  # counted against max_connections_per_peer as this
+    _started = 0.0  # when the handler started
 
     def connectionMade(self) -> None:
         tls = self._find_tls()
+        server = self.server
+        if server._per_peer_limit is not None and not server._peer_arrived(self):
+            return
         self._no_delay()
         if tls is not None:
             self.server._handshaking(self)
@@ -130,8 +136,10 @@ class _ServerFactory(Factory):
         return "twisted_tcp server"
 
     def buildProtocol(self, addr: object) -> _ServerConnection:
-        connection = _ServerConnection(self.server._reactor, None)
-        connection.server = self.server
+        server = self.server
+        server._accepted += 1
+        connection = _ServerConnection(server._reactor, None)
+        connection.server = server
         return connection
 
 
@@ -171,6 +179,20 @@ class Server:
         self._closed = False
         self._close_finished: OneShot[None] = OneShot()
         self._drained: OneShot[None] = OneShot()
+        # max_connections_per_peer: the connections of each peer address,
+        # the peers refused since they last had fewer, and the budget of
+        # the lines that say so.
+        self._per_peer_limit = settings.max_connections_per_peer
+        self._per_peer: dict[str, int] = {}
+        self._peers_refused: set[str] = set()
+        self._peer_log = LogBudget(reactor, "peers at max_connections_per_peer")
+        # What stats() reports, besides what it counts when asked.
+        self._accepted = 0
+        self._refused_per_peer = 0
+        self._handler_errors = 0
+        self._ended_received = 0  # bytes of the connections that ended
+        self._ended_sent = 0
+        self._durations = DurationCounter()
 
     @classmethod
     def create(
@@ -186,6 +208,7 @@ class Server:
         close_timeout: float | None = DEFAULTS.close_timeout,
         idle_timeout: float | None = DEFAULTS.idle_timeout,
         handshake_timeout: float = DEFAULTS.handshake_timeout,
+        max_connections_per_peer: int | None = DEFAULTS.max_connections_per_peer,
         on_handler_error: HandlerErrorPolicy = "log",
         reactor: Any = None,
         settings: Settings | None = None,
@@ -222,6 +245,13 @@ class Server:
             are closed at once).  A failed or late handshake closes the
             connection and is logged at info level, with the peer and the
             reason (at most 10 such lines each 10 s).
+        @param max_connections_per_peer: at most this many connections
+            from one client address (an IP address; under C{haproxy:}, the
+            one the PROXY header gives), whether served, waiting for a slot
+            or in their TLS handshake; beyond, a new connection from that
+            address is closed at once (a reset), counted in L{stats}, and
+            logged once until that address has fewer.  C{None}: no limit.
+            Peers of a Unix socket have no address, and no such limit.
         @param on_handler_error: what to do when a handler fails: C{"log"}
             (log it with the peer's address and keep serving), C{"ignore"},
             C{"raise"} (stop listening; L{close_finished} fails with the
@@ -242,6 +272,7 @@ class Server:
             close_timeout=close_timeout,
             idle_timeout=idle_timeout,
             handshake_timeout=handshake_timeout,
+            max_connections_per_peer=max_connections_per_peer,
         )
         if settings is None:
             settings = given
@@ -330,6 +361,32 @@ class Server:
         """
         return self._drained.wait()
 
+    def stats(self) -> ServerStats:
+        """
+        What the server has done since it started, and what it does now:
+        connections served, waiting and in their TLS handshake now;
+        connections accepted, and refused by C{max_connections_per_peer};
+        bytes received and sent by handlers; handler errors, and how long
+        handlers ran.  It takes a moment for each connection served.
+        """
+        received, sent = self._ended_received, self._ended_sent
+        for connection in self._connections:
+            reader, writer = connection.reader, connection.writer
+            if reader is not None and writer is not None:
+                received += reader.bytes_received
+                sent += writer.bytes_written
+        return ServerStats(
+            connections=len(self._connections),
+            parked=len(self._parked),
+            handshakes=len(self._handshakes),
+            accepted=self._accepted,
+            refused_per_peer=self._refused_per_peer,
+            bytes_received=received,
+            bytes_sent=sent,
+            handler_errors=self._handler_errors,
+            handler_seconds=self._durations.histogram(),
+        )
+
     def close(self, close_existing_connections: bool = False) -> Deferred[None]:
         """
         Stop listening; no handler starts after this.  With
@@ -357,6 +414,44 @@ class Server:
         return f"<Server {self._where!r} {state}, {self.num_connections} connections>"
 
     # -- connections -----------------------------------------------------------
+
+    def _peer_arrived(self, connection: _ServerConnection) -> bool:
+        """
+        Count C{connection} against its peer's C{max_connections_per_peer};
+        if the peer has that many already, close it at once and return False.
+        """
+        key = _peer_key(connection.transport.getPeer())
+        if key is None:
+            return True
+        limit = self._per_peer_limit
+        assert limit is not None
+        count = self._per_peer.get(key, 0)
+        if count < limit:
+            self._per_peer[key] = count + 1
+            connection._peer_key = key
+            return True
+        self._refused_per_peer += 1
+        if key not in self._peers_refused:
+            self._peers_refused.add(key)
+            if self._peer_log.allow():
+                _log.warn(
+                    "server on {where}: {peer} has {n} connections (max_connections_per_peer); "
+                    "closing its new ones until it has fewer",
+                    where=str(self._where),
+                    peer=key,
+                    n=count,
+                )
+        connection.transport.abortConnection()
+        return False
+
+    def _peer_left(self, key: str) -> None:
+        count = self._per_peer[key] - 1
+        if count:
+            self._per_peer[key] = count
+        else:
+            del self._per_peer[key]
+        if self._peers_refused and key in self._peers_refused:
+            self._peers_refused.discard(key)
 
     def _handshaking(self, connection: _ServerConnection) -> None:
         """A TLS connection was accepted: its handshake has a deadline."""
@@ -427,10 +522,12 @@ class Server:
             connection.watch_idle(self._idle_timeout)
         address = connection.transport.getPeer()
         self._handlers_running += 1
+        connection._started = self._reactor.seconds()
         run(self._handler, (address, reader, writer), connection.handler_ended)
 
     def _handler_done(self, result: object, connection: _ServerConnection) -> None:
         self._handlers_running -= 1
+        self._durations.add(max(0.0, self._reactor.seconds() - connection._started))
         writer = connection.writer
         assert writer is not None
         writer.start_close()
@@ -449,6 +546,8 @@ class Server:
         self._maybe_drained()
 
     def _ended(self, connection: _ServerConnection, reason: Failure) -> None:
+        if connection._peer_key is not None:
+            self._peer_left(connection._peer_key)
         if self._handshake_ended(connection):
             if not self._closed:
                 self._handshake_failed(connection, _handshake_error(reason))
@@ -460,7 +559,10 @@ class Server:
                 pass
             return
         self._connections.discard(connection)
-        writer = connection.writer
+        reader, writer = connection.reader, connection.writer
+        if reader is not None and writer is not None:
+            self._ended_received += reader.bytes_received
+            self._ended_sent += writer.bytes_written
         if writer is not None and writer.error is not None:
             self._report(connection, Failure(writer.error))
         parked = self._parked
@@ -529,6 +631,7 @@ class Server:
     # -- errors and closing ----------------------------------------------------
 
     def _report(self, connection: _ServerConnection, failure: Failure) -> None:
+        self._handler_errors += 1
         policy = self._on_handler_error
         address = connection.transport.getPeer()
         if policy == "ignore":
@@ -578,6 +681,20 @@ class Server:
             self._maybe_drained()
 
         stopped.addBoth(finished)
+
+
+def _peer_key(address: IAddress) -> str | None:
+    """
+    The address that C{max_connections_per_peer} counts C{address} as: its
+    IP address (an IPv4 address mapped into IPv6 as the IPv4 one), or None
+    for a peer with no IP address (a Unix socket's).
+    """
+    host = getattr(address, "host", None)
+    if not isinstance(host, str):
+        return None
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
 
 
 def _handshake_error(reason: Failure) -> str:

@@ -16,15 +16,22 @@ import attrs
 KiB = 1024
 
 
-def check_count(name: str, value: object, *, least: int = 1) -> int:
+def check_count(
+    name: str, value: object, *, least: int = 1, none: str | None = None, none_as: str = "None"
+) -> Any:
     """
-    C{value} if it is an int (not a bool) of at least C{least}.
+    C{value} if it is an int (not a bool) of at least C{least}; C{None} if
+    it is C{None} and C{none} says what None means (C{none_as} is how the
+    error names None).
 
-    @raise TypeError: if it is not an int.
+    @raise TypeError: if it is not an int (or None where None means nothing).
     @raise ValueError: if it is less than C{least}.
     """
+    if value is None and none is not None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r:.80}")
+        what = "an int" + (f" or {none_as} ({none})" if none else "")
+        raise TypeError(f"{name} must be {what}, not {type(value).__name__}: {value!r:.80}")
     if value < least:
         raise ValueError(f"{name} must be at least {least}, not {value}")
     return value
@@ -66,8 +73,8 @@ def _field(default: Any, check: Callable[[str, object], Any], doc: str) -> Any:
     return attrs.field(default=default, validator=validate, metadata={"check": check, "doc": doc})
 
 
-def _count(least: int = 1) -> Callable[..., int]:
-    return lambda name, value, **_: check_count(name, value, least=least)
+def _count(*, none: str | None = None) -> Callable[..., Any]:
+    return lambda name, value, **kw: check_count(name, value, none=none, **kw)
 
 
 def _seconds(*, zero: bool = False, none: str | None = None) -> Callable[..., Any]:
@@ -108,6 +115,9 @@ class Settings:
         30.0, _seconds(), "seconds a TLS client has to finish its handshake"
     )
     max_connections: int = _field(10000, _count(), "connections a server serves at once")
+    max_connections_per_peer: int | None = _field(
+        None, _count(none="unlimited"), "connections a server takes from one client address"
+    )
     backlog: int = _field(64, _count(), "the kernel's queue of connections not yet accepted")
     shutdown_timeout: float = _field(
         10.0, _seconds(zero=True), "seconds handlers get to finish when twistd stops"

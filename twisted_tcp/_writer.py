@@ -359,6 +359,14 @@ class Writer:
         return 0 if self._clean or self._state >= CLOSED else self._written - self._flushed_count
 
     @property
+    def bytes_written(self) -> int:
+        """
+        The number of bytes written so far (accepted by L{write} and the
+        like; under TLS, the plaintext), sent or not.
+        """
+        return self._written
+
+    @property
     def is_closed(self) -> bool:
         """Whether L{close}, L{write_eof} or L{abort} was called, or the connection is gone."""
         return self._state != OPEN
