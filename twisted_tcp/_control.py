@@ -8,8 +8,9 @@ description of it.
       L{read_worker_argv}); the environment variable
       L{WORKER_ENVIRONMENT_VARIABLE} holds INDEX.
     - The descriptors: L{WORKER_FD} is the listening socket; L{CONTROL_FD} a
-      pipe on which the worker writes the lines L{LISTENING} (it accepts)
-      and L{CLOSED} (it no longer accepts); its stdin a pipe whose end
+      pipe on which the worker writes the lines L{LISTENING} (it accepts),
+      L{CLOSED} (it no longer accepts) and, with C{--metrics}, L{STATS}
+      (what its server counted); its stdin a pipe whose end
       tells it that the supervisor died; its stderr its log, one event per
       line as L{log_line} writes it and L{parse_log_line} reads it.
 """
@@ -44,6 +45,16 @@ LISTENING = b"listening"
 CLOSED = b"closed"
 """The control line a worker writes once it no longer accepts connections."""
 
+STATS = b"stats"
+"""
+The start of the control line C{stats JSON} (L{ServerStats.to_json}) that a
+worker writes each L{STATS_INTERVAL} seconds with C{--metrics}, and once
+more as it ends.
+"""
+
+STATS_INTERVAL = 1.0
+"""Seconds between a worker's L{STATS} lines."""
+
 MAX_LINE = 65536
 """The longest control or log line the supervisor buffers whole."""
 
@@ -69,6 +80,7 @@ class WorkerSettings:
     reactor: str | None = None  # the module of the supervisor's reactor, installed first
     tls_files: tuple[str, str] | None = None  # certificate and key: each worker serves TLS
     tls_alpn: tuple[str, ...] | None = None  # the TLS server's ALPN protocols
+    report_stats: bool = False  # say STATS lines (for --metrics)
 
     def to_json(self) -> str:
         """This, as the JSON text that L{from_json} reads."""
@@ -131,6 +143,8 @@ __all__ = [
     "LISTENING",
     "LOG_NAMESPACE",
     "MAX_LINE",
+    "STATS",
+    "STATS_INTERVAL",
     "WORKER_ENVIRONMENT_VARIABLE",
     "WORKER_FD",
     "WORKER_MODULE",

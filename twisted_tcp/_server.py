@@ -435,8 +435,8 @@ class Server:
             self._peers_refused.add(key)
             if self._peer_log.allow():
                 _log.warn(
-                    "server on {where}: {peer} has {n} connections (max_connections_per_peer); "
-                    "closing its new ones until it has fewer",
+                    "server on {where}: {peer} is at max_connections_per_peer ({n}); closing "
+                    "its new connections until it has fewer",
                     where=str(self._where),
                     peer=key,
                     n=count,

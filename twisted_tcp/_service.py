@@ -44,6 +44,7 @@ from ._connect import default_reactor
 from ._handler import check_handler
 from ._server import Handler, Server
 from ._settings import DEFAULTS, Settings
+from ._stats import ServerStats
 from ._where import WhereToListen, show_address
 
 # The namespace of this service's lines from before it moved out of
@@ -176,6 +177,7 @@ class TcpServerService(Service):
 
     name = "tcpserver"
     server: Server | None = None
+    _last_server: Server | None = None  # the server, also once it is stopping
 
     def __init__(
         self,
@@ -226,9 +228,14 @@ class TcpServerService(Service):
             self._listening = None
             raise self._start_error
 
+    def stats(self) -> ServerStats | None:
+        """The L{Server.stats} of the server, also while it stops; None before it listens."""
+        server = self._last_server
+        return None if server is None else server.stats()
+
     def _listening_now(self, server: Server) -> None:
         """Keep the listening C{server}, and log where it listens."""
-        self.server = server
+        self.server = self._last_server = server
         _log.info(
             "twisted_tcp tcpserver listening on {address} (handler {handler})",
             address=show_address(server.listening_on_address),

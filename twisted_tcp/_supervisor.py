@@ -41,6 +41,7 @@ process to end.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -62,6 +63,7 @@ from ._control import (
     LISTENING,
     LOG_NAMESPACE,
     MAX_LINE,
+    STATS,
     WORKER_ENVIRONMENT_VARIABLE,
     WORKER_FD,
     WorkerSettings,
@@ -71,6 +73,7 @@ from ._control import (
 from ._oneshot import OneShot
 from ._service import ListenError, cannot_listen
 from ._settings import DEFAULTS, Settings
+from ._stats import ServerStats
 from ._where import OnEndpoint, OnFile, OnPort, WhereToListen, show_address
 
 if TYPE_CHECKING:
@@ -166,6 +169,8 @@ class _Worker(ProcessProtocol):
     """
 
     pid: int | None = None
+    stats: ServerStats | None = None  # what it last said it counted (with --metrics)
+    _bad_stats = False  # it said something else, and that was logged
 
     def __init__(self, supervisor: WorkersService, index: int, started_at: float) -> None:
         self.supervisor = supervisor
@@ -197,6 +202,8 @@ class _Worker(ProcessProtocol):
                     self.listening.fire(None)
                 elif line == CLOSED:
                     self.closed.fire(None)
+                elif line.startswith(STATS + b" "):
+                    self._read_stats(line[len(STATS) + 1 :])
             return
         # stderr, the worker's log; stdout, what its children print
         text = self._output.get(childFD, b"") + data
@@ -207,6 +214,19 @@ class _Worker(ProcessProtocol):
         self._output[childFD] = text
         for line in lines:
             self._relay(line, LogLevel.warn if childFD == 2 else LogLevel.info)
+
+    def _read_stats(self, text: bytes) -> None:
+        """Keep the stats of a L{STATS} line; log one that cannot be read, once."""
+        try:
+            self.stats = ServerStats.from_json(json.loads(text))
+        except (ValueError, TypeError, KeyError) as e:
+            if not self._bad_stats:
+                self._bad_stats = True
+                _log.warn(
+                    "{worker} sent stats that cannot be read ({error}); its metrics are stale",
+                    worker=str(self),
+                    error=f"{type(e).__name__}: {e}",
+                )
 
     def _relay(self, line: bytes, level: LogLevel = LogLevel.warn) -> None:
         """
@@ -294,9 +314,12 @@ class WorkersService(Service):
         tls_files: tuple[str, str] | None = None,
         tls_alpn: list[str] | None = None,
         handle_signals: bool = True,
+        report_stats: bool = False,
         reactor: Any = None,
     ) -> None:
         self.where = where
+        self.report_stats = report_stats
+        self._ended_stats = ServerStats()  # the counters of the workers that exited
         self.tls_files = tls_files
         self.tls_alpn = None if tls_alpn is None else tuple(tls_alpn)
         self.handler_name = handler_name
@@ -359,6 +382,7 @@ class WorkersService(Service):
             reactor=type(self.reactor).__module__,
             tls_files=self.tls_files,
             tls_alpn=self.tls_alpn,
+            report_stats=self.report_stats,
         )
         _log.info(
             "twisted_tcp tcpserver listening on {address} (handler {handler}) "
@@ -406,9 +430,23 @@ class WorkersService(Service):
 
     # -- workers that exit -----------------------------------------------------
 
+    def stats(self) -> ServerStats:
+        """
+        The stats of the whole service: those the live workers said last
+        (each says them every C{STATS_INTERVAL} seconds, with
+        C{report_stats}), and the counters of the workers that exited.
+        """
+        total = self._ended_stats
+        for worker in self._alive:
+            if worker.stats is not None:
+                total = total.plus(worker.stats)
+        return total
+
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         """A worker exited: log it, and restart its slot if it was serving it."""
         self._alive.discard(worker)
+        if worker.stats is not None:
+            self._ended_stats = self._ended_stats.plus(worker.stats.ended())
         how = _exit_text(reason)
         index = worker.index
         if self._stopping or worker.retired or self._slots[index - 1] is not worker:

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.application.service import Service
+from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
+from ._metrics import MetricsService, check_available
 from ._service import HANDLER_EXAMPLE, TcpServerService, load_handler
 from ._settings import DEFAULTS, Settings
+from ._stats import ServerStats
 from ._supervisor import WorkersService, check_shareable
 from ._where import (
     OnEndpoint,
@@ -115,20 +118,20 @@ def _whole_number(option: str, text: str) -> int:
     return int(text)
 
 
-def _where_from_port(text: str) -> WhereToListen:
-    """Where C{--port TEXT} listens: a port number or an endpoint description."""
+def _where_from_port(text: str, option: str = "port") -> WhereToListen:
+    """Where C{--port TEXT} (or C{--option}) listens: a port number or an endpoint description."""
     if text.isascii() and text.isdigit():
         port = int(text)
         if port > 65535:
-            raise usage.UsageError(f"--port must be between 0 and 65535, not {port}")
+            raise usage.UsageError(f"--{option} must be between 0 and 65535, not {port}")
         return on_port(port)
     if ":" in text:
         try:
             return on_endpoint(text)
         except ValueError as e:
-            raise usage.UsageError(f"--port: {e}") from None
+            raise usage.UsageError(f"--{option}: {e}") from None
     raise usage.UsageError(
-        "--port must be a port number (e.g. 9000, or 0 to let the OS choose) or a Twisted "
+        f"--{option} must be a port number (e.g. 9000, or 0 to let the OS choose) or a Twisted "
         f"endpoint description (e.g. tcp:9000:interface=127.0.0.1), not {text!r}"
     )
 
@@ -218,6 +221,14 @@ class Options(usage.Options):
             _default("max-connections"),
             "Most connections served at once (by each worker, with --workers); beyond, new "
             "clients wait in the backlog.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve the server's metrics over HTTP, in Prometheus's text format, on this port "
+            "or endpoint description (e.g. tcp:9100:interface=127.0.0.1); with --workers, "
+            "those of all the workers together. Needs twisted_tcp[metrics].",
         ],
         [
             "max-connections-per-peer",
@@ -331,7 +342,22 @@ class Options(usage.Options):
         if self["workers"] > 1:
             check_shareable(where, self["workers"])
         self["settings"] = _settings(self)
+        self["metrics-where"] = self._metrics_where(where)
         self["handler-function"] = load_handler(self["handler"])
+
+    def _metrics_where(self, where: WhereToListen) -> WhereToListen | None:
+        """Where C{--metrics} serves, if given: not where the server listens."""
+        text = self["metrics"]
+        if text is None:
+            return None
+        metrics = _where_from_port(text, "metrics")
+        if metrics == where and isinstance(where, OnPort) and where.port != 0:
+            raise usage.UsageError(f"--metrics {text}: that is where the server listens")
+        try:
+            check_available()
+        except ImportError as e:
+            raise usage.UsageError(str(e)) from None
+        return metrics
 
     def _with_tls(self, where: WhereToListen) -> WhereToListen:
         """C{where} with the TLS that C{--tls-cert}, C{--tls-key} and C{--tls-alpn} ask for."""
@@ -368,19 +394,32 @@ def makeService(options: Options) -> Service:
     worker processes that each run one.
     """
     settings = options["settings"]
+    metrics = options.get("metrics-where")
+    server: WorkersService | TcpServerService
+    stats: Callable[[], ServerStats | None]
     if options["workers"] > 1:
         cert, key = options["tls-cert"], options["tls-key"]
-        return WorkersService(
+        server = WorkersService(
             options["where"],
             options["handler"],
             workers=options["workers"],
             tls_files=(cert, key) if cert is not None else None,
             tls_alpn=options["tls-alpn"],
             settings=settings,
+            report_stats=metrics is not None,
         )
-    return TcpServerService(
-        options["where"], options["handler-function"], options["handler"], settings=settings
-    )
+        stats = server.stats
+    else:
+        server = TcpServerService(
+            options["where"], options["handler-function"], options["handler"], settings=settings
+        )
+        stats = server.stats
+    if metrics is None:
+        return server
+    both = MultiService()
+    server.setServiceParent(both)
+    MetricsService(metrics, stats).setServiceParent(both)
+    return both
 
 
 __all__ = ["Options", "makeService"]

@@ -16,6 +16,7 @@ passes between the two.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import FileLogObserver, Logger, globalLogBeginner
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -33,6 +35,8 @@ from ._control import (
     CONTROL_FD,
     LISTENING,
     LOG_NAMESPACE,
+    STATS,
+    STATS_INTERVAL,
     WORKER_FD,
     log_line,
     read_worker_argv,
@@ -122,11 +126,32 @@ def main(argv: list[str]) -> int:
 
     control = _Control(stop)
 
+    def report_stats() -> None:
+        stats = service.stats()
+        if stats is not None:
+            control.say(STATS + b" " + json.dumps(stats.to_json()).encode())
+
+    reporting = LoopingCall(report_stats)
+    reporting.clock = reactor
+
     def stop_service() -> Deferred[None] | None:
         server = service.server
         if server is not None:
             server.close_finished.addBoth(lambda _: control.say(CLOSED))
-        return service.stopService()
+        stopped = service.stopService()
+        if reporting.running:
+            reporting.stop()
+            # What the server counted to its end, once it has ended.
+            if stopped is None:
+                report_stats()
+            else:
+
+                def report_at_end(result: object) -> object:
+                    report_stats()
+                    return result
+
+                stopped.addBoth(report_at_end)
+        return stopped
 
     def start() -> None:
         nonlocal status
@@ -143,6 +168,8 @@ def main(argv: list[str]) -> int:
         # (On POSIX, StandardIO takes the descriptors: the type stubs know only Windows.)
         StandardIO(control, stdout=CONTROL_FD, reactor=reactor)  # type: ignore[call-arg]
         control.say(LISTENING)
+        if settings.report_stats:
+            reporting.start(STATS_INTERVAL)
 
     reactor.addSystemEventTrigger("before", "shutdown", stop_service)
     reactor.callWhenRunning(start)
