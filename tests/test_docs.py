@@ -36,7 +36,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 import twisted_tcp as tt
 
-from .conftest import WAIT, sleep, within
+from .conftest import WAIT, sleep, until, within
 from .processes import Process, start, subprocess_env, twistd_command
 
 __all__ = ["start"]  # the fixture, imported for the tests below
@@ -518,6 +518,74 @@ async def test_limited_idle_timeout() -> None:
             assert time.monotonic() - started_at > 0.85
         finally:
             await within(writer.close())
+
+
+# -- how-to: per-peer limits, stats -------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_per_peer_limit() -> None:
+    """20 connections from 127.0.0.1 are served, the 21st is closed; 127.0.0.2 is served."""
+    from .test_per_peer_and_stats import client_from, reset_or_closed
+
+    per_peer = example("per_peer")
+    clients: list[socket.socket] = []
+    try:
+        async with started(per_peer.serve(tt.on_port(0, interface=LOCAL))) as server:
+            port = server.listening_on
+            clients += [client_from(LOCAL, port) for _ in range(20)]
+            await until(lambda: server.num_connections == 20)
+            extra = client_from(LOCAL, port)
+            clients.append(extra)
+            assert await reset_or_closed(extra)
+            assert per_peer.refused(server) == 1
+            other = tt.to_host_and_port(LOCAL, port, via_local_interface="127.0.0.2")
+            _, reader, writer = await within(tt.connect(other, timeout=WAIT))
+            try:
+                assert await within(reader.read_line()) == b"welcome"
+            finally:
+                await within(writer.close())
+    finally:
+        for s in clients:
+            s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stats_log() -> None:
+    """Each minute (on a Clock), one line with the server's counts."""
+    from twisted.internet.task import Clock
+
+    stats_log = example("stats_log")
+    clock = Clock()
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == stats_log.log.namespace:
+            lines.append(formatEvent(event))
+
+    async with serving(echo_lines) as server:
+        await within(tt.with_connection(where_of(server), say_hello, timeout=WAIT))
+        await until(lambda: server.num_connections == 0)
+        globalLogPublisher.addObserver(observe)
+        try:
+            call = stats_log.every_minute(server, reactor=clock)
+            clock.advance(59)
+            assert lines == []
+            clock.advance(1)
+            call.stop()
+        finally:
+            globalLogPublisher.removeObserver(observe)
+    assert lines == ["0 connections (0 waiting), 1 accepted, 0 handler errors, 6 bytes in, 6 out"]
+
+
+async def echo_lines(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+    async for line in reader.lines():
+        writer.write_line(line)
+
+
+async def say_hello(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> None:
+    writer.write_line(b"hello")
+    assert await reader.read_line() == b"hello"
 
 
 # -- how-to: Unix sockets ------------------------------------------------------

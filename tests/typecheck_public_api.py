@@ -55,6 +55,8 @@ async def reading_and_writing(reader: tt.Reader, writer: tt.Writer) -> None:
     assert_type(writer.flushed(), Deferred[None])
     assert_type(writer.close(), Deferred[None])
     assert_type(writer.bytes_to_write, int)
+    assert_type(writer.bytes_written, int)
+    assert_type(reader.bytes_received, int)
 
 
 async def handler(address: IAddress, reader: tt.Reader, writer: tt.Writer) -> None:
@@ -65,3 +67,13 @@ async def serving() -> None:
     server = await tt.Server.create(tt.on_port_chosen_by_os, handler)
     assert_type(server, tt.Server)
     assert_type(server.listening_on, int | str)
+    stats = server.stats()
+    assert_type(stats, tt.ServerStats)
+    assert_type(stats.refused_per_peer, int)
+    assert_type(stats.handler_seconds, tt.DurationHistogram)
+    assert_type(stats.handler_seconds.counts, tuple[int, ...])
+
+
+async def per_peer() -> None:
+    server = await tt.Server.create(tt.on_port(0), handler, max_connections_per_peer=20)
+    assert_type(server.stats().bytes_received, int)

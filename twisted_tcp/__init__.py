@@ -7,7 +7,8 @@ over TLS with C{tls=} or any Twisted endpoint; L{connect_sock},
 L{connect} and L{with_connection}, each with one deadline for the whole
 attempt and an C{interrupt}; a pull-style L{Reader} and a L{Writer} over a
 connection; and a L{Server} that runs a handler per connection behind a
-connection limit.  Every function that waits returns a Deferred, and the
+connection limit and a limit per client address, and counts what it does
+(L{Server.stats}).  Every function that waits returns a Deferred, and the
 reactor is only imported when a function is called without one.
 """
 
@@ -26,6 +27,7 @@ from ._errors import (
 from ._reader import Reader
 from ._server import Server
 from ._settings import DEFAULTS, Settings
+from ._stats import DurationHistogram, ServerStats
 from ._where import (
     OnEndpoint,
     OnFile,
@@ -52,6 +54,7 @@ __all__ = [
     "BufferAgeLimitError",
     "ConnectInterruptedError",
     "ConnectTimeoutError",
+    "DurationHistogram",
     "IncompleteReadError",
     "LineTooLongError",
     "OnEndpoint",
@@ -60,6 +63,7 @@ __all__ = [
     "ReadInProgressError",
     "Reader",
     "Server",
+    "ServerStats",
     "Settings",
     "Socket",
     "TLSHandshakeError",
