@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import _tls  # the test PKI of the TLS workloads (cryptography is imported only to make it)
+import _tls  # the test PKI of the TLS workloads (trustme is imported only to make it)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
@@ -186,7 +186,7 @@ class Workload:
     lower_is_better: bool = False  # a cost (memory), not a rate
     fresh_server: bool = False  # measured on server processes that did nothing else before
     needs: tuple[str, ...] = ()  # programs it runs; skipped where one is missing
-    tls: bool = False  # over TLS (needs the test PKI, and pyOpenSSL and cryptography)
+    tls: bool = False  # over TLS (needs the test PKI, made with trustme, and pyOpenSSL)
 
 
 def _n(value: float) -> int:
@@ -1253,8 +1253,8 @@ def why_skipped(wl: Workload, scale: Scale) -> str | None:
         missing = [m for m in _tls.MODULES if importlib.util.find_spec(m) is None]
         if missing:
             return (
-                f"{', '.join(missing)} not installed: pip install 'twisted[tls]' "
-                "(pyOpenSSL, service_identity, cryptography)"
+                f"{', '.join(missing)} not installed: pip install 'twisted[tls]' trustme "
+                "(pyOpenSSL, service_identity, cryptography; trustme makes the test PKI)"
             )
     if wl.command == "idle_conns":
         if not os.path.exists(f"/proc/{os.getpid()}/status"):

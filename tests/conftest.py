@@ -28,6 +28,8 @@ from twisted.python.failure import Failure
 import twisted_tcp
 from twisted_tcp._sweeper import is_sweep
 
+from .helpers.pki import Pki, make_pki
+
 T = TypeVar("T")
 
 # Twisted keeps one descriptor on /dev/null from the first listen on, to
@@ -133,6 +135,16 @@ def open_fds() -> set[int]:
             continue  # the listdir's own descriptor, already closed
         fds.add(int(name))
     return fds
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """
+    The session's test PKI (tests/helpers/pki.py, made with trustme): an
+    authority, a server certificate it signed for localhost and 127.0.0.1,
+    and a self-signed certificate that nobody trusts.
+    """
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 # -- servers and clients on loopback -------------------------------------------

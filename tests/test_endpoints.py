@@ -64,10 +64,10 @@ from .conftest import (
     where_of,
     within,
 )
+from .helpers.pki import Pki
 from .processes import Process, start, subprocess_env, twistd_command
-from .test_tls import Pki, pki
 
-__all__ = ["pki", "start"]  # the fixtures, imported for the tests below
+__all__ = ["start"]  # the fixture, imported for the tests below
 
 V6 = "::1"
 TELL = "tests.helpers.endpoint_handlers:tell_address"

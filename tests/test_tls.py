@@ -1,17 +1,16 @@
 """
 TLS, over real sockets on 127.0.0.1: a certificate authority and a server
-certificate for C{localhost} and 127.0.0.1 are made for the session (the
-C{cryptography} package); the client trusts that authority through Twisted's
-C{optionsForClientTLS}.  The Reader and Writer must behave as over plain TCP:
-flushes, back-pressure, the end of the stream; the deadline and the
-interrupt cover the handshake; a failed handshake is a clear error.
+certificate for C{localhost} and 127.0.0.1 are made for the session
+(C{trustme}: tests/helpers/pki.py, the C{pki} fixture of conftest.py); the
+client trusts that authority through Twisted's C{optionsForClientTLS}.
+The Reader and Writer must behave as over plain TCP: flushes,
+back-pressure, the end of the stream; the deadline and the interrupt cover
+the handshake; a failed handshake is a clear error.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import os
 import re
 import socket
@@ -19,19 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import attrs
 import pytest
 import pytest_twisted
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -39,6 +33,7 @@ import twisted_tcp as tt
 from twisted_tcp._tls import split_transport
 
 from .conftest import LOCAL, WAIT, echo, logged_errors, serving, sleep, until, within
+from .helpers.pki import Pki
 from .processes import Process, start
 from .test_plugin import ECHO, listening, twistd
 
@@ -48,116 +43,9 @@ MiB = 1 << 20
 
 
 # -- certificates ----------------------------------------------------------------
-
-
-@attrs.frozen
-class Pki:
-    """PEM files: an authority, and a certificate and key it signed."""
-
-    ca: Path
-    cert: Path
-    key: Path
-    self_signed_cert: Path
-    self_signed_key: Path
-    roots: Path  # a directory holding only the authority (a tls: description's trustRoots)
-
-    def trust(self, host: str = "localhost") -> Any:
-        """Client TLS options that trust the authority and check C{host}."""
-        return optionsForClientTLS(host, trustRoot=Certificate.loadPEM(self.ca.read_bytes()))
-
-    @property
-    def files(self) -> tuple[Path, Path]:
-        return self.cert, self.key
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: str,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        # The key identifiers, and the authority's key usage: Python 3.13's
-        # default ssl context checks certificates strictly (VERIFY_X509_STRICT)
-        # and refuses a chain without them.
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-    else:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(LOCAL))]
-            ),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path: Path, *items: x509.Certificate | ec.EllipticCurvePrivateKey) -> Path:
-    pem = b""
-    for item in items:
-        if isinstance(item, x509.Certificate):
-            pem += item.public_bytes(serialization.Encoding.PEM)
-        else:
-            pem += item.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-    path.write_bytes(pem)
-    return path
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    ca_key, key, other_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = _certificate("twisted_tcp test CA", ca_key, "twisted_tcp test CA", ca_key, ca=True)
-    cert = _certificate("localhost", key, "twisted_tcp test CA", ca_key, ca=False)
-    self_signed = _certificate("localhost", other_key, "localhost", other_key, ca=False)
-    (directory / "roots").mkdir()
-    _write(directory / "roots" / "ca.pem", ca)
-    return Pki(
-        roots=directory / "roots",
-        ca=_write(directory / "ca.pem", ca),
-        cert=_write(directory / "cert.pem", cert),
-        key=_write(directory / "key.pem", key),
-        self_signed_cert=_write(directory / "self-signed.pem", self_signed),
-        self_signed_key=_write(directory / "self-signed-key.pem", other_key),
-    )
+# The test PKI (tests/helpers/pki.py, made with trustme) is the session's
+# C{pki} fixture (conftest.py): an authority, a server certificate it signed
+# for localhost and 127.0.0.1, and a self-signed certificate.
 
 
 def tls_server_where(pki: Pki) -> tt.WhereToListen:

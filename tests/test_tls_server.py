@@ -29,12 +29,13 @@ from twisted_tcp import _server
 from twisted_tcp._where import show_address
 
 from .conftest import LOCAL, WAIT, echo, logged_errors, raw_client, serving, sleep, until, within
+from .helpers.pki import Pki
 from .processes import Process, start
 from .test_endpoints import v1, v2
 from .test_plugin import ECHO, listening, twistd
-from .test_tls import Pki, pki, tls_server_where, to
+from .test_tls import tls_server_where, to
 
-__all__ = ["pki", "start"]  # fixtures, imported for the tests below
+__all__ = ["start"]  # the fixture, imported for the tests below
 
 
 def needs(tool: str) -> Any:

@@ -26,7 +26,8 @@ from twisted_tcp import _twisted_private as private
 from twisted_tcp._tls import split_transport
 
 from .conftest import LOCAL, raw_client, sleep, until, within
-from .test_tls import Pki, pki, tls_1_2_where, to  # noqa: F401  (pki: a fixture)
+from .helpers.pki import Pki
+from .test_tls import tls_1_2_where, to
 
 CHANGED = "Twisted changed a private part that twisted_tcp._twisted_private relies on: "
 
@@ -96,7 +97,7 @@ async def test_unsent_bytes_of_socket_transports(family: str, tmp_path: Path) ->
 
 
 @pytest_twisted.ensureDeferred
-async def test_tls_plaintext_held(pki: Pki) -> None:  # noqa: F811
+async def test_tls_plaintext_held(pki: Pki) -> None:
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
         writer.write(await reader.really_read(3))
 
@@ -118,7 +119,7 @@ async def test_tls_plaintext_held(pki: Pki) -> None:  # noqa: F811
 
 
 @pytest_twisted.ensureDeferred
-async def test_tls_session_ended(pki: Pki) -> None:  # noqa: F811
+async def test_tls_session_ended(pki: Pki) -> None:
     async def bye(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
         await writer.close()  # close_notify, which ends a TLS 1.2 session
 

@@ -37,11 +37,11 @@ from twisted_tcp._service import TcpServerService
 from twisted_tcp._supervisor import WorkersService, check_shareable
 
 from .conftest import WAIT, sleep, until, within
+from .helpers.pki import Pki
 from .processes import Process, start, twistd_command
 from .test_plugin import LISTENING, LOCAL, SLOW, parse, refused
-from .test_tls import Pki, pki
 
-__all__ = ["pki", "start"]  # the fixtures, imported for the tests below
+__all__ = ["start"]  # the fixture, imported for the tests below
 
 PID = "tests.helpers.twistd_handlers:pid_then_hold"
 FAILS = "tests.helpers.fails_in_workers:handle"
