@@ -3,7 +3,9 @@ Connecting, over real sockets: TCP on 127.0.0.1 and [::1], and Unix sockets
 in tmp_path.  The servers are plain Twisted protocols, so that these tests
 check the client side alone.  A fake name resolver (through a reactor wrapper,
 never the global C{installNameResolver}) stands in for DNS, and a Clock for
-the deadline when the resolver never answers.
+the deadline when the resolver never answers.  The Reader's reads at the
+end of the stream and after a cancelled read, to which a socket adds
+nothing, run over twisted_tcp.testing's in-memory pair.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    ensureDeferred,
     gatherResults,
     maybeDeferred,
     succeed,
@@ -55,8 +58,9 @@ from twisted_tcp import (
     Reader,
 )
 from twisted_tcp._sweeper import GRACE
+from twisted_tcp.testing import MemoryPair, connected_pair
 
-from .conftest import open_fds, sleep, within
+from .conftest import PENDING, failure_of, open_fds, outcome, result_of, sleep, within
 
 MiB = 1 << 20
 
@@ -560,30 +564,44 @@ async def test_64_mib_both_ways_intact() -> None:
 
 
 # -- reading at the end of the stream --------------------------------------------------
+# What each read returns once the peer's close came is the Reader's logic,
+# not the socket's: these run over twisted_tcp.testing's in-memory pair,
+# whose peer (the server end) sends and closes; the test after them reads
+# to the end of a real socket.
 
 
-@pytest_twisted.ensureDeferred
-async def test_every_reader_method_at_eof() -> None:
-    factory = ServerFactory(SendAndClose, payload=b"one\r\ntwo\nrec|last")
-    async with serving(factory) as where:
-        sock, reader, writer = await within(tt.connect(where))
-        try:
-            assert await within(reader.read_line()) == b"one"
-            assert await within(reader.read_until(b"\n", keep_delimiter=True)) == b"two\n"
-            assert await within(reader.read_until(b"|")) == b"rec"
-            assert await within(reader.read_line()) == b"last"
-            assert await within(reader.read_line()) is None
-            assert await within(reader.read()) == b""
-            assert await within(reader.read_until(b"|")) is None
-            assert await within(reader.contents()) == b""
-            with pytest.raises(IncompleteReadError) as info:
-                await within(reader.really_read(1))
-            assert info.value.partial == b""
-            assert [line async for line in reader.lines()] == []
-            assert reader.at_eof
-        finally:
-            await within(writer.close())
-        assert sock.is_closed
+def sent_and_closed(payload: bytes) -> MemoryPair:
+    """An in-memory pair whose server end sent C{payload} and closed, both delivered."""
+    pair = connected_pair()
+    pair.server.writer.write(payload)
+    pair.server.writer.close()
+    pair.flush()
+    assert pair.server.closed and not pair.client.closed
+    return pair
+
+
+def test_every_reader_method_at_eof() -> None:
+    pair = sent_and_closed(b"one\r\ntwo\nrec|last")
+    reader = pair.client.reader
+
+    async def lines() -> list[bytes]:
+        return [line async for line in reader.lines()]
+
+    assert result_of(reader.read_line()) == b"one"
+    assert result_of(reader.read_until(b"\n", keep_delimiter=True)) == b"two\n"
+    assert result_of(reader.read_until(b"|")) == b"rec"
+    assert result_of(reader.read_line()) == b"last"
+    assert result_of(reader.read_line()) is None
+    assert result_of(reader.read()) == b""
+    assert result_of(reader.read_until(b"|")) is None
+    assert result_of(reader.contents()) == b""
+    assert failure_of(reader.really_read(1), IncompleteReadError).partial == b""  # type: ignore[attr-defined]
+    assert result_of(ensureDeferred(lines())) == []
+    assert reader.at_eof
+    closed = pair.client.writer.close()
+    pair.flush()
+    assert result_of(closed) is None
+    assert pair.client.socket.is_closed
 
 
 @pytest.mark.parametrize(
@@ -593,17 +611,10 @@ async def test_every_reader_method_at_eof() -> None:
         (lambda r: r.read_until(b"||"), b"0123456789"),
     ],
 )
-@pytest_twisted.ensureDeferred
-async def test_partial_data_at_eof(read: Any, partial: bytes) -> None:
-    async with serving(ServerFactory(SendAndClose, payload=b"0123456789")) as where:
-        _sock, reader, writer = await within(tt.connect(where))
-        try:
-            with pytest.raises(IncompleteReadError) as info:
-                await within(read(reader))
-            assert info.value.partial == partial
-            assert await within(reader.read()) == b""
-        finally:
-            await within(writer.close())
+def test_partial_data_at_eof(read: Any, partial: bytes) -> None:
+    reader = sent_and_closed(b"0123456789").client.reader
+    assert failure_of(read(reader), IncompleteReadError).partial == partial  # type: ignore[attr-defined]
+    assert result_of(reader.read()) == b""
 
 
 @pytest_twisted.ensureDeferred
@@ -697,24 +708,22 @@ async def test_with_connection_after_half_close_does_not_wait_for_the_peer() -> 
 # -- cancelling reads ------------------------------------------------------------------
 
 
-@pytest_twisted.ensureDeferred
-async def test_cancel_a_pending_read_then_read_again() -> None:
-    async with serving(ServerFactory(Echo)) as where:
-        _sock, reader, writer = await within(tt.connect(where))
-        try:
-            d = reader.read_line()
-            await sleep(0.01)
-            d.cancel()
-            with pytest.raises(CancelledError):
-                await d
-            writer.write(b"half ")
-            d = reader.read_line().addTimeout(0.05, reactor)
-            with pytest.raises(DeferredTimeoutError):
-                await d
-            writer.write_line(b"line")
-            assert await within(reader.read_line()) == b"half line"
-        finally:
-            await within(writer.close())
+def test_cancel_a_pending_read_then_read_again() -> None:
+    """In memory: the timeout is on the pair's clock, the bytes arrive at flush()."""
+    pair = connected_pair()
+    reader = pair.client.reader
+    d = reader.read_line()
+    d.cancel()
+    failure_of(d, CancelledError)
+    pair.server.writer.write(b"half ")
+    pair.flush()
+    d = reader.read_line().addTimeout(0.05, pair.clock)
+    assert outcome(d) is PENDING
+    pair.clock.advance(0.05)
+    failure_of(d, DeferredTimeoutError)
+    pair.server.writer.write_line(b"line")
+    pair.flush()
+    assert result_of(reader.read_line()) == b"half line"
 
 
 # -- other address families ----------------------------------------------------------

@@ -1,8 +1,12 @@
 """
 The protocol handlers of twisted_tcp.examples -- resp_ping (Redis's RESP, PING) and
-http_hello (minimal HTTP/1.1 keep-alive) -- served by a real L{Server} on
-127.0.0.1 and spoken to over real sockets, as the benchmark's redis-benchmark
-and wrk workloads use them.
+http_hello (minimal HTTP/1.1 keep-alive).  What they answer to what bytes,
+split wherever, and when they close, is the handlers' logic, to which a
+socket adds nothing: those tests run them in memory
+(L{twisted_tcp.testing.run_handler}), which gives them the bytes in the
+pieces the test chooses.  One test of each is served by a real L{Server} on
+127.0.0.1 and spoken to over a real socket, as the benchmark's
+redis-benchmark and wrk workloads use them.
 
 examples/ is a directory of scripts, not a package that is installed: the
 handlers are loaded from their files, so the tests run the same from the
@@ -22,8 +26,9 @@ import pytest_twisted
 import twisted_tcp as tt
 from twisted_tcp import _service
 from twisted_tcp.examples import http_hello, resp_ping
+from twisted_tcp.testing import HandlerRun, run_handler
 
-from .conftest import WAIT, logged_errors, sleep, within
+from .conftest import WAIT, logged_errors, within
 
 LOCAL = "127.0.0.1"
 
@@ -55,6 +60,19 @@ async def closed_by_server(reader: tt.Reader) -> bool:
     return await within(reader.read()) == b""
 
 
+def served(handler: Any, received: bytes | list[bytes], *, end: bool = False) -> HandlerRun:
+    """
+    C{handler} run in memory over C{received} (the pieces delivered one at a
+    time), then the end of the stream if C{end}; it must not have raised.
+    Without the end of the stream, a handler that ended closed the
+    connection of its own accord.
+    """
+    run = run_handler(handler, received, end=end)
+    assert run.error is None, run.error
+    assert run.closed == run.ended
+    return run
+
+
 # -- RESP: PING ------------------------------------------------------------------
 
 
@@ -79,27 +97,32 @@ async def test_resp_ping_inline_and_array_pipelined() -> None:
         assert await closed_by_server(reader)
 
 
-@pytest_twisted.ensureDeferred
-async def test_resp_command_split_across_packets() -> None:
-    async with serving(resp_ping.handle) as where, client(where) as (reader, writer):
-        for part in (b"*1\r", b"\n$4\r\nPI", b"NG", b"\r", b"\nPI", b"NG\r\n"):
-            writer.write(part)
-            await writer.flushed()
-            await sleep(0.01)
-        assert await within(reader.really_read(14)) == b"+PONG\r\n+PONG\r\n"
+def test_resp_command_split_across_packets() -> None:
+    parts = [b"*1\r", b"\n$4\r\nPI", b"NG", b"\r", b"\nPI", b"NG\r\n"]
+    run = served(resp_ping.handle, parts)
+    assert run.written == b"+PONG\r\n+PONG\r\n"
+    assert not run.ended  # it waits for the next command
+    data = b"".join(parts)
+    for cut in range(1, len(data)):  # and cut in two anywhere
+        assert served(resp_ping.handle, [data[:cut], data[cut:]]).written == run.written
 
 
-@pytest_twisted.ensureDeferred
-async def test_resp_unknown_command_and_wrong_arity_keep_the_connection() -> None:
-    async with serving(resp_ping.handle) as where, client(where) as (reader, writer):
-        writer.write(b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nsave\r\n")  # redis-benchmark's
-        assert await within(reader.read_line()) == b"-ERR unknown command 'CONFIG'"
-        writer.write(b"PING a b\r\n")
-        assert await within(reader.read_line()) == (
-            b"-ERR wrong number of arguments for 'ping' command"
-        )
-        writer.write(b"PING\r\n")
-        assert await within(reader.read_line()) == b"+PONG"
+def test_resp_unknown_command_and_wrong_arity_keep_the_connection() -> None:
+    run = served(
+        resp_ping.handle,
+        [
+            b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nsave\r\n",  # redis-benchmark's
+            b"PING a b\r\n",
+            b"PING\r\n",
+        ],
+    )
+    assert run.written.split(b"\r\n") == [
+        b"-ERR unknown command 'CONFIG'",
+        b"-ERR wrong number of arguments for 'ping' command",
+        b"+PONG",
+        b"",
+    ]
+    assert not run.ended
 
 
 @pytest.mark.parametrize(
@@ -113,37 +136,52 @@ async def test_resp_unknown_command_and_wrong_arity_keep_the_connection() -> Non
         (b"*5000\r\n", b"invalid multibulk length"),
     ],
 )
-@pytest_twisted.ensureDeferred
-async def test_resp_protocol_error_answers_then_closes(request_: bytes, error: bytes) -> None:
-    async with serving(resp_ping.handle) as where, client(where) as (reader, writer):
-        writer.write(b"PING\r\n" + request_)
-        assert await within(reader.read_line()) == b"+PONG"
-        assert await within(reader.read_line()) == b"-ERR Protocol error: " + error
-        assert await closed_by_server(reader)
+def test_resp_protocol_error_answers_then_closes(request_: bytes, error: bytes) -> None:
+    run = served(resp_ping.handle, b"PING\r\n" + request_)
+    assert run.written == b"+PONG\r\n-ERR Protocol error: " + error + b"\r\n"
+    assert run.ended and run.closed  # of its own accord: the stream had not ended
 
 
-@pytest_twisted.ensureDeferred
-async def test_resp_client_leaving_mid_command_ends_the_handler() -> None:
-    async with serving(resp_ping.handle) as where, client(where) as (reader, writer):
-        writer.write(b"*2\r\n$4\r\nECHO\r\n$10\r\nabc")
-        await within(writer.write_eof())
-        assert await closed_by_server(reader)
+def test_resp_client_leaving_mid_command_ends_the_handler() -> None:
+    half = b"*2\r\n$4\r\nECHO\r\n$10\r\nabc"
+    assert not served(resp_ping.handle, half).ended  # it waits for the rest ...
+    run = served(resp_ping.handle, half, end=True)  # ... until the client leaves
+    assert run.ended and run.closed and run.written == b""
 
 
 # -- HTTP/1.1 ------------------------------------------------------------------
 
 
-async def read_response(reader: tt.Reader) -> tuple[bytes, dict[bytes, bytes], bytes]:
-    """One response: its status line, its headers (names in lower case), its body."""
-    head = await within(reader.read_until(b"\r\n\r\n"))
-    assert head is not None, "the connection closed before a response"
+Response = tuple[bytes, dict[bytes, bytes], bytes]
+
+
+def parse_head(head: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """The status line and the headers (names in lower case) of a response's head."""
     status, *lines = head.split(b"\r\n")
     headers = {}
     for line in lines:
         name, _, value = line.partition(b":")
         headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def read_response(reader: tt.Reader) -> Response:
+    """One response: its status line, its headers (names in lower case), its body."""
+    head = await within(reader.read_until(b"\r\n\r\n"))
+    assert head is not None, "the connection closed before a response"
+    status, headers = parse_head(head)
     body = await within(reader.really_read(int(headers[b"content-length"])))
     return status, headers, body
+
+
+def split_response(written: bytes) -> tuple[Response, bytes]:
+    """The first response in C{written} (as L{read_response} reads it), and what follows."""
+    head, end, rest = written.partition(b"\r\n\r\n")
+    assert end, f"no whole response in {written[:200]!r}"
+    status, headers = parse_head(head)
+    length = int(headers[b"content-length"])
+    assert len(rest) >= length, "the body is cut short"
+    return (status, headers, rest[:length]), rest[length:]
 
 
 GET = b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: test\r\n\r\n"
@@ -167,33 +205,33 @@ async def test_http_keep_alive_then_connection_close() -> None:
         assert await closed_by_server(reader)
 
 
-@pytest_twisted.ensureDeferred
-async def test_http_pipelined_requests_head_and_body() -> None:
+def test_http_pipelined_requests_head_and_body() -> None:
     # The body holds a blank line and the start of what looks like a request:
     # it is read whole, and the next request starts right after it.
     post = b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello\r\n\r\nGE"
-    async with serving(http_hello.handle) as where, client(where) as (reader, writer):
-        writer.write(
-            b"\r\n"  # one blank line before a request is allowed
-            + GET
-            + b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
-            + post
-            + b"T / HTTP/1.1\nHost: x\n\n"  # lines ending with a bare LF
-            + GET
-        )
-        status, headers, body = await read_response(reader)
-        assert (status, body) == (b"HTTP/1.1 200 OK", http_hello.BODY)
-        # HEAD: the same headers, no body.
-        head = await within(reader.read_until(b"\r\n\r\n"))
-        assert head is not None and head.startswith(b"HTTP/1.1 200 OK\r\n")
-        assert b"Content-Length: %d" % len(http_hello.BODY) in head
-        for _ in range(2):  # POST, then T: not allowed, and the connection stays open
-            status, headers, body = await read_response(reader)
-            assert status == b"HTTP/1.1 405 Method Not Allowed"
-            assert headers[b"allow"] == b"GET, HEAD"
-            assert b"connection" not in headers
-        status, headers, body = await read_response(reader)
-        assert (status, body) == (b"HTTP/1.1 200 OK", http_hello.BODY)
+    run = served(
+        http_hello.handle,
+        b"\r\n"  # one blank line before a request is allowed
+        + GET
+        + b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+        + post
+        + b"T / HTTP/1.1\nHost: x\n\n"  # lines ending with a bare LF
+        + GET,
+    )
+    (status, headers, body), rest = split_response(run.written)
+    assert (status, body) == (b"HTTP/1.1 200 OK", http_hello.BODY)
+    # HEAD: the same headers, no body.
+    head, _, rest = rest.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: %d" % len(http_hello.BODY) in head
+    for _ in range(2):  # POST, then T: not allowed, and the connection stays open
+        (status, headers, body), rest = split_response(rest)
+        assert status == b"HTTP/1.1 405 Method Not Allowed"
+        assert headers[b"allow"] == b"GET, HEAD"
+        assert b"connection" not in headers
+    (status, headers, body), rest = split_response(rest)
+    assert (status, body) == (b"HTTP/1.1 200 OK", http_hello.BODY)
+    assert rest == b"" and not run.ended
 
 
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request"
@@ -214,40 +252,37 @@ BAD_REQUEST = b"HTTP/1.1 400 Bad Request"
         (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", b"HTTP/1.1 501 Not Implemented"),
     ],
 )
-@pytest_twisted.ensureDeferred
-async def test_http_malformed_request_answers_then_closes(request_: bytes, status: bytes) -> None:
-    async with serving(http_hello.handle) as where, client(where) as (reader, writer):
-        writer.write(GET + request_)
-        assert (await read_response(reader))[0] == b"HTTP/1.1 200 OK"
-        got, headers, _ = await read_response(reader)
-        assert got == status
-        assert headers[b"connection"] == b"close"
-        assert await closed_by_server(reader)
+def test_http_malformed_request_answers_then_closes(request_: bytes, status: bytes) -> None:
+    run = served(http_hello.handle, GET + request_)
+    (ok, _, _), rest = split_response(run.written)
+    assert ok == b"HTTP/1.1 200 OK"
+    (got, headers, _), rest = split_response(rest)
+    assert got == status
+    assert headers[b"connection"] == b"close"
+    assert rest == b"" and run.ended  # closed of its own accord
 
 
-@pytest_twisted.ensureDeferred
-async def test_http_1_0_closes_unless_keep_alive() -> None:
-    async with serving(http_hello.handle) as where:
-        async with client(where) as (reader, writer):
-            writer.write(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            status, headers, _ = await read_response(reader)
-            assert headers[b"connection"] == b"keep-alive"
-            writer.write(b"GET / HTTP/1.0\r\n\r\n")
-            status, headers, body = await read_response(reader)
-            assert (status, headers[b"connection"], body) == (
-                b"HTTP/1.1 200 OK",
-                b"close",
-                http_hello.BODY,
-            )
-            assert await closed_by_server(reader)
+def test_http_1_0_closes_unless_keep_alive() -> None:
+    run = served(
+        http_hello.handle,
+        [b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", b"GET / HTTP/1.0\r\n\r\n"],
+    )
+    (status, headers, _), rest = split_response(run.written)
+    assert headers[b"connection"] == b"keep-alive"
+    (status, headers, body), rest = split_response(rest)
+    assert (status, headers[b"connection"], body) == (
+        b"HTTP/1.1 200 OK",
+        b"close",
+        http_hello.BODY,
+    )
+    assert rest == b"" and run.ended  # closed of its own accord
 
 
-@pytest_twisted.ensureDeferred
-async def test_http_client_leaving_mid_request_ends_the_handler() -> None:
-    async with serving(http_hello.handle) as where, client(where) as (reader, writer):
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        await within(writer.write_eof())
-        assert await closed_by_server(reader)
+def test_http_client_leaving_mid_request_ends_the_handler() -> None:
+    half = b"GET / HTTP/1.1\r\nHost: x\r\n"
+    assert not served(http_hello.handle, half).ended  # it waits for the rest ...
+    run = served(http_hello.handle, half, end=True)  # ... until the client leaves
+    assert run.ended and run.closed and run.written == b""
 
 
 # -- as twistd loads them ------------------------------------------------------

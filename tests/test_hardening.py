@@ -38,6 +38,7 @@ from twisted_tcp._errors import (
     LineTooLongError,
     TLSHandshakeError,
 )
+from twisted_tcp.testing import run_handler
 
 from .conftest import LOCAL, WAIT, echo, raw_client, reset, serving, sleep, until, within
 from .processes import Process, start, twistd_command
@@ -339,9 +340,12 @@ def test_writes_refuse_what_is_not_bytes_at_the_call() -> None:
     assert transport.value() == b"fine\n"
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_handler_writing_text_after_a_read_gets_the_error_there() -> None:
-    """The TypeError reaches the handler at its write; its other replies all go out."""
+def test_a_handler_writing_text_after_a_read_gets_the_error_there() -> None:
+    """
+    The TypeError reaches the handler at its write; its other replies all go
+    out.  (In memory: the handler writes while the reader hands it a received
+    chunk, its writes gathered, as over a socket.)
+    """
     caught: list[BaseException] = []
 
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
@@ -352,18 +356,9 @@ async def test_a_handler_writing_text_after_a_read_gets_the_error_there() -> Non
                 caught.append(e)
             writer.write_line(line)
 
-    async with serving(handler) as server:
-        _, reader, writer = await within(
-            tt.connect(tt.to_host_and_port(LOCAL, server.listening_on))
-        )
-        for i in range(3):
-            writer.write_line(b"line %d" % i)
-        assert [await within(reader.read_line()) for _ in range(3)] == [
-            b"line 0",
-            b"line 1",
-            b"line 2",
-        ]
-        await within(writer.close())
+    run = run_handler(handler, b"".join(b"line %d\n" % i for i in range(3)))
+    assert run.written == b"line 0\nline 1\nline 2\n"
+    assert run.ended and run.error is None
     assert len(caught) == 3 and "encode it first" in str(caught[0])
 
 
