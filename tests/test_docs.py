@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
@@ -161,23 +162,28 @@ def test_every_example_is_included_in_a_page() -> None:
 
 
 def test_reference_covers_all_of_the_api() -> None:
-    # twisted_tcp's names, then, after its ".. module::", twisted_tcp.testing's.
+    """The reference page links every public name (into pydoctor's reference)."""
     from twisted_tcp import testing
 
     reference = (DOCS / "reference.rst").read_text()
-    main, _, helpers = reference.partition(".. module:: twisted_tcp.testing")
-    for text, module in ((main, tt), (helpers, testing)):
-        documented = set(re.findall(r"^\.\. auto\w+:: +(\w+)", text, re.M))
-        assert documented == set(module.__all__), module.__name__
+    role = r":(?!mod:)\w+:`(?:~|[^`<]*<)"  # :func:`~twisted_tcp.x`, :meth:`text <twisted_tcp.x>`
+    linked = set(re.findall(role + r"(twisted_tcp(?:\.testing)?\.\w+)", reference))
+    public = {f"twisted_tcp.{name}" for name in tt.__all__}
+    public |= {f"twisted_tcp.testing.{name}" for name in testing.__all__}
+    assert public - linked == set(), "not linked from docs/reference.rst"
+    assert linked - public == set(), "linked from docs/reference.rst, but not public"
 
 
-def test_docs_build_without_warnings(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def html(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The documented command: Sphinx, warnings being errors, into a temporary directory."""
-    if importlib.util.find_spec("sphinx") is None:
-        pytest.skip("sphinx is not installed: pip install '.[docs]' to build the documentation")
+    for tool in ("sphinx", "pydoctor"):
+        if importlib.util.find_spec(tool) is None:
+            pytest.skip(f"{tool} is not installed: pip install '.[docs]' to build the docs")
+    out = tmp_path_factory.mktemp("docs") / "html"
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         str(DOCS), str(tmp_path / "html")],
+         str(DOCS), str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -185,7 +191,103 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr == "", result.stderr
-    assert (tmp_path / "html" / "index.html").exists()
+    return out
+
+
+def inventory(path: Path) -> dict[str, tuple[str, str]]:
+    """An objects.inv: every name, with its role and its address."""
+    _header, _, compressed = path.read_bytes().partition(b"compressed")
+    entries = {}
+    for line in zlib.decompress(compressed.partition(b"\n")[2]).decode().splitlines():
+        name, role, _priority, location, _shown = line.split(" ", 4)
+        entries[name] = (role, location)
+    return entries
+
+
+def test_docs_build_without_warnings(html: Path) -> None:
+    for page in ["index", "tutorial", "reference", "twistd", "limits", "from-async"]:
+        assert (html / f"{page}.html").exists(), page
+    assert (html / "api" / "index.html").exists()  # pydoctor's, in place of the placeholder
+
+
+def test_api_reference_documents_the_public_names(html: Path) -> None:
+    """pydoctor documents each public name where the package exports it, and no constructor."""
+    from twisted_tcp import testing
+
+    documented = inventory(html / "api" / "objects.inv")
+    for module in (tt, testing):
+        for name in module.__all__:
+            assert f"{module.__name__}.{name}" in documented, name
+    # Re-exported from the private modules: documented at the package, not there.
+    assert documented["twisted_tcp.connect"] == ("py:function", "index.html#connect")
+    assert documented["twisted_tcp.Server"] == ("py:class", "twisted_tcp.Server.html")
+    assert "twisted_tcp._connect.connect" not in documented
+    assert not [name for name in documented if name.endswith(("__init__", "__new__"))]
+    package = (html / "api" / "twisted_tcp.html").read_text()
+    assert 'href="twisted_tcp.Server.html"' in package
+    assert "connect_sock" in package and "with_connection" in package
+    server = (html / "api" / "twisted_tcp.Server.html").read_text()
+    assert "__init__" not in server and "Constructor:" not in server
+    # Annotations link as written where the object is defined (twisted_tcp._server
+    # imports WhereToListen from twisted_tcp._where), to its public page.
+    assert 'href="twisted_tcp.WhereToListen.html"' in server
+
+
+def test_links_to_twisted_and_python(html: Path) -> None:
+    """Resolved offline, from the inventories the build writes, to the real sites."""
+    twisted = "https://docs.twisted.org/en/stable/api/"
+    python = "https://docs.python.org/3/library/"
+    package = (html / "api" / "twisted_tcp.html").read_text()
+    assert f'href="{twisted}twisted.internet.defer.Deferred.html"' in package
+    assert f'href="{twisted}twisted.internet.interfaces.IStreamServerEndpoint.html"' in package
+    assert f'href="{twisted}twisted.internet.endpoints.html#serverFromString"' in package
+    assert f'href="{python}functions.html#float"' in package
+    errors = (html / "api" / "twisted_tcp.ConnectTimeoutError.html").read_text()
+    assert f'href="{twisted}twisted.internet.error.TimeoutError.html"' in errors
+    assert f'href="{python}exceptions.html#TimeoutError"' in errors
+    # The pages link into the API reference, and to Twisted's.
+    reference = (html / "reference.html").read_text()
+    assert 'href="api/twisted_tcp.Server.html"' in reference
+    assert 'href="api/index.html#connect"' in reference
+    assert f'href="{twisted}twisted.internet.defer.Deferred.html"' in reference
+    howto = (html / "howto" / "max-connections.html").read_text()
+    assert 'href="../api/twisted_tcp.Server.html#create"' in howto
+
+
+def test_api_reference_links_are_not_broken(html: Path) -> None:
+    api = html / "api"
+    broken = set()
+    for page in api.glob("*.html"):
+        for target in re.findall(r'href="([^"#:]+\.html)(?:#[^"]*)?"', page.read_text()):
+            if not (api / target).exists():
+                broken.add(f"{page.name} -> {target}")
+    assert broken == set()
+
+
+def test_twistd_page_shows_the_options_as_written(html: Path) -> None:
+    twistd = (html / "twistd.html").read_text()
+    # Each option literally (docutils would make "--port" an en dash in text).
+    assert '<span class="pre">--port</span>' in twistd
+    assert "\u2013port" not in twistd and "&#8211;port" not in twistd
+    # An endpoint description is code, not a link.
+    assert '<span class="pre">tcp:9000:interface=127.0.0.1</span>' in twistd
+    assert 'href="tcp:' not in twistd
+    # The --help block: plain text, not highlighted as Python.
+    assert '<div class="highlight-text notranslate">' in twistd
+
+
+def test_offline_inventories_are_complete() -> None:
+    """The offline inventories list every Python and Twisted name the docstrings use."""
+    if importlib.util.find_spec("pydoctor") is None:
+        pytest.skip("pydoctor is not installed: pip install '.[docs]'")
+    result = subprocess.run(
+        [sys.executable, str(DOCS / "_support" / "make_inventories.py"), "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- the tutorial --------------------------------------------------------------

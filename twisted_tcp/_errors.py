@@ -3,8 +3,8 @@ Exceptions raised by twisted_tcp.
 
 Each one names what went wrong and, where there is one, the address involved.
 Where Twisted already has a class for the same failure, ours subclasses it, so
-that existing ``except`` clauses and ``Failure.trap`` calls keep working.
-Each one survives ``pickle`` and ``copy`` with its attributes and message, so
+that existing C{except} clauses and C{Failure.trap} calls keep working.
+Each one survives C{pickle} and C{copy} with its attributes and message, so
 that it can cross a process boundary.
 """
 
@@ -41,7 +41,7 @@ class ConnectTimeoutError(error.TimeoutError, builtins.TimeoutError):
 
 class ConnectInterruptedError(error.ConnectingCancelledError):
     """
-    A connection attempt was abandoned because its ``interrupt`` fired first.
+    A connection attempt was abandoned because its C{interrupt} fired first.
 
     Also an instance of Twisted's
     L{twisted.internet.error.ConnectingCancelledError}.
@@ -85,8 +85,8 @@ class TLSHandshakeError(error.ConnectError):
 
 class LineTooLongError(ValueError):
     """
-    A line (or a record read with ``read_until``) exceeded the reader's
-    ``max_line_length``.  Its bytes were discarded, up to and including the
+    A line (or a record read with C{read_until}) exceeded the reader's
+    C{max_line_length}.  Its bytes were discarded, up to and including the
     delimiter that ends it.
 
     @ivar max_line_length: the limit that was exceeded, in bytes.
@@ -107,8 +107,8 @@ class IncompleteReadError(EOFError):
     The stream ended before a read could be satisfied.
 
     @ivar partial: the bytes that were read before the end of the stream.
-    @ivar expected: the number of bytes asked for (``really_read``) or the
-        delimiter looked for (``read_until``).
+    @ivar expected: the number of bytes asked for (C{really_read}) or the
+        delimiter looked for (C{read_until}).
     """
 
     def __init__(self, partial: bytes, expected: int | bytes) -> None:
@@ -129,13 +129,13 @@ class ReadInProgressError(RuntimeError):
 
 
 class WriterClosedError(RuntimeError):
-    """The writer was used after ``close()`` or ``write_eof()``."""
+    """The writer was used after C{close()} or C{write_eof()}."""
 
 
 class BufferAgeLimitError(error.ConnectionLost):
     """
     Bytes written to a writer stayed unflushed for longer than its
-    ``buffer_age_limit``: the peer stopped reading.  The connection was closed.
+    C{buffer_age_limit}: the peer stopped reading.  The connection was closed.
 
     @ivar peer: the peer's address, as text.
     @ivar limit: the C{buffer_age_limit}, in seconds.

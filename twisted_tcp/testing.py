@@ -5,7 +5,7 @@ Reader and a Writer as a real connection has them, whose bytes move when the
 test says so (L{MemoryPair.flush}); and L{run_handler}, which runs a server
 handler over given bytes and says what it wrote and how it ended.  Timers
 (the buffer-age limit, close timeouts) run on a
-L{twisted.internet.task.Clock} that the test advances.
+L{twisted.internet.task.Clock} that the test advances::
 
     from twisted_tcp.testing import run_handler
 
