@@ -766,6 +766,95 @@ async def test_shutdown_closes_what_remains_after_the_timeout() -> None:
     assert service.stopService() is None  # stopping twice is harmless
 
 
+# -- how-to: persistent connections --------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_persistent_ask_across_reconnects() -> None:
+    persistent = example("persistent")
+    health = persistent.Health()
+    async with serving(example("shout").handle) as server:
+        link = tt.persistent_connection(
+            where_of(server), retry_policy=lambda n: 0.01, on_event=health
+        )
+        try:
+            ask = persistent.ask
+            assert await within(ask(link, b"hello", reactor)) == b"HELLO"
+            assert health.up and health.connections == 1
+            first = link.current_connection
+            # The server ends the connection: the link closes our side...
+            assert await within(ask(link, b"quit", reactor)) == b"1 line(s) from 127.0.0.1, bye"
+            # ...so the next question goes over a new connection (unless it was
+            # sent before the server's end came: then it has no reply).
+            reply = await within(ask(link, b"again", reactor))
+            if reply is None:
+                reply = await within(ask(link, b"again", reactor))
+            assert reply == b"AGAIN"
+            assert first is not None and first[0].is_closed
+            assert health.connections == 2 and link.current_connection != first
+        finally:
+            await within(link.close())
+    assert not health.up and health.last_error is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_persistent_ask_drops_a_connection_whose_reply_is_late() -> None:
+    persistent = example("persistent")
+    health = persistent.Health()
+    async with serving(silent) as server:
+        link = tt.persistent_connection(
+            where_of(server), retry_policy=lambda n: 0.01, on_event=health
+        )
+        try:
+            with pytest.raises(defer.TimeoutError):
+                await within(persistent.ask(link, b"anyone?", reactor, timeout=0.2))
+            await until(lambda: health.connections >= 2)  # aborted, and made again
+        finally:
+            await within(link.close())
+
+
+def test_persistent_health_records_failures() -> None:
+    persistent = example("persistent")
+    health = persistent.Health()
+    where = tt.to_host_and_port(LOCAL, 9)
+    refused = error.ConnectionRefusedError("no")
+    for event in [
+        tt.ConnectionEvent("attempting", where),
+        tt.ConnectionEvent("failed", where, refused),
+    ]:
+        health(event)
+    assert not health.up and health.last_error is refused and health.connections == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_persistent_script_across_a_server_restart(start: Callable[..., Process]) -> None:
+    answered = [0]
+
+    async def counting(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        async for line in reader.lines():
+            answered[0] += 1
+            writer.write_line(line.upper())
+
+    async with serving(counting) as server:
+        port = server.listening_on
+        script = start(sys.executable, EXAMPLES / "persistent.py", LOCAL, str(port), "6", "0.2")
+        await until(lambda: answered[0] >= 2)
+    # The server went (its connection aborted), and comes back on the same port.
+    async with serving(counting, tt.on_port(port, interface=LOCAL)):  # type: ignore[arg-type]
+        assert await script.exited(WAIT * 2) == 0, script.output()
+    lines = script.stdout.splitlines()
+    assert len(lines) == 7 and lines[-1] == "connected 2 time(s)", lines
+    for n, line in enumerate(lines[:6]):
+        assert line in (f"ping {n} -> PING {n}", f"ping {n} -> (the server left)"), lines
+    assert lines[5] == "ping 5 -> PING 5"
+    log = script.err_path.read_text()
+    where = f"{LOCAL}:{port}"
+    assert f"Persistent connection to {where}: connected to {where} from " in log
+    assert f"Persistent connection to {where}: disconnected: " in log
+    assert f"Scheduling retry 1 to connect <twisted_tcp persistent connection to {where}>" in log
+    assert "Traceback" not in log
+
+
 # -- how-to: testing your handler ----------------------------------------------
 
 

@@ -6,7 +6,7 @@ pyproject.toml), never run.  A change that makes a public type vaguer
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing import Literal, assert_type
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
@@ -77,3 +77,25 @@ async def serving() -> None:
 async def per_peer() -> None:
     server = await tt.Server.create(tt.on_port(0), handler, max_connections_per_peer=20)
     assert_type(server.stats().bytes_received, int)
+
+
+def on_event(event: tt.ConnectionEvent) -> None:
+    assert_type(event.kind, Literal["attempting", "failed", "connected", "disconnected"])
+    assert_type(event.where, tt.WhereToConnect)
+    assert_type(event.reason, BaseException | None)
+    assert_type(event.connection, tuple[tt.Socket, tt.Reader, tt.Writer] | None)
+
+
+async def persistent(where: tt.WhereToConnect) -> None:
+    link = tt.persistent_connection(
+        where, timeout=5, retry_policy=lambda failures: 2.0**failures, on_event=on_event
+    )
+    assert_type(link, tt.PersistentConnection)
+    sock, reader, writer = await link.connected(fail_after_failures=3)
+    assert_type(sock, tt.Socket)
+    assert_type(reader, tt.Reader)
+    assert_type(writer, tt.Writer)
+    assert_type(link.current_connection, tuple[tt.Socket, tt.Reader, tt.Writer] | None)
+    assert_type(link.close(), Deferred[None])
+    assert_type(link.close_finished, Deferred[None])
+    assert_type(link.is_closed, bool)

@@ -5,11 +5,13 @@ Where to connect (L{to_host_and_port}, L{to_file}, L{to_endpoint}) and where
 to listen (L{on_port}, L{on_port_chosen_by_os}, L{on_file}, L{on_endpoint}),
 over TLS with C{tls=} or any Twisted endpoint; L{connect_sock},
 L{connect} and L{with_connection}, each with one deadline for the whole
-attempt and an C{interrupt}; a pull-style L{Reader} and a L{Writer} over a
-connection; and a L{Server} that runs a handler per connection behind a
-connection limit and a limit per client address, and counts what it does
-(L{Server.stats}).  Every function that waits returns a Deferred, and the
-reactor is only imported when a function is called without one.
+attempt and an C{interrupt}; L{persistent_connection}, which keeps one
+connection up, reconnecting with back-off; a pull-style L{Reader} and a
+L{Writer} over a connection; and a L{Server} that runs a handler per
+connection behind a connection limit and a limit per client address, and
+counts what it does (L{Server.stats}).  Every function that waits returns a
+Deferred, and the reactor is only imported when a function is called
+without one.
 """
 
 from ._connect import connect, connect_sock, with_connection
@@ -24,6 +26,7 @@ from ._errors import (
     TLSHandshakeError,
     WriterClosedError,
 )
+from ._persistent import ConnectionEvent, PersistentConnection, persistent_connection
 from ._reader import Reader
 from ._server import Server
 from ._settings import DEFAULTS, Settings
@@ -54,12 +57,14 @@ __all__ = [
     "BufferAgeLimitError",
     "ConnectInterruptedError",
     "ConnectTimeoutError",
+    "ConnectionEvent",
     "DurationHistogram",
     "IncompleteReadError",
     "LineTooLongError",
     "OnEndpoint",
     "OnFile",
     "OnPort",
+    "PersistentConnection",
     "ReadInProgressError",
     "Reader",
     "Server",
@@ -80,6 +85,7 @@ __all__ = [
     "on_file",
     "on_port",
     "on_port_chosen_by_os",
+    "persistent_connection",
     "to_endpoint",
     "to_file",
     "to_host_and_port",

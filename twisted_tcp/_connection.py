@@ -77,6 +77,7 @@ class Connection(Protocol):
     _tls: Any = None  # the TLS layer under this protocol, if any
     _sink: Any = None  # the transport under every wrapper (found with the TLS layer)
     _lost_calls: list[Callable[[], object]] | None = None  # call_when_lost()
+    _close_on_eof = False  # close_when_peer_ends()
 
     def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
         self.clock = clock
@@ -190,6 +191,8 @@ class Connection(Protocol):
                 self.transport.loseConnection()
                 if writer.all_sent():
                     self._end_now()
+            elif writer is not None and self._close_on_eof:
+                writer.close()
         elif self._user is not None:
             halfclose = IHalfCloseableProtocol(self._user, None)
             if halfclose is not None:
@@ -252,6 +255,16 @@ class Connection(Protocol):
         self._lost_reason = reason
         if self._lost is not None:
             self._lost.fire(reason)
+
+    def close_when_peer_ends(self) -> None:
+        """
+        From now on, when the peer ends its stream (at once if it has),
+        close the connection as C{writer.close()} does: flush, then close.
+        What the peer sent stays readable.
+        """
+        self._close_on_eof = True
+        if self._read_eof and self.writer is not None and not self.closed:
+            self.writer.close()
 
     def call_when_lost(self, call: Callable[[], object]) -> None:
         """

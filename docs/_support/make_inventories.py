@@ -91,6 +91,7 @@ PYTHON_NAMES = [
     "types.coroutine",
     "typing.Any",
     "typing.Generic",
+    "typing.Literal",
     "typing.Protocol",
     "typing.TypeVar",
     "typing.overload",
@@ -98,10 +99,13 @@ PYTHON_NAMES = [
 ]
 
 TWISTED_NAMES = [
+    "twisted.application.internet.ClientService",
+    "twisted.application.internet.backoffPolicy",
     "twisted.application.service.Service",
     "twisted.internet.address.IPv4Address",
     "twisted.internet.address.IPv6Address",
     "twisted.internet.defer.Deferred",
+    "twisted.internet.defer.CancelledError",
     "twisted.internet.endpoints.clientFromString",
     "twisted.internet.endpoints.serverFromString",
     "twisted.internet.error.CannotListenError",
@@ -189,8 +193,8 @@ def python_entry(name: str) -> tuple[str, str, str]:
         raise ValueError(f"say on which page docs.python.org documents {name}")
     module, chain = _find(name)
     obj, parent = chain[-1], chain[-2]
-    if name == "typing.Any":
-        role = "py:data"  # a class since Python 3.11, documented as data
+    if name == "typing.Any" or type(obj).__name__.endswith("SpecialForm"):
+        role = "py:data"  # (Any: a class since Python 3.11) documented as data
     elif _is_class(obj):
         role = "py:exception" if issubclass(obj, BaseException) else "py:class"
     elif _is_class(parent):
