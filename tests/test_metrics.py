@@ -7,6 +7,7 @@ parser of the text format, alone and with C{--workers 2}.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -198,3 +199,33 @@ def test_the_page_says_every_stat() -> None:
     open_text, open_type = metrics_page(lambda: None, "application/openmetrics-text")
     assert open_type.startswith("application/openmetrics-text")
     assert open_text.endswith(b"# EOF\n") and b"twisted_tcp_connections 0" in open_text
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_stopping_worker_counts_reaches_the_metrics(
+    twistd: Callable[..., Process],  # noqa: F811
+) -> None:
+    """
+    A connection still open when its worker is told to stop (SIGHUP: a
+    rolling restart) goes on being served, and what the worker counted
+    until it exited is in the metrics: its last report is not lost.
+    """
+    process = twistd(*workers_argv("--handler", ECHO, "--metrics", f"tcp:0:interface={LOCAL}"))
+    where = await listening_on(process, ECHO)
+    metrics = await metrics_of(process)
+    _sock, reader, writer = await within(tt.connect(where, timeout=WAIT))
+    try:
+        writer.write_line(b"hi")
+        assert await within(reader.read_line()) == b"hi"
+        process.popen.send_signal(signal.SIGHUP)
+        await process.wait_for(re.compile(r"stopping: no new connections; .* for 1 connection"))
+        writer.write_line(b"x" * 1000)
+        assert await within(reader.read_line()) == b"x" * 1000
+    finally:
+        await within(writer.close())
+    samples = await until_scraped(
+        metrics, lambda s: s["twisted_tcp_handler_duration_seconds_count"] == 1
+    )
+    assert samples["twisted_tcp_received_bytes_total"] == 3 + 1001
+    assert samples["twisted_tcp_sent_bytes_total"] == 3 + 1001
+    assert samples["twisted_tcp_connections"] == 0

@@ -170,6 +170,7 @@ class _Worker(ProcessProtocol):
 
     pid: int | None = None
     stats: ServerStats | None = None  # what it last said it counted (with --metrics)
+    control_ended = False  # its control pipe is closed: every line of it was read
     _bad_stats = False  # it said something else, and that was logged
 
     def __init__(self, supervisor: WorkersService, index: int, started_at: float) -> None:
@@ -214,6 +215,12 @@ class _Worker(ProcessProtocol):
         self._output[childFD] = text
         for line in lines:
             self._relay(line, LogLevel.warn if childFD == 2 else LogLevel.info)
+
+    def childConnectionLost(self, childFD: int) -> None:
+        """The control pipe closed (the worker exited): its last line was read."""
+        if childFD == CONTROL_FD:
+            self.control_ended = True
+            self.supervisor._stats_final(self)
 
     def _read_stats(self, text: bytes) -> None:
         """Keep the stats of a L{STATS} line; log one that cannot be read, once."""
@@ -330,6 +337,7 @@ class WorkersService(Service):
         self._worker_settings: WorkerSettings | None = None
         self._slots: list[_Worker | None] = [None] * workers
         self._alive: set[_Worker] = set()
+        self._reporting: set[_Worker] = set()  # workers whose stats are not in _ended_stats
         self._failures = [0] * workers
         self._restart_timers: dict[int, IDelayedCall] = {}
         self._rolling: Deferred[None] | None = None
@@ -413,6 +421,7 @@ class WorkersService(Service):
             },
         )
         self._alive.add(worker)
+        self._reporting.add(worker)
         if promote:
             self._promote(worker)
         _log.info("{worker} started", worker=str(worker))
@@ -437,16 +446,26 @@ class WorkersService(Service):
         C{report_stats}), and the counters of the workers that exited.
         """
         total = self._ended_stats
-        for worker in self._alive:
+        for worker in self._reporting:
             if worker.stats is not None:
                 total = total.plus(worker.stats)
         return total
 
+    def _stats_final(self, worker: _Worker) -> None:
+        """
+        Once C{worker} has exited and every line of its control pipe was
+        read (its last stats included, which may come after its exit is
+        known), keep its counters in the sum of the workers that ended.
+        """
+        if worker.ended.fired and worker.control_ended and worker in self._reporting:
+            self._reporting.discard(worker)
+            if worker.stats is not None:
+                self._ended_stats = self._ended_stats.plus(worker.stats.ended())
+
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         """A worker exited: log it, and restart its slot if it was serving it."""
         self._alive.discard(worker)
-        if worker.stats is not None:
-            self._ended_stats = self._ended_stats.plus(worker.stats.ended())
+        self._stats_final(worker)
         how = _exit_text(reason)
         index = worker.index
         if self._stopping or worker.retired or self._slots[index - 1] is not worker:

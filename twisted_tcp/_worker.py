@@ -126,32 +126,45 @@ def main(argv: list[str]) -> int:
 
     control = _Control(stop)
 
-    def report_stats() -> None:
+    def stats_line() -> bytes | None:
         stats = service.stats()
-        if stats is not None:
-            control.say(STATS + b" " + json.dumps(stats.to_json()).encode())
+        return None if stats is None else STATS + b" " + json.dumps(stats.to_json()).encode()
+
+    def report_stats() -> None:
+        line = stats_line()
+        if line is not None:
+            control.say(line)
 
     reporting = LoopingCall(report_stats)
     reporting.clock = reactor
+
+    def report_at_end(result: object) -> object:
+        """
+        Say what the server counted to its end, now that it has ended (the
+        handlers that ran while it stopped included), and stop reporting.
+        Written at once, not through the reactor: the shutdown that follows
+        drops what the control pipe's transport still buffers.  One write of
+        less than PIPE_BUF bytes to a pipe is whole, never mixed with another.
+        """
+        if reporting.running:
+            reporting.stop()
+            line = stats_line()
+            if line is not None:
+                try:
+                    os.write(CONTROL_FD, line + b"\n")
+                except OSError:  # the supervisor is gone
+                    pass
+        return result
 
     def stop_service() -> Deferred[None] | None:
         server = service.server
         if server is not None:
             server.close_finished.addBoth(lambda _: control.say(CLOSED))
         stopped = service.stopService()
-        if reporting.running:
-            reporting.stop()
-            # What the server counted to its end, once it has ended.
-            if stopped is None:
-                report_stats()
-            else:
-
-                def report_at_end(result: object) -> object:
-                    report_stats()
-                    return result
-
-                stopped.addBoth(report_at_end)
-        return stopped
+        if stopped is None:
+            report_at_end(None)
+            return None
+        return stopped.addBoth(report_at_end)
 
     def start() -> None:
         nonlocal status
