@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import error
+from twisted.internet import error, reactor
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
@@ -403,6 +403,14 @@ async def test_cancelling_connected_leaves_the_connection_alone() -> None:
                 await within(waiting)
             count = len(events.of("attempting"))
             await events.until("attempting", count + 1)  # still trying
+            # A cancelled wait holds nothing (ClientService's whenConnected would
+            # keep each one until the next connection).
+            for _ in range(1000):
+                pc.connected().cancel()
+            late = pc.connected(fail_after_failures=1).addTimeout(0.01, reactor)
+            with pytest.raises(Exception):  # noqa: B017 (refused or timed out)
+                await within(late)
+            assert pc._waiters == []
     finally:
         probe.close()
 

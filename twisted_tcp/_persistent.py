@@ -171,6 +171,8 @@ class PersistentConnection:
         self._close_finished: OneShot[None] = OneShot()
         self._queue: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._draining: Any = None  # the delayed call that drains the queue
+        self._waiters: list[list[Any]] = []  # connected() not yet answered
+        self._failures = 0  # attempts that failed, in all
         self._held = _HeldFactory()
         self._service = ClientService(
             _Attempts(self),
@@ -218,39 +220,24 @@ class PersistentConnection:
         @raise TypeError: if C{fail_after_failures} is not an int or None.
         @raise ValueError: if it is less than 1.
         """
-        if fail_after_failures is not None:
-            check_count("fail_after_failures", fail_after_failures)
-        inner: list[Deferred[IProtocol]] = []
-        result: Deferred[_Triple] = Deferred(lambda _: inner[-1].cancel())
-
-        def ask() -> None:
-            asked = self._service.whenConnected(failAfterFailures=fail_after_failures)
-            inner.append(asked)
-            asked.addBoth(lambda outcome: self._soon(give, outcome))
-
-        def give(outcome: _Held | Failure) -> None:
-            if result.called:  # cancelled
-                return
-            if self._closed:
-                result.errback(self._closed_error())
-            elif isinstance(outcome, Failure):
-                result.errback(outcome)
-            elif outcome.triple[2].is_closed:
-                # Closing or closed: once it is gone, and ClientService has
-                # learnt it (the queue), ask for the next one.
-                outcome.triple[0].close_finished().addBoth(lambda _: self._soon(ask))
-            else:
-                result.callback(outcome.triple)
-
-        ask()
+        check_count("fail_after_failures", fail_after_failures, none="wait for ever")
+        # Kept here, not in ClientService's whenConnected, whose waiters
+        # cannot be cancelled: a waiter is [its Deferred, the failure count
+        # at which it fails (or None)].
+        limit = None if fail_after_failures is None else self._failures + fail_after_failures
+        waiter: list[Any] = []
+        result: Deferred[_Triple] = Deferred(lambda _: self._forget(waiter))
+        waiter += [result, limit]
+        self._waiters.append(waiter)
+        self._soon(self._answer)
         return result
 
     def close(self) -> Deferred[None]:
         """
         Stop: no more attempts; an attempt under way is abandoned (its
         socket closed); the connection now open, if any, is closed after its
-        writer has flushed (as C{writer.close()} does, for at most its
-        C{close_timeout}).  Idempotent.
+        writer has flushed (as C{writer.close()} does, for at most 30
+        s).  Idempotent.
 
         @return: a Deferred that fires once the connection is closed and
             nothing more is under way (the same as L{close_finished}).
@@ -291,6 +278,7 @@ class PersistentConnection:
         protocol.makeConnection(connection.transport)
         self._current = triple
         self._emit("connected", connection=triple)
+        self._soon(self._answer)
         connection.call_when_lost(lambda: self._soon(self._lost, connection, protocol, triple))
         # A peer that ended its stream will not answer again: close ours
         # too (after what was written is flushed), and make a new one.
@@ -300,7 +288,35 @@ class PersistentConnection:
     def _failed(self, reason: Failure) -> Failure:
         if not (self._closed and reason.check(CancelledError)):
             self._emit("failed", reason=reason.value)
+            self._failures += 1
+            self._soon(self._give_up, reason, self._failures)
         return reason
+
+    def _forget(self, waiter: list[Any]) -> None:
+        """A connected() was cancelled: forget it."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def _answer(self) -> None:
+        """Give the connection now open, if any, to every connected() waiting."""
+        current = self.current_connection
+        if self._closed or current is not None:
+            self._settle(lambda limit: True, self._closed_error() if self._closed else current)
+
+    def _give_up(self, reason: Failure, failures: int) -> None:
+        """Fail the connected() whose fail_after_failures is reached at C{failures}."""
+        self._settle(lambda limit: limit is not None and limit <= failures, reason)
+
+    def _settle(self, chosen: Callable[[int | None], bool], outcome: Any) -> None:
+        """Fire the connected() waiters that are C{chosen} (by their limit) with C{outcome}."""
+        settled = [waiter for waiter in self._waiters if chosen(waiter[1])]
+        self._waiters = [waiter for waiter in self._waiters if not chosen(waiter[1])]
+        for result, _ in settled:
+            if not result.called:  # (one cancelled by the callbacks of another)
+                if isinstance(outcome, (Failure, BaseException)):
+                    result.errback(outcome)
+                else:
+                    result.callback(outcome)
 
     def _lost(self, connection: Connection, protocol: IProtocol, triple: _Triple) -> None:
         """The connection was lost (a turn ago): say so, then tell ClientService."""
@@ -315,6 +331,7 @@ class PersistentConnection:
 
     def _stopped(self) -> None:
         self._current = None
+        self._answer()
         self._close_finished.fire(None)
 
     def _closed_error(self) -> CancelledError:
