@@ -189,6 +189,8 @@ async def test_unix_socket_peers_have_no_per_peer_limit(tmp_path: Any) -> None:
         (IPv4Address("TCP", "192.0.2.1", 1), "192.0.2.1"),
         (IPv6Address("TCP", "2001:db8::1", 1), "2001:db8::1"),
         (IPv6Address("TCP", "::ffff:192.0.2.1", 1), "192.0.2.1"),
+        (IPv6Address("TCP", "::ffff:c000:201", 1), "192.0.2.1"),
+        (IPv6Address("TCP", "::FFFF:192.0.2.1", 1), "192.0.2.1"),
         (UNIXAddress(b"/run/x.sock"), None),
         (UNIXAddress(None), None),
     ],

@@ -114,6 +114,7 @@ class MetricsService(Service):
 
     name = "metrics"
     port: IListeningPort | None = None
+    _listening = False  # listen() was called (an endpoint may listen later)
 
     def __init__(
         self,
@@ -133,7 +134,7 @@ class MetricsService(Service):
     def startService(self) -> None:
         """Start; listen now if C{privilegedStartService} did not."""
         Service.startService(self)
-        if self.port is None:
+        if not self._listening:
             self._listen()
 
     def _listen(self) -> None:
@@ -155,6 +156,7 @@ class MetricsService(Service):
         site.noisy = False  # no "Starting factory" line
         site.log = lambda request: None  # type: ignore[method-assign]  # no line per scrape
         site.logPrefix = lambda: "twisted_tcp metrics"  # type: ignore[method-assign]
+        self._listening = True
         reactor = self._reactor = default_reactor(self._reactor)
         failed: list[ListenError] = []
 
@@ -165,16 +167,25 @@ class MetricsService(Service):
                 address=show_address(port.getHost()),
             )
 
+        starting = True
+
         def cannot(reason: Any) -> None:
-            failed.append(ListenError(cannot_listen(f"{self.where} (--metrics)", reason)))
+            message = cannot_listen(f"{self.where} (--metrics)", reason)
+            if starting:
+                failed.append(ListenError(message))  # raised below: twistd exits with it
+            else:  # an endpoint that failed later: stop, as the server's own does
+                _log.critical("{message}; stopping", message=message)
+                reactor.stop()
 
         self.where.listen(reactor, DEFAULTS.backlog, site).addCallbacks(listening, cannot)
+        starting = False
         if failed:
             raise failed[0]
 
     def stopService(self) -> Any:
         """Stop listening."""
         Service.stopService(self)
+        self._listening = False
         port, self.port = self.port, None
         return None if port is None else port.stopListening()
 

@@ -11,6 +11,7 @@ the limit waits, unread and without a handler, until a slot frees.)
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 from collections import deque
 from collections.abc import Callable
@@ -692,8 +693,13 @@ def _peer_key(address: IAddress) -> str | None:
     host = getattr(address, "host", None)
     if not isinstance(host, str):
         return None
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
+    if host[:7].lower() == "::ffff:":  # (Python before 3.13 writes ::ffff:102:304)
+        try:
+            mapped = ipaddress.IPv6Address(host.partition("%")[0]).ipv4_mapped
+        except ValueError:
+            return host
+        if mapped is not None:
+            return str(mapped)
     return host
 
 

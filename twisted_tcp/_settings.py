@@ -115,12 +115,12 @@ class Settings:
         30.0, _seconds(), "seconds a TLS client has to finish its handshake"
     )
     max_connections: int = _field(10000, _count(), "connections a server serves at once")
-    max_connections_per_peer: int | None = _field(
-        None, _count(none="unlimited"), "connections a server takes from one client address"
-    )
     backlog: int = _field(64, _count(), "the kernel's queue of connections not yet accepted")
     shutdown_timeout: float = _field(
         10.0, _seconds(zero=True), "seconds handlers get to finish when twistd stops"
+    )
+    max_connections_per_peer: int | None = _field(
+        None, _count(none="unlimited"), "connections a server takes from one client address"
     )
 
     @staticmethod
