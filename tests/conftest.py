@@ -226,13 +226,18 @@ async def echo_in_batches(batches: int, size: int, backlog: int) -> int:
     return served
 
 
-def raw_client(port: int, host: str = LOCAL, rcvbuf: int | None = None) -> socket.socket:
+def raw_client(
+    port: int, host: str = LOCAL, rcvbuf: int | None = None, source: str | None = None
+) -> socket.socket:
     """
     A plain socket connected to a server (the connect completes in the
-    kernel's backlog, without the reactor), then made non-blocking.
+    kernel's backlog, without the reactor), from the address C{source} if
+    given, then made non-blocking.
     """
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
+        if source is not None:
+            s.bind((source, 0))
         if rcvbuf is not None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         s.settimeout(WAIT)

@@ -27,18 +27,9 @@ from .test_endpoints import HAPROXY, v1
 OTHER = "127.0.0.2"
 
 
-def client_from(host: str, port: int, to: str = LOCAL) -> socket.socket:
-    """A plain socket connected from C{host} to C{to}:C{port}, then non-blocking."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((host, 0))
-        s.settimeout(WAIT)
-        s.connect((to, port))
-        s.setblocking(False)
-    except BaseException:
-        s.close()
-        raise
-    return s
+def client_from(host: str, port: int) -> socket.socket:
+    """A plain socket connected from C{host} to 127.0.0.1:C{port}, then non-blocking."""
+    return raw_client(port, source=host)
 
 
 async def reset_or_closed(s: socket.socket) -> bool:
