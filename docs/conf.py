@@ -161,7 +161,23 @@ class TwistdUsage(SphinxDirective):
         return [block]
 
 
+def _sphinx_code_directives(app: Any) -> None:
+    """
+    Give C{code-block} and C{code} back to Sphinx once pydoctor has run:
+    importing pydoctor's reST support registers its own, which render every
+    block as Python, whatever its language, in docutils' global registry.
+    """
+    from sphinx.directives.code import CodeBlock
+    from sphinx.directives.patches import Code
+
+    app.add_directive("code-block", CodeBlock, override=True)
+    app.add_directive("sourcecode", CodeBlock, override=True)
+    app.add_directive("code", Code, override=True)
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.add_directive("twistd-options", TwistdOptions)
     app.add_directive("twistd-usage", TwistdUsage)
+    # After pydoctor's own builder-inited handler (priority 500), which runs it.
+    app.connect("builder-inited", _sphinx_code_directives, priority=900)
     return {"parallel_read_safe": True}

@@ -274,6 +274,11 @@ def test_twistd_page_shows_the_options_as_written(html: Path) -> None:
     assert 'href="tcp:' not in twistd
     # The --help block: plain text, not highlighted as Python.
     assert '<div class="highlight-text notranslate">' in twistd
+    # A code-block says its language, pydoctor having run in the same build
+    # (its reST support replaces code-block with one that makes all Python).
+    metrics = (html / "howto" / "metrics.html").read_text()
+    assert '<div class="highlight-yaml notranslate">' in metrics
+    assert '<div class="highlight-sh notranslate">' in metrics
 
 
 def test_offline_inventories_are_complete() -> None:
