@@ -633,7 +633,7 @@ async def test_limited_idle_timeout() -> None:
 @pytest_twisted.ensureDeferred
 async def test_per_peer_limit() -> None:
     """20 connections from 127.0.0.1 are served, the 21st is closed; 127.0.0.2 is served."""
-    from .test_per_peer_and_stats import client_from, reset_or_closed
+    from .test_per_peer_and_stats import client_from, refused_from
 
     per_peer = example("per_peer")
     clients: list[socket.socket] = []
@@ -642,9 +642,7 @@ async def test_per_peer_limit() -> None:
             port = server.listening_on
             clients += [client_from(LOCAL, port) for _ in range(20)]
             await until(lambda: server.num_connections == 20)
-            extra = client_from(LOCAL, port)
-            clients.append(extra)
-            assert await reset_or_closed(extra)
+            assert await refused_from(LOCAL, port)
             assert per_peer.refused(server) == 1
             other = tt.to_host_and_port(LOCAL, port, via_local_interface="127.0.0.2")
             _, reader, writer = await within(tt.connect(other, timeout=WAIT))

@@ -22,8 +22,9 @@ from twisted_tcp import _twistd
 from twisted_tcp._metrics import metrics_page
 from twisted_tcp._stats import DurationCounter, ServerStats
 
-from .conftest import LOCAL, WAIT, sleep, within
+from .conftest import LOCAL, WAIT, raw_client, sleep, within
 from .processes import Process, start  # noqa: F401 (a fixture)
+from .test_per_peer_and_stats import refused_from
 from .test_workers import listening_on, twistd, workers_argv  # noqa: F401 (twistd: a fixture)
 
 parser = pytest.importorskip("prometheus_client.parser")
@@ -93,15 +94,9 @@ async def test_metrics_of_one_process(twistd: Callable[..., Process]) -> None:  
     where = await listening_on(process, ECHO)
     metrics = await metrics_of(process)
     await echo_lines(where, 3)
-    held = socket.create_connection((LOCAL, where.port), timeout=WAIT)  # type: ignore[attr-defined]
-    refused = socket.create_connection((LOCAL, where.port), timeout=WAIT)  # type: ignore[attr-defined]
+    held = raw_client(where.port)  # type: ignore[attr-defined]
     try:
-        assert refused.recv(1) == b""  # closed at once (a reset reads as the end here)
-    except ConnectionResetError:
-        pass
-    finally:
-        refused.close()
-    try:
+        assert await refused_from(LOCAL, where.port)  # type: ignore[attr-defined]
         samples = await until_scraped(
             metrics, lambda s: s["twisted_tcp_connections_refused_per_peer_total"] == 1
         )
