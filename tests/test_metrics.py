@@ -205,7 +205,12 @@ async def test_what_a_stopping_worker_counts_reaches_the_metrics(
     rolling restart) goes on being served, and what the worker counted
     until it exited is in the metrics: its last report is not lost.
     """
-    process = twistd(*workers_argv("--handler", ECHO, "--metrics", f"tcp:0:interface={LOCAL}"))
+    # (A shutdown timeout long enough for a slow machine: the connection must
+    # outlive the SIGHUP by a few exchanges.)
+    process = twistd(
+        *workers_argv("--handler", ECHO, "--metrics", f"tcp:0:interface={LOCAL}"),
+        "--shutdown-timeout", "10",
+    )  # fmt: skip
     where = await listening_on(process, ECHO)
     metrics = await metrics_of(process)
     _sock, reader, writer = await within(tt.connect(where, timeout=WAIT))
