@@ -66,10 +66,10 @@ class ConnectionEvent:
         C{"disconnected"}; C{None} for the other kinds.
     """
 
-    kind: _Kind
+    kind: Literal["attempting", "failed", "connected", "disconnected"]
     where: WhereToConnect
     reason: BaseException | None = None
-    connection: _Triple | None = None
+    connection: tuple[Socket, Reader, Writer] | None = None
 
 
 class _Held(Protocol):
@@ -193,7 +193,7 @@ class PersistentConnection:
         return self._closed
 
     @property
-    def current_connection(self) -> _Triple | None:
+    def current_connection(self) -> tuple[Socket, Reader, Writer] | None:
         """
         C{(socket, reader, writer)} of the connection now open, or C{None}
         (also while it closes: its writer is closed).
@@ -206,7 +206,9 @@ class PersistentConnection:
         """A Deferred that fires once L{close} is done."""
         return self._close_finished.wait()
 
-    def connected(self, fail_after_failures: int | None = None) -> Deferred[_Triple]:
+    def connected(
+        self, fail_after_failures: int | None = None
+    ) -> Deferred[tuple[Socket, Reader, Writer]]:
         """
         The connection now open, or else the next one made.
 
