@@ -4,14 +4,16 @@ reconnecting with back-off, as Async's C{Persistent_connection} does.
 
 Twisted's L{ClientService} does the retrying and its timing.  Its endpoint
 here is an adapter whose every C{connect} is one attempt of L{connect}'s own
-(one deadline, the TLS handshake included, and cancellation).  Its state
-machine must not be re-entered while it makes a transition (with Twisted's
-typed state machine, a C{stopService} or a C{whenConnected} made from a
-callback of C{whenConnected} raises C{RuntimeError}, and it has no
-transition for a connection lost while it is still connecting): so
-whatever a user gives (C{on_event}, the callbacks of C{connected()}) runs
-from a queue drained in a later turn of the reactor, and so does telling
-it that a connection was lost.
+(one deadline, the TLS handshake included, and cancellation); the protocol
+it hands ClientService is a bare one, told when the connection is made and
+lost.  The state machine of ClientService must not be re-entered while it
+makes a transition (with Twisted's typed state machine, a C{stopService}
+made from inside one raises C{RuntimeError}, and it has no transition for a
+connection lost while it is still connecting), and an attempt starts inside
+one: so whatever a user gives (C{on_event}, the callbacks of
+C{connected()}, which the link answers itself) runs from a queue drained in
+a later turn of the reactor, and so does telling it that a connection was
+lost.
 """
 
 from __future__ import annotations
@@ -70,21 +72,6 @@ class ConnectionEvent:
     where: WhereToConnect
     reason: BaseException | None = None
     connection: tuple[Socket, Reader, Writer] | None = None
-
-
-class _Held(Protocol):
-    """What ClientService holds for a connection: its triple (the Connection reads)."""
-
-    def __init__(self, triple: _Triple) -> None:
-        self.triple = triple
-
-
-class _HeldFactory(Factory):
-    noisy = False
-    next: _Triple
-
-    def buildProtocol(self, addr: object) -> _Held:
-        return _Held(self.next)
 
 
 @implementer(IStreamClientEndpoint)
@@ -173,10 +160,13 @@ class PersistentConnection:
         self._draining: Any = None  # the delayed call that drains the queue
         self._waiters: list[list[Any]] = []  # connected() not yet answered
         self._failures = 0  # attempts that failed, in all
-        self._held = _HeldFactory()
+        # What ClientService holds for a connection: a bare protocol (the
+        # Connection reads), told when it is made and lost.
+        held = Factory.forProtocol(Protocol)
+        held.noisy = False
         self._service = ClientService(
             _Attempts(self),
-            self._held,
+            held,
             retryPolicy=_checked_policy(retry_policy, where),
             clock=reactor,
         )
@@ -274,7 +264,6 @@ class PersistentConnection:
             raise ConnectionLost(f"the connection to {self._where} ended as it was made")
         assert connection.reader is not None and connection.writer is not None
         triple = (Socket(connection), connection.reader, connection.writer)
-        self._held.next = triple
         protocol = factory.buildProtocol(connection.transport.getPeer())
         assert protocol is not None
         protocol.makeConnection(connection.transport)
