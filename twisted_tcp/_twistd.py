@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -31,7 +30,6 @@ from twisted.python import usage
 from ._metrics import MetricsService, check_available
 from ._service import HANDLER_EXAMPLE, TcpServerService, load_handler
 from ._settings import DEFAULTS, Settings
-from ._stats import ServerStats
 from ._supervisor import WorkersService, check_shareable
 from ._where import (
     OnEndpoint,
@@ -396,7 +394,6 @@ def makeService(options: Options) -> Service:
     settings = options["settings"]
     metrics = options.get("metrics-where")
     server: WorkersService | TcpServerService
-    stats: Callable[[], ServerStats | None]
     if options["workers"] > 1:
         cert, key = options["tls-cert"], options["tls-key"]
         server = WorkersService(
@@ -408,17 +405,15 @@ def makeService(options: Options) -> Service:
             settings=settings,
             report_stats=metrics is not None,
         )
-        stats = server.stats
     else:
         server = TcpServerService(
             options["where"], options["handler-function"], options["handler"], settings=settings
         )
-        stats = server.stats
     if metrics is None:
         return server
     both = MultiService()
     server.setServiceParent(both)
-    MetricsService(metrics, stats).setServiceParent(both)
+    MetricsService(metrics, server.stats).setServiceParent(both)
     return both
 
 
