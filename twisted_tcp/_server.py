@@ -67,14 +67,21 @@ class _ServerConnection(Connection):
             return
         self._no_delay()
         if tls is not None:
-            self.server._handshaking(self)
+            server._handshaking(self)
         else:
-            self.server._admit(self)
+            server._admit(self)
 
     def handshakeCompleted(self) -> None:
         Connection.handshakeCompleted(self)
         if self._handshake_done:  # else the connection is closing: connectionLost follows
             self.server._handshake_done(self)
+
+    def byte_counts(self) -> tuple[int, int]:
+        """The bytes its handler received and wrote (none before it started)."""
+        reader, writer = self.reader, self.writer
+        if reader is None or writer is None:
+            return 0, 0
+        return reader.bytes_received, writer.bytes_written
 
     def handler_ended(self, result: object) -> None:
         """The handler returned C{result} or failed (a L{Failure})."""
@@ -372,10 +379,9 @@ class Server:
         """
         received, sent = self._ended_received, self._ended_sent
         for connection in self._connections:
-            reader, writer = connection.reader, connection.writer
-            if reader is not None and writer is not None:
-                received += reader.bytes_received
-                sent += writer.bytes_written
+            connection_received, connection_sent = connection.byte_counts()
+            received += connection_received
+            sent += connection_sent
         return ServerStats(
             connections=len(self._connections),
             parked=len(self._parked),
@@ -451,8 +457,7 @@ class Server:
             self._per_peer[key] = count
         else:
             del self._per_peer[key]
-        if self._peers_refused and key in self._peers_refused:
-            self._peers_refused.discard(key)
+        self._peers_refused.discard(key)
 
     def _handshaking(self, connection: _ServerConnection) -> None:
         """A TLS connection was accepted: its handshake has a deadline."""
@@ -560,10 +565,10 @@ class Server:
                 pass
             return
         self._connections.discard(connection)
-        reader, writer = connection.reader, connection.writer
-        if reader is not None and writer is not None:
-            self._ended_received += reader.bytes_received
-            self._ended_sent += writer.bytes_written
+        received, sent = connection.byte_counts()
+        self._ended_received += received
+        self._ended_sent += sent
+        writer = connection.writer
         if writer is not None and writer.error is not None:
             self._report(connection, Failure(writer.error))
         parked = self._parked
