@@ -63,6 +63,18 @@ class _Control(Protocol):
         if self.transport is not None:
             self.transport.write(line + b"\n")
 
+    def say_at_once(self, line: bytes) -> None:
+        """
+        Write the control line C{line} now, not through the reactor: as the
+        worker shuts down, what the pipe's transport still buffers is
+        dropped.  One write of less than PIPE_BUF bytes to a pipe is whole,
+        never mixed with another.
+        """
+        try:
+            os.write(CONTROL_FD, line + b"\n")
+        except OSError:  # the supervisor is gone
+            pass
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Stdin closed (the supervisor died, or closed it): stop the worker."""
         self._stop()
@@ -142,18 +154,12 @@ def main(argv: list[str]) -> int:
         """
         Say what the server counted to its end, now that it has ended (the
         handlers that ran while it stopped included), and stop reporting.
-        Written at once, not through the reactor: the shutdown that follows
-        drops what the control pipe's transport still buffers.  One write of
-        less than PIPE_BUF bytes to a pipe is whole, never mixed with another.
         """
         if reporting.running:
             reporting.stop()
             line = stats_line()
             if line is not None:
-                try:
-                    os.write(CONTROL_FD, line + b"\n")
-                except OSError:  # the supervisor is gone
-                    pass
+                control.say_at_once(line)  # the shutdown that follows would drop it
         return result
 
     def stop_service() -> Deferred[None] | None:
