@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel, globalLogPublisher
 
 import twisted_tcp as tt
+from twisted_tcp._control import read_stats_line, stats_line
 from twisted_tcp._server import _peer_key
 from twisted_tcp._stats import DURATION_BUCKETS, DurationCounter, DurationHistogram, ServerStats
 
@@ -292,6 +293,8 @@ def test_stats_add_up_and_survive_json() -> None:
     assert both.handler_errors == 1 and both.handler_seconds.count == 1
     assert a.ended() == attrs.evolve(a, connections=0)
     assert ServerStats.from_json(both.to_json()) == both
+    assert read_stats_line(stats_line(both)) == both  # as a worker says it to its supervisor
+    assert read_stats_line(b"listening") is None
     with pytest.raises((KeyError, TypeError, ValueError)):
         ServerStats.from_json({"connections": "x"})
     bad = both.to_json()

@@ -26,6 +26,7 @@ import attrs
 from twisted.logger import InvalidLogLevelError, LogLevel, eventAsText
 
 from ._settings import DEFAULTS, Settings
+from ._stats import ServerStats
 
 WORKER_MODULE = "twisted_tcp._worker"
 """The module a worker process runs (C{python -m}), which names it in C{ps}."""
@@ -47,9 +48,9 @@ CLOSED = b"closed"
 
 STATS = b"stats"
 """
-The start of the control line C{stats JSON} (L{ServerStats.to_json}) that a
-worker writes each L{STATS_INTERVAL} seconds with C{--metrics}, and once
-more as it ends.
+The start of the control line C{stats JSON} (L{stats_line}) that a worker
+writes each L{STATS_INTERVAL} seconds with C{--metrics}, and once more as
+it ends.
 """
 
 STATS_INTERVAL = 1.0
@@ -95,6 +96,24 @@ class WorkerSettings:
                 settings[name] = tuple(settings[name])
         settings["settings"] = Settings(**settings["settings"])
         return cls(**settings)
+
+
+def stats_line(stats: ServerStats) -> bytes:
+    """The L{STATS} control line of C{stats}, which L{read_stats_line} reads."""
+    return STATS + b" " + json.dumps(stats.to_json(), separators=(",", ":")).encode()
+
+
+def read_stats_line(line: bytes) -> ServerStats | None:
+    """
+    The stats of a control line L{stats_line} wrote, or C{None} for another
+    kind of line.
+
+    @raise ValueError, TypeError, KeyError: for a L{STATS} line that cannot
+        be read.
+    """
+    if not line.startswith(STATS + b" "):
+        return None
+    return ServerStats.from_json(json.loads(line[len(STATS) + 1 :]))
 
 
 def worker_command(index: int, settings: WorkerSettings) -> list[str]:
@@ -151,6 +170,8 @@ __all__ = [
     "WorkerSettings",
     "log_line",
     "parse_log_line",
+    "read_stats_line",
     "read_worker_argv",
+    "stats_line",
     "worker_command",
 ]

@@ -41,7 +41,6 @@ process to end.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Callable
@@ -63,11 +62,11 @@ from ._control import (
     LISTENING,
     LOG_NAMESPACE,
     MAX_LINE,
-    STATS,
     WORKER_ENVIRONMENT_VARIABLE,
     WORKER_FD,
     WorkerSettings,
     parse_log_line,
+    read_stats_line,
     worker_command,
 )
 from ._oneshot import OneShot
@@ -203,8 +202,8 @@ class _Worker(ProcessProtocol):
                     self.listening.fire(None)
                 elif line == CLOSED:
                     self.closed.fire(None)
-                elif line.startswith(STATS + b" "):
-                    self._read_stats(line[len(STATS) + 1 :])
+                else:
+                    self._read_stats(line)
             return
         # stderr, the worker's log; stdout, what its children print
         text = self._output.get(childFD, b"") + data
@@ -222,10 +221,12 @@ class _Worker(ProcessProtocol):
             self.control_ended = True
             self.supervisor._stats_final(self)
 
-    def _read_stats(self, text: bytes) -> None:
-        """Keep the stats of a L{STATS} line; log one that cannot be read, once."""
+    def _read_stats(self, line: bytes) -> None:
+        """Keep the stats of a C{stats} control line; log one that cannot be read, once."""
         try:
-            self.stats = ServerStats.from_json(json.loads(text))
+            stats = read_stats_line(line)
+            if stats is not None:
+                self.stats = stats
         except (ValueError, TypeError, KeyError) as e:
             if not self._bad_stats:
                 self._bad_stats = True

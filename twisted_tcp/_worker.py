@@ -16,7 +16,6 @@ passes between the two.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import signal
 import sys
@@ -35,11 +34,11 @@ from ._control import (
     CONTROL_FD,
     LISTENING,
     LOG_NAMESPACE,
-    STATS,
     STATS_INTERVAL,
     WORKER_FD,
     log_line,
     read_worker_argv,
+    stats_line,
 )
 from ._service import ListenError, TcpServerService, load_handler
 from ._shared_socket import OnSharedSocket
@@ -138,14 +137,10 @@ def main(argv: list[str]) -> int:
 
     control = _Control(stop)
 
-    def stats_line() -> bytes | None:
-        stats = service.stats()
-        return None if stats is None else STATS + b" " + json.dumps(stats.to_json()).encode()
-
     def report_stats() -> None:
-        line = stats_line()
-        if line is not None:
-            control.say(line)
+        stats = service.stats()
+        if stats is not None:
+            control.say(stats_line(stats))
 
     reporting = LoopingCall(report_stats)
     reporting.clock = reactor
@@ -157,9 +152,9 @@ def main(argv: list[str]) -> int:
         """
         if reporting.running:
             reporting.stop()
-            line = stats_line()
-            if line is not None:
-                control.say_at_once(line)  # the shutdown that follows would drop it
+            stats = service.stats()
+            if stats is not None:
+                control.say_at_once(stats_line(stats))  # the shutdown that follows would drop it
         return result
 
     def stop_service() -> Deferred[None] | None:
