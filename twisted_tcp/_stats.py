@@ -7,6 +7,7 @@ to their supervisor as JSON and the supervisor adds up.
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Any
 
 import attrs
@@ -41,26 +42,21 @@ class DurationHistogram:
 class DurationCounter:
     """The mutable counts behind a L{DurationHistogram}, which it makes on demand."""
 
-    __slots__ = ("count", "per_bucket", "total")
+    __slots__ = ("per_bucket", "total")
 
     def __init__(self) -> None:
         self.per_bucket = [0] * (len(DURATION_BUCKETS) + 1)  # the last: above every bound
-        self.count = 0
         self.total = 0.0
 
     def add(self, seconds: float) -> None:
         """Count one duration."""
         self.per_bucket[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-        self.count += 1
         self.total += seconds
 
     def histogram(self) -> DurationHistogram:
         """The counts so far."""
-        counts, running = [], 0
-        for n in self.per_bucket[:-1]:
-            running += n
-            counts.append(running)
-        return DurationHistogram(DURATION_BUCKETS, tuple(counts), self.count, self.total)
+        counts = tuple(itertools.accumulate(self.per_bucket))
+        return DurationHistogram(DURATION_BUCKETS, counts[:-1], counts[-1], self.total)
 
 
 @attrs.frozen
