@@ -119,6 +119,39 @@ async def test_an_echo_leaves_twisted_transports_as_they_were() -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_handler_ending_with_its_peer_closes_in_that_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    A handler that ends at its peer's end of the stream, with nothing left
+    to send, has its connection closed in that turn of the reactor: the
+    transport is not added to the poller for writing only to find, on the
+    next turn, that it has nothing to write (two epoll_ctl calls more for
+    every connection).
+    """
+    added: list[Any] = []
+    add_writer = reactor.addWriter
+    monkeypatch.setattr(reactor, "addWriter", lambda s: (added.append(s), add_writer(s))[1])
+
+    def server_writers() -> list[Any]:
+        return [w for w in reactor.getWriters() if isinstance(w, tcp.Server)]
+
+    async with serving(echo) as server:
+        s = raw_client(int(server.listening_on))
+        try:
+            s.sendall(b"one\n")
+            assert await raw_read_line(s) == b"one\n"
+            await until(lambda: not server_writers())
+            added.clear()
+            s.shutdown(socket.SHUT_WR)
+            assert await raw_read_line(s) == b""  # the server closed
+            await until(lambda: server.num_connections == 0)
+        finally:
+            s.close()
+    assert [w for w in added if isinstance(w, tcp.Server)] == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_write_eof_then_flushed_sends_the_end_of_the_stream() -> None:
     """
     A flush awaited after write_eof() (the bytes still in Twisted's buffer)

@@ -78,6 +78,7 @@ class Connection(Protocol):
     _sink: Any = None  # the transport under every wrapper (found with the TLS layer)
     _lost_calls: list[Callable[[], object]] | None = None  # call_when_lost()
     _close_on_eof = False  # close_when_peer_ends()
+    _ending = False  # the reader is being told of the end of the stream
 
     def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
         self.clock = clock
@@ -184,13 +185,19 @@ class Connection(Protocol):
     def readConnectionLost(self) -> None:
         """The peer half-closed: the reader sees the end of the stream."""
         self._read_eof = True
-        if self.reader is not None:
-            self.reader.eof_received()
+        reader = self.reader
+        if reader is not None:
+            # A close that the end of the stream leads to (the handler ends)
+            # is finished below, in this turn, not by the transport.
+            self._ending = True
+            try:
+                reader.eof_received()
+            finally:
+                self._ending = False
             writer = self.writer
             if writer is not None and writer.is_closed:
-                self.transport.loseConnection()
-                if writer.all_sent():
-                    self._end_now()
+                if not (writer.all_sent() and self._end_now()):
+                    self.transport.loseConnection()
             elif writer is not None and self._close_on_eof:
                 writer.close()
         elif self._user is not None:
@@ -200,25 +207,32 @@ class Connection(Protocol):
             else:
                 self.transport.loseConnection()
 
-    def _end_now(self) -> None:
+    def _end_now(self) -> bool:
         """
         Both streams have ended and every byte written has gone: end the
         connection in this turn of the reactor, as Twisted itself does for a
-        protocol that cannot half-close, rather than in the next one, where
-        the transport would write nothing and add and remove itself from the
-        poller to find that out.  For plain socket transports only (a TLS
-        layer still has its close_notify to send).
+        protocol that cannot half-close, rather than ask the transport to
+        (it would add itself to the poller for writing, to find on the next
+        turn that it has nothing to write).  For plain socket transports
+        only (a TLS layer still has its close_notify to send); return
+        whether it was one.
         """
         transport: Any = self.transport
-        if (
-            self._tls is None
-            and type(transport) in _SOCKET_TRANSPORTS
-            and transport.disconnecting
-            and transport.connected
-        ):
+        if self._tls is None and type(transport) in _SOCKET_TRANSPORTS and transport.connected:
             transport.stopReading()
             transport.stopWriting()
             transport.connectionLost(connectionDone)
+            return True
+        return False
+
+    def close_transport(self) -> None:
+        """
+        Close the transport once what was written has gone (the writer's
+        close).  While the reader is told of the end of the stream, that is
+        left to L{readConnectionLost}, which may end the connection at once.
+        """
+        if not (self._ending and self._tls is None):
+            self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         """Our end of the stream was sent (after L{Writer.write_eof})."""

@@ -397,7 +397,10 @@ class Writer:
             # Over TLS: close_notify after what was written; the writer
             # stays registered, and closes the socket once it has left
             # (resumeProducing), without waiting for the peer's.
-            self._transport.loseConnection()
+            if self._connection is not None:
+                self._connection.close_transport()
+            else:
+                self._transport.loseConnection()
             # With nothing left to send the transport closes by itself;
             # else the peer has close_timeout seconds to take the rest.
             if (
