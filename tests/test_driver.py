@@ -245,7 +245,7 @@ def test_base_exceptions_are_outcomes_too(exception: type[BaseException]) -> Non
 
 def test_lines_are_handed_to_the_task_with_no_deferred() -> None:
     from twisted_tcp import Reader
-    from twisted_tcp._reader import ReadDeferred
+    from twisted_tcp._reader import _Lines
 
     reader = Reader(None)
     seen: list[bytes] = []
@@ -259,10 +259,12 @@ def test_lines_are_handed_to_the_task_with_no_deferred() -> None:
     task = run(handler, (), done)
     assert isinstance(task, Task)
     waiter = reader._waiter
-    assert type(waiter) is ReadDeferred and waiter.task is task
+    # The iterator itself is the pending read: waiting for a line makes nothing.
+    assert type(waiter) is _Lines and waiter.task is task
     reader.data_received(b"zero\n")
-    assert not waiter.called  # resumed directly: the Deferred was not fired
+    assert reader._waiter is waiter and waiter.task is task
     reader.data_received(b"one\ntw")
+    assert reader._waiter is waiter  # waits for the rest of "two", still with no Deferred
     reader.data_received(b"o\nthree\n")
     assert seen == [b"zero", b"one", b"two", b"three"]
     reader.eof_received()
@@ -309,6 +311,58 @@ def test_lines_under_twisteds_own_driver_wait_on_a_deferred() -> None:
     reader.data_received(b"a\nb\n")
     reader.eof_received()
     assert result_of(d) == [b"a", b"b"]
+
+
+def test_lines_under_twisteds_own_driver_can_be_cancelled_and_keep_the_bytes() -> None:
+    from twisted.internet.defer import ensureDeferred
+
+    from twisted_tcp import Reader
+
+    reader = Reader(None)
+
+    async def consume() -> list[bytes]:
+        return [line async for line in reader.lines()]
+
+    d = ensureDeferred(consume())
+    reader.data_received(b"half a ")
+    d.cancel()
+    failure: list[Failure] = []
+    d.addErrback(failure.append)
+    assert failure and failure[0].check(CancelledError)
+    assert reader._waiter is None
+    reader.data_received(b"line\n")
+    assert result_of(reader.read_line()) == b"half a line"
+
+
+@pytest.mark.parametrize("driver", ["lean", "twisted"])
+def test_a_line_too_long_is_raised_into_an_async_for(driver: str) -> None:
+    from twisted.internet.defer import ensureDeferred
+
+    from twisted_tcp import LineTooLongError, Reader
+
+    reader = Reader(None, max_line_length=4)
+    seen: list[Any] = []
+
+    async def consume() -> list[Any]:
+        while True:
+            try:
+                async for line in reader.lines():
+                    seen.append(line)
+                return seen
+            except LineTooLongError:
+                seen.append("too long")
+
+    if driver == "lean":
+        done = Outcome()
+        run(consume, (), done)
+    else:
+        d = ensureDeferred(consume())
+    reader.data_received(b"ok\n")
+    reader.data_received(b"much too ")
+    reader.data_received(b"long\nfine\n")
+    reader.eof_received()
+    result = done.value if driver == "lean" else result_of(d)
+    assert result == [b"ok", "too long", b"fine"]
 
 
 def test_read_line_awaited_is_resumed_directly_and_can_be_cancelled_from_outside() -> None:

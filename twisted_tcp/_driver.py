@@ -24,7 +24,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from ._reader import ReadDeferred
+from ._reader import ReadDeferred, _Lines
 
 Done = Callable[[Any], object]
 """Told how a handler ended: its result, or a L{Failure}."""
@@ -42,7 +42,7 @@ class Task:
         self._coroutine = coroutine
         self._done = done
         self._context = copy_context()
-        self._waiting: Deferred[Any] | None = None  # what the coroutine awaits
+        self._waiting: Deferred[Any] | _Lines | None = None  # what the coroutine awaits
         self._step(None, None)
 
     def cancel(self) -> None:
@@ -82,7 +82,8 @@ class Task:
             except BaseException:
                 self._done(Failure())
                 return
-            if type(awaited) is ReadDeferred and not awaited.tapped:
+            kind = type(awaited)
+            if kind is _Lines or (kind is ReadDeferred and not awaited.tapped):
                 awaited.task = self  # the reader resumes us directly
                 self._waiting = awaited
                 return

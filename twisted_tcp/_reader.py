@@ -65,7 +65,7 @@ class Reader:
         self.buffer_size = buffer_size
         self._paused = False
         self._received = 0
-        self._waiter: ReadDeferred | None = None
+        self._waiter: ReadDeferred | _Lines | None = None
         self._op: Callable[[Any], Any] | None = None
         self._op_arg: Any = None
 
@@ -224,6 +224,16 @@ class Reader:
         Start a read: return its result now, or a L{ReadDeferred} if it must
         wait for bytes; raise its error now.
         """
+        result = self._try(op, arg)
+        if result is NEED:
+            return self._wait(op, arg)
+        return result
+
+    def _try(self, op: Callable[[Any], Any], arg: Any) -> Any:
+        """
+        Try a read with no read pending: return its result, or L{NEED} (it
+        must wait for bytes); raise its error.
+        """
         if self._waiter is not None:
             raise ReadInProgressError(
                 "another read is already pending on this Reader; "
@@ -234,21 +244,23 @@ class Reader:
         except Exception:
             self._update_flow()
             raise
-        if result is NEED:
-            return self._wait(op, arg)
-        if self._paused and self._buffer.size <= self.buffer_size:
+        if result is not NEED and self._paused and self._buffer.size <= self.buffer_size:
             self._set_paused(False)
         return result
 
     def _wait(self, op: Callable[[Any], Any], arg: Any) -> ReadDeferred:
         """Make C{op(arg)} the pending read, tried again as bytes arrive."""
         pending = ReadDeferred(self)
-        self._waiter = pending
+        self._wait_on(pending, op, arg)
+        return pending
+
+    def _wait_on(self, waiter: ReadDeferred | _Lines, op: Callable[[Any], Any], arg: Any) -> None:
+        """Make C{op(arg)} the pending read, for C{waiter}."""
+        self._waiter = waiter
         self._op = op
         self._op_arg = arg
         if self._paused:
             self._set_paused(False)
-        return pending
 
     def _serve(self) -> None:
         op = self._op
@@ -263,21 +275,24 @@ class Reader:
         waiter = self._waiter
         assert waiter is not None
         self._waiter = self._op = self._op_arg = None
+        # A task that awaits the read (a ReadDeferred with no callbacks, or
+        # the iterator of lines()) is resumed directly; a Deferred given
+        # callbacks, or waited on by another driver, is fired.
         task = waiter.task
-        if task is None or waiter.tapped:
+        waiter.task = None
+        if isinstance(waiter, ReadDeferred) and (task is None or waiter.tapped):
             if isinstance(result, Failure):
                 waiter.errback(result)
             else:
                 waiter.callback(result)
         if task is not None:
-            waiter.task = None
             if isinstance(result, Failure):
                 task.throw_failure(result)
             else:
                 task.send_result(result)
         self._update_flow()
 
-    def _cancel(self, d: Deferred[Any]) -> None:
+    def _cancel(self, d: object) -> None:
         if self._waiter is d:
             self._waiter = self._op = self._op_arg = None
             self._update_flow()
@@ -392,12 +407,24 @@ class ReadDeferred(Deferred[Any]):
 
 
 class _Lines:
-    """The async iterator of L{Reader.lines}."""
+    """
+    The async iterator of L{Reader.lines}, and the awaitable of each of its
+    steps: a line already buffered is given at once; else the iterator
+    itself becomes the reader's pending read.  Awaited by the lean driver
+    (L{twisted_tcp._driver.Task}), which sets itself as C{task}, it is
+    resumed with the line directly: waiting for a line makes no object at
+    all.  Under another driver (Twisted's own, which sends back what it
+    does not know), the wait goes on on a L{ReadDeferred}.
 
-    __slots__ = ("_reader",)
+    @ivar task: the task that awaits the pending line, or C{None}.
+    """
+
+    __slots__ = ("_reader", "_yielded", "task")
 
     def __init__(self, reader: Reader) -> None:
         self._reader = reader
+        self.task: Any = None
+        self._yielded = False  # handed to a driver, which has not resumed it yet
 
     def __aiter__(self) -> _Lines:
         return self
@@ -407,20 +434,60 @@ class _Lines:
         buffer = reader._buffer
         if reader._waiter is None:
             if not buffer.size and not buffer.eof:  # the usual wait, decided at once
-                pending = reader._wait(buffer.take_line, None)
-                pending.end = True
-                return pending
+                reader._wait_on(self, buffer.take_line, None)
+                return self
             # A line already buffered costs no Deferred at all.
             line = reader._line_now()
             if line is not None:
                 return _ready(line)
-        line = reader._begin(buffer.take_line, None)
-        if type(line) is ReadDeferred:
-            line.end = True
-            return line
+        line = reader._try(buffer.take_line, None)
+        if line is NEED:  # part of a line, or a long one, is buffered
+            reader._wait_on(self, buffer.take_line, None)
+            return self
         if line is None:
             raise StopAsyncIteration
         return _ready(line)
+
+    # -- the iterator of its own await ------------------------------------------
+
+    def __await__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._yielded:
+            self._yielded = True
+            return self  # the driver waits on it
+        # Resumed with None (the end of the stream), which Python hands to
+        # __next__ rather than send.
+        self._yielded = False
+        raise StopAsyncIteration
+
+    def send(self, value: Any) -> Any:
+        if value is self:
+            # A driver that does not know this object sent it back: wait on
+            # a Deferred instead, which that driver knows.
+            pending = ReadDeferred(self._reader)
+            pending.end = True
+            self._reader._waiter = pending
+            return pending
+        self._yielded = False
+        if value is None:
+            raise StopAsyncIteration
+        raise StopIteration(value)
+
+    def throw(self, error: Any, value: Any = None, traceback: Any = None) -> Any:
+        self._yielded = False
+        if value is None:
+            value = error if isinstance(error, BaseException) else error()
+        raise value.with_traceback(traceback) if traceback is not None else value
+
+    def cancel(self) -> None:
+        """The task that awaits a line is cancelled: it gets C{CancelledError} there."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            self._reader._cancel(self)
+            task.throw_failure(Failure(CancelledError()))
 
 
 @types.coroutine
