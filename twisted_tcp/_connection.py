@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import tcp, unix
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
@@ -32,6 +32,7 @@ from ._oneshot import OneShot
 from ._reader import Reader
 from ._settings import DEFAULTS, Settings, settings_with
 from ._tls import split_transport
+from ._twisted_private import SOCKET_TRANSPORTS
 from ._where import show_address
 from ._writer import Writer
 
@@ -41,10 +42,6 @@ if TYPE_CHECKING:
 
 class IStreamTransport(ITCPTransport, IPushProducer):
     """What the transport of a connection is (Twisted's, or a wrapper's): for type checks."""
-
-
-# Twisted's socket transports, which _end_now may close in this turn.
-_SOCKET_TRANSPORTS = frozenset({tcp.Server, tcp.Client, unix.Server, unix.Client})
 
 
 @implementer(IHalfCloseableProtocol)
@@ -101,7 +98,11 @@ class Connection(Protocol):
         Find the TLS layer under this protocol, if any, and ask it to say
         when its handshake is done (L{handshakeCompleted}); return it.
         """
-        self._sink, self._tls = split_transport(self.transport)
+        transport = self.transport
+        if type(transport) in SOCKET_TRANSPORTS:  # the usual case: no layer between
+            self._sink = transport
+            return None
+        self._sink, self._tls = split_transport(transport)
         tls = self._tls
         if tls is not None:
             # Said only now, and only over TLS: a client endpoint's wrapper
@@ -129,7 +130,7 @@ class Connection(Protocol):
         if kind is tcp.Server or kind is tcp.Client:  # (unix.Server is a subclass)
             sink.setTcpNoDelay(True)
         elif (
-            kind not in _SOCKET_TRANSPORTS
+            kind not in SOCKET_TRANSPORTS
             and ITCPTransport.providedBy(sink)
             and isinstance(sink.getHost(), (IPv4Address, IPv6Address))
         ):
@@ -218,7 +219,7 @@ class Connection(Protocol):
         whether it was one.
         """
         transport: Any = self.transport
-        if self._tls is None and type(transport) in _SOCKET_TRANSPORTS and transport.connected:
+        if self._tls is None and type(transport) in SOCKET_TRANSPORTS and transport.connected:
             transport.stopReading()
             transport.stopWriting()
             transport.connectionLost(connectionDone)

@@ -87,7 +87,7 @@ class Task:
                 awaited.task = self  # the reader resumes us directly
                 self._waiting = awaited
                 return
-            if isinstance(awaited, Deferred):
+            if kind is Deferred or isinstance(awaited, Deferred):
                 # Never fired yet (an await of a fired one does not yield),
                 # unless paused: either way, its callback resumes us.
                 self._waiting = awaited

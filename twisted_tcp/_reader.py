@@ -280,7 +280,7 @@ class Reader:
         # callbacks, or waited on by another driver, is fired.
         task = waiter.task
         waiter.task = None
-        if isinstance(waiter, ReadDeferred) and (task is None or waiter.tapped):
+        if type(waiter) is ReadDeferred and (task is None or waiter.tapped):
             if isinstance(result, Failure):
                 waiter.errback(result)
             else:

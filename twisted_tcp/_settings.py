@@ -27,6 +27,8 @@ def check_count(
     @raise TypeError: if it is not an int (or None where None means nothing).
     @raise ValueError: if it is less than C{least}.
     """
+    if type(value) is int and value >= least:
+        return value
     if value is None and none is not None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):

@@ -58,11 +58,17 @@ class Sweeper:
 _sweepers: weakref.WeakKeyDictionary[Any, Sweeper] = weakref.WeakKeyDictionary()
 
 
+_last: list[Any] = [None, None]  # the clock asked for last, and its sweeper
+
+
 def sweeper_for(clock: IReactorTime) -> Sweeper:
     """The one sweeper of C{clock}."""
+    if _last[0] is clock:  # nearly always: a process has one reactor
+        return _last[1]  # type: ignore[no-any-return]
     sweeper = _sweepers.get(clock)
     if sweeper is None:
         sweeper = _sweepers[clock] = Sweeper(clock)
+    _last[:] = (clock, sweeper)
     return sweeper
 
 

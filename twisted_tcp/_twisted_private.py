@@ -59,6 +59,10 @@ RESOURCE_ERRORS = frozenset({"EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"})
 # -- socket transports -------------------------------------------------------------
 
 
+SOCKET_TRANSPORTS = frozenset({tcp.Server, tcp.Client, unix.Server, unix.Client})
+"""Twisted's own socket transports: each says what it holds (L{unsent_bytes})."""
+
+
 def unsent_bytes(transport: Any) -> int | None:
     """
     The bytes written to C{transport}, one of Twisted's socket transports,

@@ -43,7 +43,12 @@ from ._oneshot import OneShot
 from ._settings import DEFAULTS, Settings, check_seconds
 from ._sweeper import GRACE, Deadline, Sweeper, sweeper_for
 from ._tls import split_transport
-from ._twisted_private import tls_plaintext_held, tls_session_ended, unsent_bytes
+from ._twisted_private import (
+    SOCKET_TRANSPORTS,
+    tls_plaintext_held,
+    tls_session_ended,
+    unsent_bytes,
+)
 from ._where import show_address
 
 if TYPE_CHECKING:
@@ -512,6 +517,8 @@ class Writer:
         an echo that never waits costs no call per drain, and the transport
         no producer (adding one costs each of Twisted's transports 0.8 KiB).
         """
+        if self._tls is None and type(self._sink) in SOCKET_TRANSPORTS:
+            return  # (each of them says what it holds)
         if self._tls is not None or self._unsent() is None:
             self.watch_drains()
 
