@@ -115,6 +115,33 @@ def test_no_producer_is_fine() -> None:
 # -- read --------------------------------------------------------------------------
 
 
+def test_a_read_ready_at_once_is_a_fired_deferred_for_every_use() -> None:
+    """
+    A read whose result is buffered returns a Deferred that has fired, as
+    succeed() makes: callbacks run at once, chaining works, and both the
+    lean driver and Twisted's await it.
+    """
+    from twisted_tcp._driver import run
+
+    reader = Reader(None)
+    reader.data_received(b"one\ntwo\nthree\nfour\n")
+    d = reader.read_line()
+    assert isinstance(d, Deferred) and d.called
+    seen: list[Any] = []
+    d.addCallback(seen.append)
+    assert seen == [b"one"]
+    assert result_of(reader.read_line().addCallback(bytes.upper)) == b"TWO"
+
+    async def two_more() -> list[Any]:
+        return [await reader.read_line(), await reader.read_line()]
+
+    assert result_of(ensureDeferred(two_more())) == [b"three", b"four"]
+    reader.data_received(b"five\nsix\n")
+    out: list[Any] = []
+    run(two_more, (), out.append)
+    assert out == [[b"five", b"six"]]
+
+
 def test_read_returns_what_is_there_up_to_max_bytes() -> None:
     reader, _ = make()
     feed(reader, b"hello", b" world")

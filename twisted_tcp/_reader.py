@@ -16,7 +16,7 @@ import types
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
@@ -122,7 +122,7 @@ class Reader:
         if self._waiter is None:
             line = self._line_now()
             if line is not None:
-                return succeed(line)
+                return _fired(line)
         return self._start(RecordBuffer.take_line, None)
 
     def read_until(self, delimiter: bytes, keep_delimiter: bool = False) -> Deferred[bytes | None]:
@@ -219,7 +219,7 @@ class Reader:
             return fail()
         if result is NEED:
             return self._wait(op, arg)
-        return succeed(result)
+        return _fired(result)
 
     def _try(self, op: Callable[[RecordBuffer, Any], Any], arg: Any) -> Any:
         """
@@ -358,6 +358,29 @@ class ReadDeferred(Deferred[Any]):
         super().cancel()
 
 
+class _Fired(Deferred[Any]):
+    """
+    The Deferred of a read that had its result at once: an ordinary fired
+    Deferred, but for its await, a generator (below), which is twice as
+    fast as a fired Deferred's own.
+    """
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return _await_fired(self.result)
+
+
+def _fired(result: object) -> _Fired:
+    """A Deferred that has fired with C{result}, as C{succeed} makes, for a read."""
+    d = _Fired()
+    # What callback() does to a Deferred with no callbacks yet: the two
+    # attributes that Deferred documents as saying it has fired, and with what.
+    d.called = True
+    d.result = result
+    return d
+
+
 # The awaits below are generators, not iterator objects whose send() raises
 # StopIteration: a coroutine resumes a generator and takes its return value
 # with no exception raised, which is three times faster, and leaves the
@@ -378,6 +401,12 @@ def _await_read(d: ReadDeferred) -> Generator[Any, Any, Any]:
         d.addErrback(_consumed)  # raised here: not to be logged as unhandled
         result.raiseException()
     return result
+
+
+def _await_fired(result: object) -> Generator[Any, Any, Any]:
+    """The await of a L{_Fired} read: its result, at once."""
+    return result
+    yield  # pragma: no cover  (makes it a generator)
 
 
 @types.coroutine
