@@ -95,7 +95,8 @@ async def test_an_echo_leaves_twisted_transports_as_they_were() -> None:
     """
     Neither end registers a producer with Twisted's transport while nobody
     waits for a flush: adding one grows every transport by 0.8 KiB (its
-    __dict__), and costs a call at every drain.  A flush that waits does.
+    __dict__), and costs a call at every drain.  A flush that waits does,
+    until the drain it waits for.
     """
     transports: list[Any] = []
 
@@ -110,12 +111,15 @@ async def test_an_echo_leaves_twisted_transports_as_they_were() -> None:
             assert await reader.read_line() == line
         assert "producer" not in vars(transports[0]) and "producer" not in vars(transports[1])
         writer.write((b"x" * 1023 + b"\n") * 4096)  # more than the kernel takes at once
-        await writer.flushed()
-        return transports[1].producer
+        flushed = writer.flushed()
+        during = transports[1].producer
+        await flushed
+        return during, transports[1].producer
 
     async with serving(handler) as server:
-        producer = await within(tt.with_connection(where_of(server), f))
-    assert isinstance(producer, tt.Writer)
+        during, after = await within(tt.with_connection(where_of(server), f))
+    assert isinstance(during, tt.Writer)
+    assert after is None  # watched until the drain it waited for, not for good
 
 
 @pytest_twisted.ensureDeferred

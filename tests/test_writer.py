@@ -590,6 +590,33 @@ def test_on_twisted_transports_the_writer_registers_only_to_wait() -> None:
     writer.resumeProducing()  # what Twisted's transport calls once it drained
     assert result_of(d) is None
     assert writer.bytes_to_write == 0
+    assert transport.producer is None  # watched for that drain only
+
+
+def test_bytes_waiting_at_a_sweep_are_watched_until_they_left_not_for_good() -> None:
+    """
+    A reply still in the transport's buffer when the sweep comes makes the
+    writer watch drains; once it has left, the writer stops, so that a busy
+    connection is not called at every drain for the rest of its life.
+    """
+    transport = HoldingTransport()
+    clock = Clock()
+    writer = Writer(transport, clock, 10.0, 30.0)
+    writer.start()
+    writer.write(b"reply")
+    transport._tempDataLen = 5
+    clock.advance(GRACE)  # the sweep finds it waiting
+    assert transport.producer is writer
+    transport._tempDataLen = 0
+    writer.resumeProducing()
+    assert transport.producer is None and writer.bytes_to_write == 0
+    for _ in range(3):  # replies that leave between sweeps are not watched
+        writer.write(b"next")
+        clock.advance(GRACE)
+        assert transport.producer is None
+    clock.advance(10.0)  # the age check armed at the first sweep finds nothing waiting
+    assert transport.producer is None and not clock.getDelayedCalls()
+    assert transport.abort_calls == 0 and writer.error is None
 
 
 def test_writes_after_the_loss_are_not_called_flushed_by_asking() -> None:

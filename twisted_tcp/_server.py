@@ -34,7 +34,7 @@ from ._reader import Reader
 from ._settings import DEFAULTS, Settings, settings_with
 from ._stats import DurationCounter, ServerStats
 from ._tls import describe_tls_error
-from ._twisted_private import accept_error, fit_accepts
+from ._twisted_private import SOCKET_TRANSPORTS, accept_error, fit_accepts
 from ._where import WhereToListen, show_address
 from ._writer import Writer
 
@@ -59,6 +59,7 @@ class _ServerConnection(Connection):
     _handshake_timer: IDelayedCall | None = None  # a TLS handshake is under way
     _peer_key: str | None = None  # counted against max_connections_per_peer as this
     _started = 0.0  # when the handler started
+    accepted_from: IAddress | None = None  # the address buildProtocol was given
 
     def connectionMade(self) -> None:
         tls = self._find_tls()
@@ -105,7 +106,7 @@ class _ServerConnection(Connection):
         receive = self.dataReceived
         writer = self.writer
         assert writer is not None
-        writer.watch_drains()  # the time of every drain counts
+        writer.watch_drains(always=True)  # the time of every drain counts
         self._last_received = clock.seconds()
 
         def data_received(data: bytes) -> None:
@@ -143,11 +144,12 @@ class _ServerFactory(Factory):
         """What Twisted's port logs as it starts: C{twisted_tcp server starting on 9000}."""
         return "twisted_tcp server"
 
-    def buildProtocol(self, addr: object) -> _ServerConnection:
+    def buildProtocol(self, addr: IAddress | None) -> _ServerConnection:
         server = self.server
         server._accepted += 1
         connection = _ServerConnection(server._reactor, None)
         connection.server = server
+        connection.accepted_from = addr
         return connection
 
 
@@ -526,7 +528,13 @@ class Server:
         reader, writer = connection.start_stream(self._settings)
         if self._idle_timeout is not None:
             connection.watch_idle(self._idle_timeout)
-        address = connection.transport.getPeer()
+        transport = connection.transport
+        # The address the port accepted from, unless a layer (the PROXY
+        # protocol's) says otherwise: a socket transport's getPeer() makes
+        # a new one.
+        address = connection.accepted_from
+        if address is None or type(transport) not in SOCKET_TRANSPORTS:
+            address = transport.getPeer()
         self._handlers_running += 1
         connection._started = self._reactor.seconds()
         run(self._handler, (address, reader, writer), connection.handler_ended)
@@ -554,7 +562,7 @@ class Server:
     def _ended(self, connection: _ServerConnection, reason: Failure) -> None:
         if connection._peer_key is not None:
             self._peer_left(connection._peer_key)
-        if self._handshake_ended(connection):
+        if self._handshakes and self._handshake_ended(connection):
             if not self._closed:
                 self._handshake_failed(connection, _handshake_error(reason))
             return

@@ -68,6 +68,10 @@ CLOSED = 3  # closed by this side, and the connection is gone
 FAILED = 4  # the connection was lost without this side closing it: writes are dropped
 # (so "state >= CLOSED" says the connection is gone)
 
+# How the writer watches the transport's drains (when registered as its producer).
+WAIT_DRAIN = 1  # until the next drain
+ALWAYS = 2  # for good
+
 # Every transition, (state, event) -> state; an event not listed changes
 # nothing.  Events: "eof" (write_eof), "close" (close or abort), "lost".
 _NEXT = {
@@ -184,7 +188,9 @@ class Writer:
         self._state = OPEN
         self._lost_reason: BaseException | None = None  # ... with this (flushes fail with it)
         self._clean = True  # nothing written since the transport was last known drained
-        self._registered = False  # the transport's producer: told of every drain
+        # The transport's producer, told of every drain: not (0), until the
+        # next drain (WAIT_DRAIN), or for good (ALWAYS).
+        self._registered = 0
         self._written = 0
         self._held: list[bytes] | None = None  # writes kept by gather() until send_gathered()
         self._flushed_count = 0
@@ -520,19 +526,30 @@ class Writer:
         if self._tls is None and type(self._sink) in SOCKET_TRANSPORTS:
             return  # (each of them says what it holds)
         if self._tls is not None or self._unsent() is None:
-            self.watch_drains()
+            self.watch_drains(always=True)
 
-    def watch_drains(self) -> None:
+    def watch_drains(self, always: bool = False) -> None:
         """
-        Be told by the transport of every drain from now on; while open
-        only: once the writer is half-closed or closing, a producer would
-        keep Twisted's transport from sending its FIN or closing (it calls
-        the producer instead), and what waits is told by the end of the
-        stream or of the connection (L{eof_sent}, L{connection_lost}).
+        Be told by the transport of the next drain (a wait that needs it:
+        a flush, bytes that have waited), or with C{always} of every drain
+        from now on (over TLS, a transport that does not say what it holds,
+        an idle timeout); while open only: once the writer is half-closed or
+        closing, a producer would keep Twisted's transport from sending its
+        FIN or closing (it calls the producer instead), and what waits is
+        told by the end of the stream or of the connection (L{eof_sent},
+        L{connection_lost}).
+
+        A writer watching until the next drain stops then: a connection
+        that once had a reply in flight at a sweep is not called at every
+        drain for the rest of its life.
         """
-        if not self._registered and self._state == OPEN:
-            self._registered = True
+        if self._state != OPEN:
+            return
+        if not self._registered:
+            self._registered = ALWAYS if always else WAIT_DRAIN
             self._sink.registerProducer(self, False)
+        elif always:
+            self._registered = ALWAYS
 
     def sent_at(self) -> float | None:
         """
@@ -547,7 +564,7 @@ class Writer:
 
     def _unregister(self) -> None:
         if self._registered:
-            self._registered = False
+            self._registered = 0
             self._sink.unregisterProducer()
 
     def _refresh(self) -> None:
@@ -601,6 +618,8 @@ class Writer:
             self._clean = True
             self._drained_at = self._clock.seconds()
         self._flushed_count = self._written
+        if self._registered == WAIT_DRAIN:  # (before the waiters: one may wait again)
+            self._unregister()
         waiters = self._flush_waiters
         if waiters:
             self._flush_waiters = None
