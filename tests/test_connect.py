@@ -744,6 +744,9 @@ async def test_ipv6_round_trip(bracketed: bool) -> None:
             writer.write_line(b"over ipv6")
             assert await within(reader.read_line()) == b"over ipv6"
             assert "[::1]" in repr(sock)
+            # An IP literal is connected by the reactor's connectTCP, with no
+            # endpoint's wrapper protocol between the transport and ours.
+            assert sock.transport.protocol is sock._connection
         finally:
             await within(writer.close())
 
@@ -756,6 +759,7 @@ async def test_unix_socket_round_trip(tmp_path: Any) -> None:
 
         async def f(sock: tt.Socket, reader: Reader, writer: tt.Writer) -> bytes | None:
             assert isinstance(sock.peer_address, UNIXAddress)
+            assert sock.transport.protocol is sock._connection  # connectUNIX, no wrapper
             writer.write_line(b"over a unix socket")
             return await reader.read_line()
 

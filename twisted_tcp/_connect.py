@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
@@ -33,7 +33,7 @@ from ._where import ToHostAndPort, WhereToConnect
 from ._writer import Writer
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IReactorTime
+    from twisted.internet.interfaces import IConnector, IReactorTime
 
 _T = TypeVar("_T")  # what with_connection's f gives
 
@@ -49,15 +49,43 @@ def default_reactor(reactor: Any) -> Any:
     return reactor
 
 
-class _ConnectionFactory(Factory):
+class _ConnectionFactory(ClientFactory):
+    """
+    Makes the connection of one attempt.  Given to an endpoint, it only
+    builds the protocol; given to the reactor's own connectTCP or
+    connectUNIX (L{WhereToConnect.connect_directly}), it also reports the
+    attempt's outcome through L{connected}, as an endpoint's Deferred would.
+    """
+
     noisy = False  # no "Starting factory" log line at every connect
 
     def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
         self.clock = clock
         self.options = options
+        self.connector: IConnector | None = None
+        self.connected: Deferred[Connection] = Deferred(self._cancel)
 
     def buildProtocol(self, addr: object) -> Connection:
-        return Connection(self.clock, self.options)
+        connection = Connection(self.clock, self.options)
+        connection.on_made = self._made
+        return connection
+
+    def _made(self, connection: Connection) -> None:
+        if not self.connected.called:
+            self.connected.callback(connection)
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        if not self.connected.called:
+            self.connected.errback(reason)
+
+    def _cancel(self, _: object) -> None:
+        # The connector reports the attempt failed (clientConnectionFailed),
+        # having closed its socket.
+        if self.connector is not None:
+            try:
+                self.connector.stopConnecting()
+            except error.NotConnectingError:
+                pass
 
 
 def _name_address(reason: Failure, where: WhereToConnect) -> Failure:
@@ -98,9 +126,6 @@ def _attempt(
         )
     timeout = settings.timeout
     reactor = default_reactor(reactor)
-    # No timeout of the endpoint's own (a timer of the connector's, per
-    # attempt): the deadline below covers the whole attempt, and cancels it.
-    endpoint = where.endpoint(reactor, None)
     why: str | None = None
     securing: Connection | None = None  # connected, its TLS handshake under way
 
@@ -115,7 +140,15 @@ def _attempt(
                 result.errback(_failure(Failure(error.ConnectionAborted())))
 
     result: Deferred[Connection] = Deferred(lambda _: stop("cancel"))
-    attempt = endpoint.connect(_ConnectionFactory(reactor, options))
+    factory = _ConnectionFactory(reactor, options)
+    factory.connector = where.connect_directly(reactor, factory)
+    attempt: Deferred[Any]
+    if factory.connector is not None:
+        attempt = factory.connected
+    else:
+        # No timeout of the endpoint's own (a timer of the connector's, per
+        # attempt): the deadline below covers the whole attempt, and cancels it.
+        attempt = where.endpoint(reactor, None).connect(factory)
     deadline = None if timeout is None else Deadline(reactor, timeout, stop, "timeout")
 
     def _failure(outcome: Failure) -> Failure:

@@ -75,6 +75,7 @@ class Connection(Protocol):
     _sink: Any = None  # the transport under every wrapper (found with the TLS layer)
     _lost_calls: list[Callable[[], object]] | None = None  # call_when_lost()
     _close_on_eof = False  # close_when_peer_ends()
+    on_made: Callable[[Connection], object] | None = None  # told once it is connected
     _ending = False  # the reader is being told of the end of the stream
 
     def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
@@ -92,6 +93,10 @@ class Connection(Protocol):
             self._holding = True  # paused once the handshake, which must read, is done
         else:
             self.pause_until_attached()
+        on_made = self.on_made
+        if on_made is not None:
+            self.on_made = None
+            on_made(self)
 
     def _find_tls(self) -> Any:
         """

@@ -33,7 +33,8 @@ from ._layers import Layering, wrap_server_factory
 from ._tls import ServerTLS, TLSClientEndpoint, check_alpn, client_creator, server_options
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+    from twisted.internet.interfaces import IConnector, IListeningPort, IProtocolFactory
+    from twisted.internet.protocol import ClientFactory
 
 
 def _check_port(port: object, *, allow_zero: bool) -> int:
@@ -123,6 +124,17 @@ class WhereToConnect:
         """
         raise NotImplementedError
 
+    def connect_directly(self, reactor: Any, factory: ClientFactory) -> IConnector | None:
+        """
+        For an address that needs neither a name resolved nor TLS (an IP
+        literal, a Unix socket), start connecting with the reactor's own
+        C{connectTCP} or C{connectUNIX}, with no timeout of its own, and
+        return the connector; else return C{None} (use L{endpoint}).  The
+        factory's protocol is then the transport's own: an endpoint puts a
+        wrapper between, called at every event of the connection.
+        """
+        return None
+
 
 class WhereToListen:
     """
@@ -188,6 +200,13 @@ class ToHostAndPort(WhereToConnect):
             endpoint = TLSClientEndpoint(self.tls, endpoint)
         return endpoint
 
+    def connect_directly(self, reactor: Any, factory: ClientFactory) -> IConnector | None:
+        if self.tls is not None or not (isIPAddress(self.host) or isIPv6Address(self.host)):
+            return None
+        bind = (self.via_local_interface, 0) if self.via_local_interface else None
+        timeout: Any = None  # (no timer of the connector's: the caller has its deadline)
+        return reactor.connectTCP(self.host, self.port, factory, timeout, bind)  # type: ignore[no-any-return]
+
 
 @attrs.frozen(repr=False)
 class ToFile(WhereToConnect):
@@ -207,6 +226,10 @@ class ToFile(WhereToConnect):
 
     def endpoint(self, reactor: object, timeout: float | None) -> IStreamClientEndpoint:
         return endpoints.UNIXClientEndpoint(reactor, self.path, timeout)
+
+    def connect_directly(self, reactor: Any, factory: ClientFactory) -> IConnector | None:
+        timeout: Any = None  # (no timer of the connector's: the caller has its deadline)
+        return reactor.connectUNIX(self.path, factory, timeout)  # type: ignore[no-any-return]
 
 
 @attrs.frozen(repr=False)
