@@ -53,8 +53,9 @@ class _ConnectionFactory(ClientFactory):
     """
     Makes the connection of one attempt.  Given to an endpoint, it only
     builds the protocol; given to the reactor's own connectTCP or
-    connectUNIX (L{WhereToConnect.connect_directly}), it also reports the
-    attempt's outcome through L{connected}, as an endpoint's Deferred would.
+    connectUNIX (L{WhereToConnect.connect_directly}), it also reports how
+    the attempt ended to C{report} (the connection, once made, or the
+    failure), as an endpoint's Deferred would, with no Deferred of its own.
     """
 
     noisy = False  # no "Starting factory" log line at every connect
@@ -63,24 +64,19 @@ class _ConnectionFactory(ClientFactory):
         self.clock = clock
         self.options = options
         self.connector: IConnector | None = None
-        self.connected: Deferred[Connection] = Deferred(self._cancel)
+        self.report: Callable[[Any], None] | None = None
 
     def buildProtocol(self, addr: object) -> Connection:
         connection = Connection(self.clock, self.options)
-        connection.on_made = self._made
+        connection.on_made = self.report
         return connection
 
-    def _made(self, connection: Connection) -> None:
-        if not self.connected.called:
-            self.connected.callback(connection)
-
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
-        if not self.connected.called:
-            self.connected.errback(reason)
+        if self.report is not None:
+            self.report(reason)
 
-    def _cancel(self, _: object) -> None:
-        # The connector reports the attempt failed (clientConnectionFailed),
-        # having closed its socket.
+    def cancel(self) -> None:
+        """Abandon the attempt: the connector reports it failed, its socket closed."""
         if self.connector is not None:
             try:
                 self.connector.stopConnecting()
@@ -114,6 +110,11 @@ def _attempt(
     interrupt: Deferred[Any] | None,
     reactor: Any,
 ) -> Deferred[Connection]:
+    """
+    Start one attempt to connect to C{where} and return its Deferred: the
+    connection (with a reader and a writer if C{options} is given), or a
+    failure that names the address.
+    """
     if not isinstance(where, WhereToConnect):
         raise TypeError(
             "where must be made by to_host_and_port(), to_file() or to_endpoint(), "
@@ -124,54 +125,111 @@ def _attempt(
             f"interrupt must be a Deferred or None, not {type(interrupt).__name__}: "
             f"{interrupt!r:.80}"
         )
-    timeout = settings.timeout
-    reactor = default_reactor(reactor)
-    why: str | None = None
-    securing: Connection | None = None  # connected, its TLS handshake under way
+    return _Attempt(where, settings.timeout, options, interrupt, default_reactor(reactor)).result
 
-    def stop(reason: str) -> None:
-        nonlocal why
-        if why is None and not result.called:
-            why = reason
-            if securing is None:
-                attempt.cancel()
+
+class _Attempt:
+    """
+    One attempt to connect, under one deadline (and interrupt) that covers
+    all of it, name resolution and TLS handshake included: both work by
+    cancelling what is pending (the endpoint's Deferred, or the connector),
+    which closes any socket the attempt had opened, or, during the
+    handshake, by aborting the connection.  What comes back is then
+    replaced by an error of our own that names the address.
+
+    An object with slots rather than closures: an attempt costs the garbage
+    collector a handful of objects, not two dozen cells and functions, and
+    holds nothing once it is over.
+    """
+
+    __slots__ = ("_deadline", "_pending", "_securing", "_timeout", "_where", "_why", "result")
+
+    def __init__(
+        self,
+        where: WhereToConnect,
+        timeout: float | None,
+        options: Settings | None,
+        interrupt: Deferred[Any] | None,
+        reactor: Any,
+    ) -> None:
+        self._where = where
+        self._timeout = timeout
+        self._why: str | None = None  # why it was stopped, if it was
+        self._securing: Connection | None = None  # connected, its TLS handshake under way
+        self.result: Deferred[Connection] = Deferred(self._cancelled)
+        factory = _ConnectionFactory(reactor, options)
+        # What cancels the attempt: the factory itself, connecting directly
+        # (it reports to _finish), or the endpoint's Deferred.
+        self._pending: _ConnectionFactory | Deferred[Any] | None
+        factory.connector = where.connect_directly(reactor, factory)
+        if factory.connector is not None:
+            self._pending = factory
+            factory.report = self._finish  # (a connector reports in a later turn, never now)
+        else:
+            # No timeout of the endpoint's own (a timer of the connector's,
+            # per attempt): the deadline below covers the whole attempt.
+            self._pending = where.endpoint(reactor, None).connect(factory)
+        self._deadline = (
+            None if timeout is None else Deadline(reactor, timeout, self._stop, "timeout")
+        )
+        if isinstance(self._pending, Deferred):
+            self._pending.addBoth(self._finish)
+        if interrupt is not None and not self.result.called:
+            if interrupt.called:
+                self._stop("interrupt")
             else:
-                securing.transport.abortConnection()
-                result.errback(_failure(Failure(error.ConnectionAborted())))
+                _interrupts.add(interrupt, self._interrupted)
+                self.result.addBoth(self._not_interruptible, interrupt)
 
-    result: Deferred[Connection] = Deferred(lambda _: stop("cancel"))
-    factory = _ConnectionFactory(reactor, options)
-    factory.connector = where.connect_directly(reactor, factory)
-    attempt: Deferred[Any]
-    if factory.connector is not None:
-        attempt = factory.connected
-    else:
-        # No timeout of the endpoint's own (a timer of the connector's, per
-        # attempt): the deadline below covers the whole attempt, and cancels it.
-        attempt = where.endpoint(reactor, None).connect(factory)
-    deadline = None if timeout is None else Deadline(reactor, timeout, stop, "timeout")
+    def _cancelled(self, _: object) -> None:
+        self._stop("cancel")
 
-    def _failure(outcome: Failure) -> Failure:
+    def _interrupted(self) -> None:
+        self._stop("interrupt")
+
+    def _not_interruptible(self, outcome: object, interrupt: Deferred[Any]) -> object:
+        _interrupts.discard(interrupt, self._interrupted)
+        return outcome
+
+    def _stop(self, reason: str) -> None:
+        if self._why is not None or self.result.called:
+            return
+        self._why = reason
+        securing = self._securing
+        if securing is None:
+            pending = self._pending
+            if pending is not None:
+                pending.cancel()  # reports the attempt failed, to _finish
+        else:
+            securing.transport.abortConnection()
+            self.result.errback(self._failure(Failure(error.ConnectionAborted())))
+
+    def _failure(self, outcome: Failure) -> Failure:
+        where, why = self._where, self._why
         if why == "timeout" or outcome.check(error.TimeoutError):
-            return Failure(ConnectTimeoutError(where, timeout or DEFAULTS.timeout or 0.0))
+            return Failure(ConnectTimeoutError(where, self._timeout or DEFAULTS.timeout or 0.0))
         if why == "interrupt":
             return Failure(ConnectInterruptedError(where))
         if why == "cancel":
             return Failure(CancelledError(f"connecting to {where} was cancelled"))
-        if securing is not None:
+        if self._securing is not None:
             host = where.host if isinstance(where, ToHostAndPort) else None
             reason = describe_tls_error(outcome.value or Exception(), host)
             return Failure(TLSHandshakeError(where, reason))
         return _name_address(outcome, where)
 
-    def finish(outcome: Any) -> None:
-        nonlocal securing
-        if isinstance(outcome, Connection) and securing is None and not result.called:
+    def _finish(self, outcome: Any) -> None:
+        result = self.result
+        if isinstance(outcome, Connection) and self._securing is None and not result.called:
             handshake = outcome.secured()
             if handshake is not None:
-                securing = outcome
-                handshake.addCallbacks(lambda _: finish(outcome), finish)
+                self._securing = outcome
+                handshake.addCallbacks(self._secured, self._finish)
                 return
+        pending, self._pending = self._pending, None
+        if isinstance(pending, _ConnectionFactory):
+            pending.report = None
+        deadline, self._deadline = self._deadline, None
         if deadline is not None:
             deadline.cancel()
         if result.called:  # cancelled by the user after connecting; do not leak
@@ -179,27 +237,12 @@ def _attempt(
                 outcome.transport.abortConnection()
             return
         if isinstance(outcome, Failure):
-            result.errback(_failure(outcome))
+            result.errback(self._failure(outcome))
         else:
             result.callback(outcome)
 
-    attempt.addBoth(finish)
-    if interrupt is not None and not result.called:
-        if interrupt.called:
-            stop("interrupt")
-        else:
-
-            def interrupted() -> None:
-                stop("interrupt")
-
-            _interrupts.add(interrupt, interrupted)
-
-            def over(outcome: object) -> object:
-                _interrupts.discard(interrupt, interrupted)
-                return outcome
-
-            result.addBoth(over)
-    return result
+    def _secured(self, _: object) -> None:
+        self._finish(self._securing)
 
 
 class _Interrupts:
@@ -361,57 +404,108 @@ def with_connection(
         max_line_length=max_line_length,
     )
 
-    def call_f(connection: Connection) -> Deferred[Any]:
-        sock, reader, writer = Socket(connection), connection.reader, connection.writer
-        assert reader is not None and writer is not None
-        outcome: list[Any] = []
-        running: Task | Deferred[Any] | None = None
+    return _WithConnection(where, f, _attempt(where, settings, settings, interrupt, reactor)).done
 
-        def cancel(done: Deferred[Any]) -> None:
+
+class _WithConnection:
+    """
+    L{with_connection} once the attempt has started: runs C{f} on the
+    connection, closes it, and fires C{done} with C{f}'s outcome once the
+    connection is closed.  (An object with slots rather than closures, as
+    L{_Attempt} is.)
+    """
+
+    __slots__ = (
+        "_attempt",
+        "_connection",
+        "_ended",
+        "_f",
+        "_outcome",
+        "_running",
+        "_where",
+        "done",
+    )
+
+    def __init__(
+        self, where: WhereToConnect, f: Callable[..., Any], attempt: Deferred[Connection]
+    ) -> None:
+        self._where = where
+        self._f = f
+        self._attempt: Deferred[Connection] | None = attempt
+        self._connection: Connection | None = None
+        self._running: Task | Deferred[Any] | None = None
+        self._ended = False  # f has ended (or was cancelled)
+        self._outcome: Any = None  # ... with this result, or Failure
+        self.done: Deferred[Any] = Deferred(self._cancel)
+        attempt.addCallbacks(self._call_f, self.done.errback)
+
+    def _cancel(self, done: Deferred[Any]) -> None:
+        connection = self._connection
+        if connection is None:
+            attempt = self._attempt
+            if attempt is not None:
+                attempt.cancel()  # fails the attempt (and so done) with a CancelledError
+        elif not self._ended:
             # Twisted fires a cancelled Deferred at once: the connection is
             # aborted now and closes on the reactor's next turn; f is
             # cancelled where it waits.
-            if not outcome:
-                outcome.append(None)
-                sock.abort()
-                if running is not None:
-                    running.cancel()
-                done.errback(CancelledError(f"with_connection to {where} was cancelled"))
+            self._ended = True
+            if not connection.closed:
+                connection.transport.abortConnection()
+            if self._running is not None:
+                self._running.cancel()
+            done.errback(CancelledError(f"with_connection to {self._where} was cancelled"))
 
-        done: Deferred[Any] = Deferred(cancel)
+    def _call_f(self, connection: Connection) -> None:
+        self._attempt = None
+        self._connection = connection
+        reader, writer = connection.reader, connection.writer
+        assert reader is not None and writer is not None
+        connection.call_when_lost(self._lost)
+        self._running = run(self._f, (Socket(connection), reader, writer), self._first)
 
-        def first(value: Any) -> None:
-            if outcome:
-                if isinstance(value, Failure) and not value.check(CancelledError):
-                    _log.failure(
-                        "with_connection to {where}: f failed after the connection ended",
-                        value,
-                        level=LogLevel.error,
-                        where=str(where),
-                    )
-                return
-            outcome.append(value)
-            writer.start_close()  # (with our side already shut, it may end the connection now)
-            if connection.closed and not done.called:
-                done.callback(None)  # else lost() fires it, once the close is done
+    def _first(self, value: Any) -> None:
+        """How f ended: its value, or a Failure."""
+        if self._ended:
+            if isinstance(value, Failure) and not value.check(CancelledError):
+                _log.failure(
+                    "with_connection to {where}: f failed after the connection ended",
+                    value,
+                    level=LogLevel.error,
+                    where=str(self._where),
+                )
+            return
+        self._ended = True
+        self._outcome = value
+        self._running = None
+        connection = self._connection
+        assert connection is not None and connection.writer is not None
+        connection.writer.start_close()  # (with our side already shut, it may end now)
+        if connection.closed:
+            self._end()  # else _lost does, once the close is done
 
-        def lost() -> None:
-            # Told after the writer, before the reader: f's next read cannot
-            # beat the writer's error, which is then the outcome.  Not when f
-            # already ended (maybe with this very error): that is not an
-            # error of f's to log.
-            error = writer.error
-            if not outcome:
-                if error is not None:
-                    first(Failure(error))
-            elif not done.called:
-                done.callback(None)
+    def _lost(self) -> None:
+        # Told after the writer, before the reader: f's next read cannot
+        # beat the writer's error, which is then the outcome.  Not when f
+        # already ended (maybe with this very error): that is not an error
+        # of f's to log.
+        if not self._ended:
+            connection = self._connection
+            assert connection is not None and connection.writer is not None
+            error = connection.writer.error
+            if error is not None:
+                self._first(Failure(error))
+        else:
+            self._end()
 
-        connection.call_when_lost(lost)
-        running = run(f, (sock, reader, writer), first)
-        return done.addCallback(lambda _: outcome[0])
-
-    return _attempt(where, settings, settings, interrupt, reactor).addCallback(call_f)
+    def _end(self) -> None:
+        done = self.done
+        if not done.called:
+            outcome = self._outcome
+            if isinstance(outcome, Failure):
+                done.errback(outcome)
+            else:
+                done.callback(outcome)
 
 
 __all__ = [
