@@ -108,6 +108,37 @@ class Counted(Deferred[None]):
 
 
 @pytest_twisted.ensureDeferred
+async def test_connections_that_ended_are_not_held_until_the_next_sweep() -> None:
+    """
+    A connection's writer and its connect attempt's deadline are noted by
+    the reactor's sweeper while they wait; once the connection is over they
+    are dropped at once, not held (with the connection's reader, writer and
+    buffers) until the sweep a second later, where every connection that
+    ended meanwhile would still be alive for the garbage collector to walk.
+    """
+    from twisted_tcp._connection import Connection
+    from twisted_tcp._sweeper import Deadline, sweeper_for
+
+    noted = sweeper_for(reactor)._noted
+
+    def ours() -> list[Any]:
+        return [w for w in noted if isinstance(w, (tt.Writer, Deadline))]
+
+    async def one_line(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes | None:
+        writer.write_line(b"ping")
+        return await reader.read_line()
+
+    before = len(ours())
+    async with serving(echo) as server:
+        where = tt.to_host_and_port(LOCAL, server.listening_on)
+        for _ in range(20):
+            assert await within(tt.with_connection(where, one_line, timeout=5)) == b"ping"
+        await until(lambda: server.num_connections == 0)
+        assert len(ours()) == before
+    assert not [w for w in noted if isinstance(getattr(w, "_connection", None), Connection)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_long_lived_interrupt_keeps_nothing_of_finished_attempts() -> None:
     """
     One interrupt Deferred (a shutdown signal, say) passed to many connects:

@@ -46,6 +46,10 @@ class Sweeper:
         if self._timer is None:
             self._timer = self._clock.callLater(GRACE, self._sweep)
 
+    def forget(self, waiter: Swept) -> None:
+        """C{waiter} waits no more: drop it now rather than hold it until the sweep."""
+        self._noted.discard(waiter)
+
     def _sweep(self) -> None:
         timer, self._timer = self._timer, None
         if timer is not None:
@@ -102,10 +106,12 @@ class Deadline:
             self._timer = self._clock.callLater(left, self._call, *self._args)
 
     def cancel(self) -> None:
-        """It is no longer pending: nothing is called."""
+        """It is no longer pending: nothing is called, and nothing is held for it."""
         self.over = True
         timer = self._timer
-        if timer is not None and timer.active():
+        if timer is None:
+            sweeper_for(self._clock).forget(self)  # (noted, if it waited longer than GRACE)
+        elif timer.active():
             timer.cancel()
 
 

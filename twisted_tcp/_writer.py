@@ -653,6 +653,8 @@ class Writer:
             return
         closed_here = was != OPEN  # by close(), write_eof() or abort()
         self._held = None
+        if self._sweeper is not None:
+            self._sweeper.forget(self)  # (not held, with its connection, until the sweep)
         self._lost_reason = reason.value
         self._cancel_age_timer()
         if self._close_deadline is not None:
