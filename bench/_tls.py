@@ -8,9 +8,11 @@ C{BENCH_TLS_DIR}; a worker reads the files from it (L{paths}).  The module
 is imported from this checkout (L{_common.use_repo_package}), as
 C{twisted_tcp} is.
 
-The handshake is outside the timing of every TLS workload (each client
-measures from the moment its connection is secured), so the key type
-matters little; the cipher is whatever OpenSSL negotiates by default
+The handshake is outside the timing of every TLS workload but
+tls_server_conc_conns (each client measures from the moment its connection
+is secured), so the key type matters little there; in
+tls_server_conc_conns, which times full handshakes, it is the same P-256
+key for every server.  The cipher is whatever OpenSSL negotiates by default
 (TLS 1.3, TLS_AES_256_GCM_SHA384 on the machine of bench/README.md), the
 same for every implementation, since all of them are OpenSSL underneath.
 """

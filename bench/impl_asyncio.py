@@ -2,10 +2,10 @@
 asyncio streams (C{open_connection}, C{start_server}), on asyncio's own event
 loop or on uvloop's: the same code for both columns.  The C{tls_*}
 workloads pass an C{ssl.SSLContext} (trusting the run's CA) to
-C{open_connection}, and the TLS line echo of the C{tls_idle_conns} and
-C{tls_pending_handshakes} workloads one (with the run's server certificate)
-to C{start_server}; uvloop has its own TLS layer (in Cython), asyncio's is
-C{asyncio.sslproto}.
+C{open_connection}, and the TLS line echo of the server-side TLS workloads
+(C{tls_server_*}, C{tls_idle_conns}, C{tls_pending_handshakes}) one (with
+the run's server certificate) to C{start_server}; uvloop has its own TLS
+layer (in Cython), asyncio's is C{asyncio.sslproto}.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ TLS (the C{tls_*} workloads): clients connect through C{wrapClientTLS} with
 C{optionsForClientTLS} trusting the run's CA, and start their clock once the
 handshake is done (C{IHandshakeListener}), as twisted_tcp's C{connect} and
 asyncio's C{open_connection} return only then; the fixed servers, and the
-TLS line echo of the C{tls_idle_conns} and C{tls_pending_handshakes}
-workloads, listen with C{listenSSL} and C{CertificateOptions}.
+TLS line echo of the server-side TLS workloads (C{tls_server_*},
+C{tls_idle_conns}, C{tls_pending_handshakes}), listen with C{listenSSL} and
+C{CertificateOptions}.
 """
 
 from __future__ import annotations

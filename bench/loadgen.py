@@ -4,10 +4,10 @@ loop framework, so that it is cheap and the same for every server measured.
 
 Blocking sockets for one connection at a time (ping-pong, pipelined lines,
 sequential connections); epoll over non-blocking sockets for concurrent
-clients and for the idle connections (over TLS, too: Python's C{ssl} module
-on the same non-blocking sockets).  It also runs the real clients
-(redis-benchmark, wrk) as child processes, and reads their rates from their
-output.
+clients and for the idle connections.  Over TLS (ping-pong, concurrent
+clients, idle connections), Python's C{ssl} module on the same sockets.
+It also runs the real clients (redis-benchmark, wrk) as child processes,
+and reads their rates from their output.
 """
 
 from __future__ import annotations
@@ -43,10 +43,36 @@ from _common import (
 IO_TIMEOUT = 10.0  # seconds: no single send/recv/connect waits longer
 
 
-def _connect(port: int) -> socket.socket:
+def _connect(port: int, context: ssl.SSLContext | None = None) -> socket.socket:
+    """A blocking connection to C{port}; with C{context}, secured: its TLS handshake done."""
     sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
     set_nodelay(sock)
+    if context is not None:
+        sock = context.wrap_socket(sock, server_hostname=HOST)
     return sock
+
+
+def _tls_context() -> ssl.SSLContext:
+    """This run's CA trusted, 127.0.0.1 verified, TLS 1.3 only."""
+    import _tls
+
+    context: ssl.SSLContext = _tls.ssl_client_context()  # type: ignore[assignment]
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+def _close(sock: socket.socket) -> None:
+    """
+    Close C{sock}; over TLS, send a close_notify first (as Twisted's and
+    asyncio's clients do), without waiting for the server's.
+    """
+    if isinstance(sock, ssl.SSLSocket):
+        sock.setblocking(False)
+        try:
+            sock.unwrap()
+        except OSError:  # SSLWantReadError: the server's close_notify is not there yet
+            pass
+    sock.close()
 
 
 def _read_line(sock: socket.socket) -> bytes:
@@ -59,9 +85,13 @@ def _read_line(sock: socket.socket) -> bytes:
     return data
 
 
-def pingpong(port: int, count: int) -> float:
+def pingpong(port: int, count: int, tls: bool = False) -> float:
+    """
+    C{count} round trips of a line, one in flight, on one connection (with
+    C{tls}, a TLS one, its handshake done before the clock starts).
+    """
     expect = lines_nl(count)
-    sock = _connect(port)
+    sock = _connect(port, _tls_context() if tls else None)
     try:
         t0 = perf_counter()
         for i in range(count):
@@ -71,7 +101,7 @@ def pingpong(port: int, count: int) -> float:
                 check_line(got, expect[i], i)
         return perf_counter() - t0
     finally:
-        sock.close()
+        _close(sock)
 
 
 def pipelined(port: int, count: int, batch: int, window: int) -> float:
@@ -119,17 +149,19 @@ def seq_conns(port: int, count: int) -> float:
     return perf_counter() - t0
 
 
-def conc_conns(port: int, clients: int, per_client: int) -> float:
-    """
-    C{clients} clients at once, each making C{per_client} connections one
-    after the other (connect, one line round trip, close).
-    """
-    expect = lines_nl(clients)
-    ep = select.epoll()
-    conns: dict[int, list[Any]] = {}  # fd -> [socket, client, received, connected]
-    left = [per_client] * clients
+_CONNECTING, _HANDSHAKING, _ECHOING = range(3)  # how far a _Conn's set-up is
 
-    def start(client: int) -> None:
+
+class _Conn:
+    """
+    A non-blocking connection being set up, registered with an epoll object:
+    connect, then (over TLS) the TLS handshake, then one line round trip.
+    """
+
+    __slots__ = ("line", "number", "received", "sock", "state")
+
+    def __init__(self, port: int, ep: select.epoll, line: bytes, number: int) -> None:
+        """Start connecting to C{port}: C{line} is the line to echo, C{number} names it."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         set_nodelay(sock)
@@ -137,8 +169,86 @@ def conc_conns(port: int, clients: int, per_client: int) -> float:
         if err not in (0, errno.EINPROGRESS):
             sock.close()
             raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
-        conns[sock.fileno()] = [sock, client, b"", False]
         ep.register(sock.fileno(), select.EPOLLOUT)
+        self.sock = sock
+        self.state = _CONNECTING
+        self.received = b""
+        self.line = line
+        self.number = number
+
+    def connected(self) -> None:
+        """Raise if the connect failed (once the socket is writable: the connect is over)."""
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
+
+    def _send_line(self, ep: select.epoll) -> None:
+        if self.sock.send(self.line) != len(self.line):
+            raise CheckFailed("short send of one line")
+        self.state = _ECHOING
+        ep.modify(self.sock.fileno(), select.EPOLLIN)
+
+    def advance(self, ep: select.epoll, context: ssl.SSLContext | None) -> bool:
+        """
+        Go on after an event of C{ep} on this connection: once connected, the
+        TLS handshake (with C{context}; none if None), then the line sent;
+        True once its echo has come back whole and been checked.
+        """
+        if self.state == _CONNECTING:
+            self.connected()
+            if context is None:
+                self._send_line(ep)
+                return False
+            # The same file descriptor, so the same epoll registration; the
+            # handshake starts at once, below.
+            self.sock = context.wrap_socket(
+                self.sock, server_hostname=HOST, do_handshake_on_connect=False
+            )
+            self.state = _HANDSHAKING
+        if self.state == _HANDSHAKING:
+            assert isinstance(self.sock, ssl.SSLSocket)
+            try:
+                self.sock.do_handshake()
+            except ssl.SSLWantReadError:
+                ep.modify(self.sock.fileno(), select.EPOLLIN)
+                return False
+            except ssl.SSLWantWriteError:
+                ep.modify(self.sock.fileno(), select.EPOLLOUT)
+                return False
+            self._send_line(ep)
+            return False
+        try:
+            data = self.sock.recv(4096)
+        except ssl.SSLWantReadError:  # a TLS record with no data (a session ticket)
+            return False
+        if not data:
+            raise CheckFailed(
+                f"connection {self.number}: closed before the echo (the server may be "
+                "out of file descriptors)"
+            )
+        self.received += data
+        if not self.received.endswith(b"\n"):
+            return False
+        if self.received != self.line:
+            check_line(self.received, self.line, self.number)
+        return True
+
+
+def conc_conns(port: int, clients: int, per_client: int, tls: bool = False) -> float:
+    """
+    C{clients} clients at once, each making C{per_client} connections one
+    after the other (connect, with C{tls} the TLS handshake, one line round
+    trip, close).
+    """
+    context = _tls_context() if tls else None
+    expect = lines_nl(clients)
+    ep = select.epoll()
+    conns: dict[int, _Conn] = {}  # by file descriptor
+    left = [per_client] * clients
+
+    def start(client: int) -> None:
+        conn = _Conn(port, ep, expect[client], client)
+        conns[conn.sock.fileno()] = conn
 
     try:
         t0 = perf_counter()
@@ -150,34 +260,18 @@ def conc_conns(port: int, clients: int, per_client: int) -> float:
                 raise TimeoutError(f"no progress for {IO_TIMEOUT} s with {len(conns)} open")
             for fd, _ in events:
                 conn = conns[fd]
-                sock, client = conn[0], conn[1]
-                if not conn[3]:
-                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if err:
-                        raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
-                    conn[3] = True
-                    if sock.send(expect[client]) != LINE_BYTES:
-                        raise CheckFailed("short send of one line")
-                    ep.modify(fd, select.EPOLLIN)
+                if not conn.advance(ep, context):
                     continue
-                data = sock.recv(4096)
-                if not data:
-                    raise CheckFailed(f"client {client}: connection closed before the echo")
-                conn[2] += data
-                if not conn[2].endswith(b"\n"):
-                    continue
-                if conn[2] != expect[client]:
-                    check_line(conn[2], expect[client], client)
                 ep.unregister(fd)
-                sock.close()
                 del conns[fd]
-                left[client] -= 1
-                if left[client]:
-                    start(client)
+                _close(conn.sock)
+                left[conn.number] -= 1
+                if left[conn.number]:
+                    start(conn.number)
         return perf_counter() - t0
     finally:
         for conn in conns.values():
-            conn[0].close()
+            conn.sock.close()
         ep.close()
 
 
@@ -187,21 +281,10 @@ IDLE_IN_FLIGHT = 200  # connections being opened at once (well under the backlog
 IDLE_PRIME = 20  # connections made (and closed) before the first RSS reading
 _RST_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 
-
-def _tls_context() -> ssl.SSLContext:
-    """This run's CA trusted, 127.0.0.1 verified, TLS 1.3 only."""
-    import _tls
-
-    context: ssl.SSLContext = _tls.ssl_client_context()  # type: ignore[assignment]
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    return context
-
-
 # How open_idle sets up each connection: "line": one line round trip; "tls":
 # a TLS handshake, then one line round trip over it; "silent": nothing (a TCP
 # connection that never sends a byte: to a TLS server, a pending handshake).
 IDLE_HOW = ("line", "tls", "silent")
-_CONNECTING, _HANDSHAKING, _ECHOING = range(3)
 
 
 def open_idle(
@@ -214,35 +297,19 @@ def open_idle(
     """
     expect = lines_nl(1)[0]
     ep = select.epoll()
-    pending: dict[int, list[Any]] = {}  # fd -> [socket, received, state]
+    pending: dict[int, _Conn] = {}  # by file descriptor
     done: list[socket.socket] = []
     started = 0
 
-    def start() -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        set_nodelay(sock)
-        err = sock.connect_ex((HOST, port))
-        if err not in (0, errno.EINPROGRESS):
-            sock.close()
-            raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
-        pending[sock.fileno()] = [sock, b"", _CONNECTING]
-        ep.register(sock.fileno(), select.EPOLLOUT)
-
     def served(fd: int) -> None:
         ep.unregister(fd)
-        done.append(pending.pop(fd)[0])
-
-    def send_line(fd: int, conn: list[Any]) -> None:
-        if conn[0].send(expect) != LINE_BYTES:
-            raise CheckFailed("short send of one line")
-        conn[2] = _ECHOING
-        ep.modify(fd, select.EPOLLIN)
+        done.append(pending.pop(fd).sock)
 
     try:
         while len(done) < count:
             while started < count and len(pending) < IDLE_IN_FLIGHT:
-                start()
+                conn = _Conn(port, ep, expect, started)
+                pending[conn.sock.fileno()] = conn
                 started += 1
             events = ep.poll(IO_TIMEOUT)
             if not events:
@@ -252,52 +319,14 @@ def open_idle(
                 )
             for fd, _ in events:
                 conn = pending[fd]
-                if conn[2] == _CONNECTING:
-                    err = conn[0].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if err:
-                        raise OSError(err, f"connect: {errno.errorcode.get(err, err)}")
-                    if how == "silent":
-                        served(fd)
-                        continue
-                    if how == "line":
-                        send_line(fd, conn)
-                        continue
-                    assert context is not None
-                    # The same file descriptor, so the same epoll registration;
-                    # the handshake starts at once, below.
-                    conn[0] = context.wrap_socket(
-                        conn[0], server_hostname=HOST, do_handshake_on_connect=False
-                    )
-                    conn[2] = _HANDSHAKING
-                if conn[2] == _HANDSHAKING:
-                    try:
-                        conn[0].do_handshake()
-                    except ssl.SSLWantReadError:
-                        ep.modify(fd, select.EPOLLIN)
-                        continue
-                    except ssl.SSLWantWriteError:
-                        ep.modify(fd, select.EPOLLOUT)
-                        continue
-                    send_line(fd, conn)
-                    continue
-                try:
-                    data = conn[0].recv(4096)
-                except ssl.SSLWantReadError:  # a TLS record with no data (a session ticket)
-                    continue
-                if not data:
-                    raise CheckFailed(
-                        f"connection {len(done)}: closed before the echo (the server "
-                        "may be out of file descriptors)"
-                    )
-                conn[1] += data
-                if not conn[1].endswith(b"\n"):
-                    continue
-                if conn[1] != expect:
-                    check_line(conn[1], expect, 0)
-                served(fd)
+                if how == "silent":
+                    conn.connected()
+                    served(fd)
+                elif conn.advance(ep, context if how == "tls" else None):
+                    served(fd)
         return done
     except BaseException:
-        close_idle(done + [conn[0] for conn in pending.values()])
+        close_idle(done + [conn.sock for conn in pending.values()])
         raise
     finally:
         ep.close()
@@ -525,15 +554,16 @@ def wrk(
 
 
 def run(workload: str, port: int, params: dict[str, Any]) -> dict[str, Any]:
+    tls = bool(params.get("tls"))
     if workload == "pingpong":
-        return {"work": params["count"], "elapsed": pingpong(port, params["count"])}
+        return {"work": params["count"], "elapsed": pingpong(port, params["count"], tls)}
     if workload == "pipelined":
         elapsed = pipelined(port, params["count"], params["batch"], params["window"])
         return {"work": params["count"], "elapsed": elapsed}
     if workload == "seq_conns":
         return {"work": params["count"], "elapsed": seq_conns(port, params["count"])}
     if workload == "conc_conns":
-        elapsed = conc_conns(port, params["clients"], params["per_client"])
+        elapsed = conc_conns(port, params["clients"], params["per_client"], tls)
         return {"work": params["clients"] * params["per_client"], "elapsed": elapsed}
     if workload == "idle_conns":
         return idle_conns(

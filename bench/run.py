@@ -9,7 +9,7 @@ and ratios to raw Twisted, and writes it to bench/RESULTS.md.
     python bench/run.py --only pingpong,bulk --rounds 7
     python bench/run.py --smoke --results /tmp/R.md   # a few KiB, 1 round (the smoke test)
     python bench/run.py --only workers  # twistd tcpserver --workers 1 and 2, and uvloop
-    python bench/run.py --only tls      # the TLS rows: client side, and idle server memory
+    python bench/run.py --only tls      # the TLS rows: client side, server side, server memory
     bench/setup.sh                      # installs redis-benchmark and wrk (Debian)
 
 Processes: every client and every server is a worker process of its own
@@ -86,6 +86,8 @@ class Scale:
     idle_settle: float  # idle_conns (and the TLS ones): seconds waited before each RSS reading
     tls_idle: int  # tls_idle_conns: TLS connections held open at once
     tls_pending: int  # tls_pending_handshakes: connections held open, each waiting
+    tls_clients: int  # tls_server_conc_conns: concurrent clients
+    tls_per_client: int  # tls_server_conc_conns: sequential TLS connections of each
     redis_requests: int  # redis-benchmark -n (for each of its two PING tests)
     redis_clients: int  # redis-benchmark -c
     wrk_seconds: int  # wrk -d (whole seconds: wrk takes no less)
@@ -111,6 +113,8 @@ SCALES = {
         0.5,
         4_000,
         900,
+        50,
+        20,
         100_000,
         50,
         5,
@@ -134,6 +138,8 @@ SCALES = {
         0.5,
         2_000,
         900,
+        50,
+        10,
         20_000,
         50,
         2,
@@ -157,6 +163,8 @@ SCALES = {
         0.05,
         50,
         50,
+        4,
+        3,
         2_000,
         4,
         1,
@@ -372,6 +380,41 @@ WORKLOADS = [
             "clients": s.clients if f >= 1 else _n(s.clients * f),
             "per_client": s.per_client,
         },
+    ),
+    Workload(
+        "tls_server_pingpong",
+        "server",
+        "pingpong",
+        "tls_echo",
+        "round trips/s",
+        1,
+        0.9,
+        lambda s: (
+            f"as server_pingpong over TLS: {s.pingpong:,} round trips of a 64-byte "
+            "line, one in flight, the handshake before the clock starts"
+        ),
+        lambda s, f: {"count": _n(s.pingpong * f), "tls": 1},
+        tls=True,
+    ),
+    Workload(
+        "tls_server_conc_conns",
+        "server",
+        "conc_conns",
+        "tls_echo",
+        "conn/s",
+        1,
+        0.9,
+        lambda s: (
+            f"as server_conc_conns over TLS: {s.tls_clients} concurrent clients x "
+            f"{s.tls_per_client} sequential connections (connect, TLS handshake, one "
+            "line, close), the handshakes timed"
+        ),
+        lambda s, f: {
+            "clients": s.tls_clients if f >= 1 else _n(s.tls_clients * f),
+            "per_client": s.tls_per_client,
+            "tls": 1,
+        },
+        tls=True,
     ),
     Workload(
         "both_pingpong",
@@ -1186,12 +1229,13 @@ def report(
         "connection).  A ratio is the implementation's median over raw Twisted's.",
         "Client-side workloads: the implementations are clients, all talking to the",
         "same raw-Twisted server process.  Server-side workloads: the implementations",
-        "are servers (line echo, over TLS for the tls_ memory rows; RESP PING and HTTP",
-        "for the redis-benchmark and wrk rows), all driven by the same load-generator",
-        "process: plain sockets (with Python's ssl module over TLS), or the real client",
-        "it runs.  Both-side workloads (both_*): each implementation's client talks to",
-        "its own line-echo server (twisted_tcp to twisted_tcp, raw Twisted to raw",
-        "Twisted, asyncio to asyncio), client and server in two processes.",
+        "are servers (line echo, over TLS for the tls_server_* and tls_ memory rows;",
+        "RESP PING and HTTP for the redis-benchmark and wrk rows), all driven by the",
+        "same load-generator process: plain sockets (with Python's ssl module over",
+        "TLS), or the real client it runs.  Both-side workloads (both_*): each",
+        "implementation's client talks to its own line-echo server (twisted_tcp to",
+        "twisted_tcp, raw Twisted to raw Twisted, asyncio to asyncio), client and",
+        "server in two processes.",
         "",
         table(results, workloads, impls),
         "",

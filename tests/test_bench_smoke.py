@@ -30,6 +30,8 @@ WORKLOADS = [
     "server_pipelined",
     "server_seq_conns",
     "server_conc_conns",
+    "tls_server_pingpong",
+    "tls_server_conc_conns",
     "both_pingpong",
     "both_seq_conns",
     "redis_ping_P16",
