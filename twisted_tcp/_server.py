@@ -33,6 +33,7 @@ from ._oneshot import OneShot
 from ._reader import Reader
 from ._settings import DEFAULTS, Settings, settings_with
 from ._stats import DurationCounter, ServerStats
+from ._sweeper import Deadline
 from ._tls import describe_tls_error
 from ._twisted_private import SOCKET_TRANSPORTS, accept_error, fit_accepts
 from ._where import WhereToListen, show_address
@@ -56,7 +57,7 @@ MAX_HANDSHAKES = 1000
 class _ServerConnection(Connection):
     server: Server
     _idle_timer: IDelayedCall | None = None
-    _handshake_timer: IDelayedCall | None = None  # a TLS handshake is under way
+    _handshake_timer: Deadline | None = None  # a TLS handshake is under way
     _peer_key: str | None = None  # counted against max_connections_per_peer as this
     _started = 0.0  # when the handler started
     accepted_from: IAddress | None = None  # the address buildProtocol was given
@@ -466,8 +467,9 @@ class Server:
         self._accept_error_logged = False
         if not self._closed and len(self._handshakes) < MAX_HANDSHAKES:
             self._handshakes.add(connection)
-            connection._handshake_timer = self._reactor.callLater(
-                self._handshake_timeout, self._handshake_too_slow, connection
+            # (No timer unless the handshake takes longer than the sweeper's grace.)
+            connection._handshake_timer = Deadline(
+                self._reactor, self._handshake_timeout, self._handshake_too_slow, connection
             )
             return
         if not self._closed and not self._handshakes_full:
@@ -485,9 +487,9 @@ class Server:
         if connection not in self._handshakes:
             return False
         self._handshakes.discard(connection)
-        timer, connection._handshake_timer = connection._handshake_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        deadline, connection._handshake_timer = connection._handshake_timer, None
+        if deadline is not None:
+            deadline.cancel()
         if len(self._handshakes) < MAX_HANDSHAKES:
             self._handshakes_full = False
         return True
