@@ -161,7 +161,12 @@ class _Attempt:
         # What cancels the attempt: the factory itself, connecting directly
         # (it reports to _finish), or the endpoint's Deferred.
         self._pending: _ConnectionFactory | Deferred[Any] | None
-        factory.connector = where.connect_directly(reactor, factory)
+        try:
+            factory.connector = where.connect_directly(reactor, factory)
+        except Exception:  # (an IPv6 scope the system does not know, say)
+            self._pending = self._deadline = None
+            self.result.errback(self._failure(Failure()))
+            return
         if factory.connector is not None:
             self._pending = factory
             factory.report = self._finish  # (a connector reports in a later turn, never now)
@@ -200,6 +205,9 @@ class _Attempt:
             pending = self._pending
             if pending is not None:
                 pending.cancel()  # reports the attempt failed, to _finish
+                if self._pending is pending and isinstance(pending, _ConnectionFactory):
+                    # A connector that does not report at once (a fake reactor's).
+                    self._finish(Failure(error.UserError()))
         else:
             securing.transport.abortConnection()
             self.result.errback(self._failure(Failure(error.ConnectionAborted())))

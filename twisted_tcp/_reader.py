@@ -368,7 +368,11 @@ class _Fired(Deferred[Any]):
     __slots__ = ()
 
     def __await__(self) -> Any:
-        return _await_fired(self.result)
+        result = self.result
+        if self.paused or isinstance(result, (Failure, Deferred)):
+            # Callbacks added since made it fail or wait: awaited as Twisted does.
+            return Deferred.__iter__(self)
+        return _await_fired(result)
 
 
 def _fired(result: object) -> _Fired:
@@ -411,7 +415,20 @@ def _await_fired(result: object) -> Generator[Any, Any, Any]:
 
 @types.coroutine
 def _next_line(lines: _Lines) -> Any:
-    """The await of the next line, which L{_Lines} waits for as the reader's pending read."""
+    """
+    The await of the next line, for which L{_Lines} becomes the reader's
+    pending read when awaited (not when asked for: an C{__anext__()} awaited
+    later takes the line that came meanwhile).
+    """
+    reader = lines._reader
+    buffer = reader._buffer
+    if buffer.size or buffer.eof or reader._waiter is not None:
+        line = reader._try(_take_line, None)  # (ReadInProgressError if a read is pending)
+        if line is not NEED:
+            if line is None:
+                raise StopAsyncIteration
+            return line
+    reader._wait_on(lines, _take_line, None)
     line = yield lines  # the lean driver resumes with the line
     if line is lines:
         # A driver that does not know it sent it back (Twisted's own does):
@@ -449,7 +466,6 @@ class _Lines:
         buffer = reader._buffer
         if reader._waiter is None:
             if not buffer.size and not buffer.eof:  # the usual wait, decided at once
-                reader._wait_on(self, _take_line, None)
                 return _next_line(self)
             # A line already buffered costs no Deferred at all.
             line = reader._line_now()
@@ -457,7 +473,6 @@ class _Lines:
                 return _ready(line)
         line = reader._try(_take_line, None)
         if line is NEED:  # part of a line, or a long one, is buffered
-            reader._wait_on(self, _take_line, None)
             return _next_line(self)
         if line is None:
             raise StopAsyncIteration

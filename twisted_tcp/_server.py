@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory
@@ -35,7 +36,7 @@ from ._settings import DEFAULTS, Settings, settings_with
 from ._stats import DurationCounter, ServerStats
 from ._sweeper import Deadline
 from ._tls import describe_tls_error
-from ._twisted_private import SOCKET_TRANSPORTS, accept_error, fit_accepts
+from ._twisted_private import accept_error, fit_accepts
 from ._where import WhereToListen, show_address
 from ._writer import Writer
 
@@ -530,12 +531,13 @@ class Server:
         reader, writer = connection.start_stream(self._settings)
         if self._idle_timeout is not None:
             connection.watch_idle(self._idle_timeout)
-        transport = connection.transport
-        # The address the port accepted from, unless a layer (the PROXY
-        # protocol's) says otherwise: a socket transport's getPeer() makes
-        # a new one.
+        transport: Any = connection.transport
+        # The address a TCP port accepted from (its getPeer() makes a new
+        # one), unless a layer (TLS, the PROXY protocol's) is between; a Unix
+        # port gives buildProtocol the socket's name as accept() said it,
+        # which getPeer() turns into None for an unnamed peer.
         address = connection.accepted_from
-        if address is None or type(transport) not in SOCKET_TRANSPORTS:
+        if address is None or type(transport) is not tcp.Server:
             address = transport.getPeer()
         self._handlers_running += 1
         connection._started = self._reactor.seconds()

@@ -1,0 +1,382 @@
+"""
+The lean paths of connections, against what they replaced: a close that the
+peer's end of the stream leads to (finished in that turn), connecting
+directly with the reactor's connectTCP and connectUNIX (cancel, interrupt
+and timeout in every turn, on a fake reactor too), the handler's address,
+reads ready at once awaited with callbacks added, and lines() asked for and
+awaited later.  Real sockets on 127.0.0.1 and Unix sockets under tmp_path.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import CancelledError, Deferred, succeed
+
+import twisted_tcp as tt
+from twisted_tcp import ConnectInterruptedError
+
+from .conftest import LOCAL, logged_errors, serving, sleep, until, within
+
+
+async def read_all(s: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except BlockingIOError:
+            await sleep(0.005)
+            continue
+        if not chunk:
+            return data
+        data += chunk
+
+
+def raw_unix(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    s.setblocking(False)
+    return s
+
+
+def raw_tcp(port: int) -> socket.socket:
+    s = socket.create_connection((LOCAL, port), timeout=5)
+    s.setblocking(False)
+    return s
+
+
+# -- the handler's address ----------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_unix_handler_address_is_what_getpeer_says(tmp_path: Any) -> None:
+    seen: list[Any] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        seen.append((address, writer.socket.peer_address))
+        await reader.read_line()
+
+    path = str(tmp_path / "s")
+    async with serving(handler, tt.on_file(path)):
+        s = raw_unix(path)
+        try:
+            await until(lambda: seen)
+        finally:
+            s.close()
+    address, peer = seen[0]
+    assert address == peer == UNIXAddress(None)
+
+
+# -- connecting directly: cancel / interrupt in the same turn -----------------------
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest.mark.parametrize("how", ["cancel", "interrupt", "with_connection_cancel"])
+@pytest_twisted.ensureDeferred
+async def test_stop_an_attempt_in_the_turn_it_started(kind: str, how: str, tmp_path: Any) -> None:
+    path = str(tmp_path / "s")
+    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.read_line()
+
+    async with serving(handler, where_listen) as server:
+        where = (
+            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
+        )
+        if how == "cancel":
+            d = tt.connect(where, timeout=5)
+            d.cancel()
+            with pytest.raises(CancelledError):
+                await within(d)
+        elif how == "interrupt":
+            interrupt: Deferred[None] = Deferred()
+            d = tt.connect(where, timeout=5, interrupt=interrupt)
+            interrupt.callback(None)
+            with pytest.raises(ConnectInterruptedError):
+                await within(d)
+        else:
+            d = tt.with_connection(where, lambda s, r, w: r.read_line(), timeout=5)
+            d.cancel()
+            with pytest.raises(CancelledError):
+                await within(d)
+        await sleep(0.05)
+        await until(lambda: server.num_connections == 0)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_connect_with_an_interrupt_already_fired(kind: str, tmp_path: Any) -> None:
+    path = str(tmp_path / "s")
+    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    async with serving(lambda a, r, w: None, where_listen) as server:
+        where = (
+            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
+        )
+        with pytest.raises(ConnectInterruptedError):
+            await within(tt.connect(where, timeout=5, interrupt=succeed(None)))
+
+
+# -- the close that the peer's end of stream leads to -------------------------------
+
+
+async def reply_at_eof(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+    data = await reader.contents()
+    writer.write(data.upper())
+
+
+async def lines_then_bye(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+    async for line in reader.lines():
+        writer.write_line(line)
+    writer.write_line(b"bye")
+
+
+async def write_eof_at_eof(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+    data = await reader.contents()
+    writer.write(data.upper())
+    await writer.write_eof()
+
+
+async def eof_first_then_read(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+    writer.write(b"hello ")
+    await writer.write_eof()
+    data = await reader.contents()
+    del data
+
+
+async def close_and_wait(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+    data = await reader.contents()
+    writer.write(data.upper())
+    await writer.close()
+
+
+@pytest.mark.parametrize(
+    "handler,expect",
+    [
+        (reply_at_eof, b"ONE\nTWO\n"),
+        (lines_then_bye, b"one\ntwo\nbye\n"),
+        (write_eof_at_eof, b"ONE\nTWO\n"),
+        (eof_first_then_read, b"hello "),
+        (close_and_wait, b"ONE\nTWO\n"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_handler_ending_at_the_peers_eof(
+    handler: Any, expect: bytes, kind: str, tmp_path: Any
+) -> None:
+    path = str(tmp_path / "s")
+    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    with logged_errors() as errors:
+        async with serving(handler, where_listen) as server:
+            s = raw_unix(path) if kind == "unix" else raw_tcp(server.listening_on)
+            try:
+                s.sendall(b"one\ntwo\n")
+                s.shutdown(socket.SHUT_WR)
+                assert await within(read_all(s)) == expect
+                await until(lambda: server.num_connections == 0)
+            finally:
+                s.close()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_with_connection_f_ends_at_the_servers_close(kind: str, tmp_path: Any) -> None:
+    path = str(tmp_path / "s")
+    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+
+    async def server_handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.read_line()
+        writer.write(b"x" * 300000)  # then close
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> int:
+        writer.write(b"hi\n")
+        return len(await reader.contents())
+
+    async def f_lines(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> int:
+        writer.write(b"hi\n")
+        n = 0
+        async for line in reader.lines():
+            n += len(line)
+        return n
+
+    async with serving(server_handler, where_listen, max_line_length=10**6) as server:
+        where = (
+            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
+        )
+        assert await within(tt.with_connection(where, f, timeout=5)) == 300000
+        n = await within(tt.with_connection(where, f_lines, timeout=5, max_line_length=10**6))
+        assert n == 300000
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_cancel_with_connection_while_f_waits_in_lines(kind: str, tmp_path: Any) -> None:
+    path = str(tmp_path / "s")
+    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    f_saw: list[Any] = []
+    started: list[tt.Socket] = []
+
+    async def server_handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.write_line(b"one")
+        await reader.read_line()
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> None:
+        started.append(sock)
+        try:
+            async for line in reader.lines():
+                f_saw.append(line)
+        except CancelledError:
+            f_saw.append("cancelled")
+            f_saw.append(reader._waiter)
+            raise
+
+    async with serving(server_handler, where_listen) as server:
+        where = (
+            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
+        )
+        d = tt.with_connection(where, f, timeout=5)
+        await until(lambda: f_saw)
+        d.cancel()
+        with pytest.raises(CancelledError):
+            await within(d)
+        await within(started[0].close_finished())
+    assert f_saw == [b"one", "cancelled", None]
+
+
+# -- reads ready at once, lines asked for early, connects that fail or stop at once --------
+
+
+@pytest.mark.parametrize("driver", ["lean", "twisted"])
+def test_a_ready_read_given_a_failing_callback_raises_when_awaited(driver: str) -> None:
+    from twisted.internet.defer import ensureDeferred
+
+    from twisted_tcp import Reader
+    from twisted_tcp._driver import run
+
+    def parse(line: bytes) -> Any:
+        raise ValueError(line)
+
+    reader = Reader(None)
+    reader.data_received(b"hello\n")  # buffered: read_line() has its result at once
+
+    async def handler() -> Any:
+        try:
+            return await reader.read_line().addCallback(parse)
+        except ValueError:
+            return "raised"
+
+    out: list[Any] = []
+    with logged_errors() as errors:
+        if driver == "lean":
+            run(handler, (), out.append)
+        else:
+            ensureDeferred(handler()).addBoth(out.append)
+    assert out == ["raised"]
+    assert not errors
+
+
+def test_a_ready_read_whose_callback_returns_a_deferred_waits_for_it() -> None:
+    from twisted_tcp import Reader
+    from twisted_tcp._driver import run
+
+    reader = Reader(None)
+    reader.data_received(b"hello\n")
+    inner: Deferred[str] = Deferred()
+
+    async def handler() -> Any:
+        return await reader.read_line().addCallback(lambda _: inner)
+
+    out: list[Any] = []
+    run(handler, (), out.append)
+    assert out == []  # it waits for the Deferred its callback returned
+    inner.callback("later")
+    assert out == ["later"]
+
+
+@pytest.mark.parametrize("driver", ["lean", "twisted"])
+def test_a_line_asked_for_and_awaited_later_is_not_lost(driver: str) -> None:
+    from twisted.internet.defer import ensureDeferred
+
+    from twisted_tcp import Reader
+    from twisted_tcp._driver import run
+
+    reader = Reader(None)
+    gate: Deferred[None] = Deferred()
+
+    async def handler() -> Any:
+        nxt = reader.lines().__anext__()
+        await gate
+        return await nxt
+
+    out: list[Any] = []
+    if driver == "lean":
+        run(handler, (), out.append)
+    else:
+        ensureDeferred(handler()).addBoth(out.append)
+    reader.data_received(b"first\n")
+    gate.callback(None)
+    assert out == [b"first"]
+
+
+def test_connect_to_a_bad_ipv6_scope_fails_its_deferred_not_the_call() -> None:
+    d = tt.connect(tt.to_host_and_port("fe80::1%nosuchif0", 80), timeout=5, reactor=reactor)
+    with pytest.raises(socket.gaierror):
+        raise_from(d)
+
+
+def raise_from(d: Deferred[Any]) -> None:
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box, "pending"
+    box[0].raiseException()
+
+
+@pytest.mark.parametrize("how", ["timeout", "interrupt"])
+def test_a_direct_attempt_stops_on_a_reactor_whose_connector_reports_later(how: str) -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    memory = MemoryReactorClock()
+    interrupt: Deferred[None] = Deferred()
+    d = tt.connect(
+        tt.to_host_and_port("127.0.0.1", 80), timeout=5, interrupt=interrupt, reactor=memory
+    )
+    if how == "timeout":
+        memory.advance(6)
+    else:
+        interrupt.callback(None)
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box, "the attempt never ended"
+    assert box[0].check(tt.ConnectTimeoutError if how == "timeout" else ConnectInterruptedError)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_client_half_closes_then_reads_the_reply(kind: str, tmp_path: Any) -> None:
+    path = str(tmp_path / "s")
+    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes:
+        writer.write(b"request " * 10000)
+        await writer.write_eof()
+        return await reader.contents()
+
+    with logged_errors() as errors:
+        async with serving(reply_at_eof, where_listen) as server:
+            where = (
+                tt.to_file(path)
+                if kind == "unix"
+                else tt.to_host_and_port(LOCAL, server.listening_on)
+            )
+            for _ in range(5):
+                assert await within(tt.with_connection(where, f, timeout=5)) == b"REQUEST " * 10000
+            await until(lambda: server.num_connections == 0)
+    assert not errors, errors
