@@ -369,6 +369,8 @@ class _Fired(Deferred[Any]):
 
     def __await__(self) -> Any:
         result = self.result
+        if (type(result) is bytes or result is None) and not self.paused:
+            return _await_fired(result)  # (no isinstance against Deferred: ABCMeta's is slow)
         if self.paused or isinstance(result, (Failure, Deferred)):
             # Callbacks added since made it fail or wait: awaited as Twisted does.
             return Deferred.__iter__(self)
