@@ -366,7 +366,8 @@ class Writer:
     @property
     def bytes_to_write(self) -> int:
         """The number of written bytes not yet known to be handed to the kernel."""
-        self._refresh()
+        if not (self._clean or self._held):  # (gathered writes are not asked about)
+            self._refresh()
         return 0 if self._clean or self._state >= CLOSED else self._written - self._flushed_count
 
     @property
