@@ -156,6 +156,43 @@ async def test_a_handler_ending_with_its_peer_closes_in_that_turn(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_connection_that_ended_is_freed_without_the_garbage_collector() -> None:
+    """
+    Once its handler has ended and it is gone, a connection is freed by
+    reference counting: no cycle (its writer refers back to it) is left for
+    the garbage collector to find, walk and promote at every connection.
+    """
+    from twisted_tcp._server import _ServerConnection
+
+    def left_for_the_collector() -> list[Any]:
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            return [o for o in gc.garbage if isinstance(o, (_ServerConnection, tt.Writer))]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+
+    async with serving(echo) as server:
+        left_for_the_collector()
+        gc.disable()
+        try:
+            for _ in range(10):
+                s = raw_client(int(server.listening_on))
+                try:
+                    s.sendall(b"one\n")
+                    assert await raw_read_line(s) == b"one\n"
+                    s.shutdown(socket.SHUT_WR)
+                    assert await raw_read_line(s) == b""
+                finally:
+                    s.close()
+            await until(lambda: server.num_connections == 0)
+            assert left_for_the_collector() == []
+        finally:
+            gc.enable()
+
+
+@pytest_twisted.ensureDeferred
 async def test_write_eof_then_flushed_sends_the_end_of_the_stream() -> None:
     """
     A flush awaited after write_eof() (the bytes still in Twisted's buffer)

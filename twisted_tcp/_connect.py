@@ -236,7 +236,8 @@ class _Attempt:
                 return
         pending, self._pending = self._pending, None
         if isinstance(pending, _ConnectionFactory):
-            pending.report = None
+            # (Its connector refers to it: no cycle left for the collector.)
+            pending.report = pending.connector = None
         deadline, self._deadline = self._deadline, None
         if deadline is not None:
             deadline.cancel()

@@ -61,6 +61,7 @@ class _ServerConnection(Connection):
     _handshake_timer: Deadline | None = None  # a TLS handshake is under way
     _peer_key: str | None = None  # counted against max_connections_per_peer as this
     _started = 0.0  # when the handler started
+    _handler_over = False  # the handler has ended
     accepted_from: IAddress | None = None  # the address buildProtocol was given
 
     def connectionMade(self) -> None:
@@ -88,7 +89,10 @@ class _ServerConnection(Connection):
 
     def handler_ended(self, result: object) -> None:
         """The handler returned C{result} or failed (a L{Failure})."""
+        self._handler_over = True
         self.server._handler_done(result, self)
+        if self.closed:
+            self._let_go()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._idle_timer is not None and self._idle_timer.active():
@@ -97,6 +101,18 @@ class _ServerConnection(Connection):
         # close(close_existing_connections=True) does) sees it freed.
         self.server._ended(self, reason)
         Connection.connectionLost(self, reason)
+        if self._handler_over:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """
+        The handler has ended and the connection is gone: let go of the
+        reader and the writer.  The writer refers back to the connection
+        (for its C{socket}), so that the two would be a cycle, which only
+        the garbage collector frees; without it, the whole connection is
+        freed the moment nothing else holds it.
+        """
+        self.reader = self.writer = None
 
     def watch_idle(self, timeout: float) -> None:
         """
