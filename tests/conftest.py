@@ -61,6 +61,26 @@ async def until(predicate: Callable[[], object], seconds: float = WAIT) -> None:
     await within(poll(), seconds)
 
 
+async def read_to_end(s: socket.socket) -> bytes:
+    """Read a non-blocking socket until the end of stream (or a reset)."""
+
+    async def read() -> bytes:
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except BlockingIOError:
+                await sleep(0.005)
+                continue
+            except ConnectionResetError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+    return await within(read())  # type: ignore[no-any-return]
+
+
 PENDING = object()
 """What L{outcome} returns for a Deferred that has not fired."""
 

@@ -53,6 +53,7 @@ from .conftest import (
     logged_errors,
     open_fds,
     raw_client,
+    read_to_end,
     reset,
     serving,
     sleep,
@@ -72,26 +73,6 @@ GiB = 1 << 30
 
 def show(events: list[dict[str, Any]]) -> list[str]:
     return [formatEvent(e) + "\n" + str(e.get("log_failure", "")) for e in events]
-
-
-async def read_to_end(s: socket.socket) -> bytes:
-    """Read a non-blocking socket until the end of stream (or a reset)."""
-
-    async def read() -> bytes:
-        data = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except BlockingIOError:
-                await sleep(0.005)
-                continue
-            except ConnectionResetError:
-                return data
-            if not chunk:
-                return data
-            data += chunk
-
-    return await within(read())  # type: ignore[no-any-return]
 
 
 @contextmanager

@@ -21,20 +21,7 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 import twisted_tcp as tt
 from twisted_tcp import ConnectInterruptedError
 
-from .conftest import LOCAL, logged_errors, serving, sleep, until, within
-
-
-async def read_all(s: socket.socket) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = s.recv(65536)
-        except BlockingIOError:
-            await sleep(0.005)
-            continue
-        if not chunk:
-            return data
-        data += chunk
+from .conftest import LOCAL, logged_errors, read_to_end, serving, sleep, until, within
 
 
 def raw_unix(path: str) -> socket.socket:
@@ -179,7 +166,7 @@ async def test_handler_ending_at_the_peers_eof(
             try:
                 s.sendall(b"one\ntwo\n")
                 s.shutdown(socket.SHUT_WR)
-                assert await within(read_all(s)) == expect
+                assert await read_to_end(s) == expect
                 await until(lambda: server.num_connections == 0)
             finally:
                 s.close()
