@@ -469,12 +469,9 @@ class _Lines:
         if reader._waiter is None:
             if not buffer.size and not buffer.eof:  # the usual wait, decided at once
                 return _next_line(self)
-            # A line already buffered costs no Deferred at all (nor, when the
-            # reader is not paused, a call more than the buffer's).
-            line = buffer.line_now()
+            # A line already buffered costs no Deferred at all.
+            line = reader._line_now()
             if line is not None:
-                if reader._paused and buffer.size <= reader.buffer_size:
-                    reader._set_paused(False)
                 return _ready(line)
         line = reader._try(_take_line, None)
         if line is NEED:  # part of a line, or a long one, is buffered
