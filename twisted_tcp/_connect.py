@@ -459,8 +459,7 @@ class _WithConnection:
             # aborted now and closes on the reactor's next turn; f is
             # cancelled where it waits.
             self._ended = True
-            if not connection.closed:
-                connection.transport.abortConnection()
+            connection.abort()
             if self._running is not None:
                 self._running.cancel()
             done.errback(CancelledError(f"with_connection to {self._where} was cancelled"))

@@ -286,6 +286,11 @@ class Connection(Protocol):
         if self._read_eof and self.writer is not None and not self.closed:
             self.writer.close()
 
+    def abort(self) -> None:
+        """Close the connection at once, dropping unwritten bytes (if it is not gone)."""
+        if not self.closed:
+            self.transport.abortConnection()
+
     def call_when_lost(self, call: Callable[[], object]) -> None:
         """
         Call C{call()} when the connection is lost, after the writer has
@@ -463,8 +468,7 @@ class Socket:
 
     def abort(self) -> None:
         """Close the connection at once, dropping unwritten bytes."""
-        if not self._connection.closed:
-            self.transport.abortConnection()
+        self._connection.abort()
 
     def close_finished(self) -> Deferred[None]:
         """A Deferred that fires (with None) when the connection is closed."""
