@@ -182,8 +182,13 @@ class ToHostAndPort(WhereToConnect):
         address = f"{_show_host(self.host)}:{self.port}"
         return f"tls:{address}" if self.tls is not None else address
 
+    @property
+    def _bind(self) -> tuple[str, int] | None:
+        """The local address to connect from, as Twisted takes it."""
+        return (self.via_local_interface, 0) if self.via_local_interface else None
+
     def endpoint(self, reactor: object, timeout: float | None) -> IStreamClientEndpoint:
-        bind = (self.via_local_interface, 0) if self.via_local_interface else None
+        bind = self._bind
         # IP literals skip the resolver (and its thread); names get every
         # resolved address tried, IPv4 and IPv6, with Happy Eyeballs.  A
         # timeout of None (no deadline) is what Twisted's connectors take to
@@ -203,9 +208,8 @@ class ToHostAndPort(WhereToConnect):
     def connect_directly(self, reactor: Any, factory: ClientFactory) -> IConnector | None:
         if self.tls is not None or not (isIPAddress(self.host) or isIPv6Address(self.host)):
             return None
-        bind = (self.via_local_interface, 0) if self.via_local_interface else None
         timeout: Any = None  # (no timer of the connector's: the caller has its deadline)
-        return reactor.connectTCP(self.host, self.port, factory, timeout, bind)  # type: ignore[no-any-return]
+        return reactor.connectTCP(self.host, self.port, factory, timeout, self._bind)  # type: ignore[no-any-return]
 
 
 @attrs.frozen(repr=False)
