@@ -245,7 +245,6 @@ def test_base_exceptions_are_outcomes_too(exception: type[BaseException]) -> Non
 
 def test_lines_are_handed_to_the_task_with_no_deferred() -> None:
     from twisted_tcp import Reader
-    from twisted_tcp._reader import _Lines
 
     reader = Reader(None)
     seen: list[bytes] = []
@@ -259,8 +258,9 @@ def test_lines_are_handed_to_the_task_with_no_deferred() -> None:
     task = run(handler, (), done)
     assert isinstance(task, Task)
     waiter = reader._waiter
-    # The iterator itself is the pending read: waiting for a line makes nothing.
-    assert type(waiter) is _Lines and waiter.task is task
+    # The reader, its own iterator of lines, is the pending read: waiting
+    # for a line makes nothing.
+    assert waiter is reader and waiter.task is task
     reader.data_received(b"zero\n")
     assert reader._waiter is waiter and waiter.task is task
     reader.data_received(b"one\ntw")

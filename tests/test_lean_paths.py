@@ -367,3 +367,79 @@ async def test_client_half_closes_then_reads_the_reply(kind: str, tmp_path: Any)
                 assert await within(tt.with_connection(where, f, timeout=5)) == b"REQUEST " * 10000
             await until(lambda: server.num_connections == 0)
     assert not errors, errors
+
+
+# -- no object per connection to run the handler -------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["lean", "twisted"])
+def test_a_reader_is_its_own_iterator_of_lines(driver: str) -> None:
+    from twisted.internet.defer import ensureDeferred
+
+    from twisted_tcp._driver import run
+
+    reader = tt.Reader(None)
+    seen: list[bytes] = []
+
+    async def f() -> list[bytes]:
+        assert reader.lines() is reader
+        async for line in reader:
+            seen.append(line)
+        return seen
+
+    outcome: list[Any] = []
+    if driver == "lean":
+        run(f, (), outcome.append)
+    else:
+        ensureDeferred(f()).addBoth(outcome.append)
+    reader.data_received(b"one\ntw")
+    reader.data_received(b"o\n")
+    assert seen == [b"one", b"two"] and not outcome
+    reader.eof_received()
+    assert outcome == [[b"one", b"two"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_served_handler_is_driven_by_its_connection() -> None:
+    # The connection itself resumes its handler: no Task, no bound method.
+    drivers: list[Any] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        async for line in reader.lines():
+            writer.write_line(line)
+
+    async with serving(handler) as server:
+        s = raw_tcp(server.listening_on)
+        try:
+            await until(lambda: server.stats().connections)
+            (connection,) = server._connections
+            await until(lambda: connection.reader.task is not None)
+            drivers.append(connection.reader.task)
+            s.sendall(b"ping\n")
+            s.shutdown(socket.SHUT_WR)
+            assert await read_to_end(s) == b"ping\n"
+        finally:
+            s.close()
+    assert drivers == [connection]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_with_connection_cancels_the_deferred_f_returned() -> None:
+    cancelled: list[Deferred[Any]] = []
+    returned: list[Deferred[Any]] = []
+
+    async def server_handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.read_line()
+
+    def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred(cancelled.append)
+        returned.append(d)
+        return d
+
+    async with serving(server_handler) as server:
+        d = tt.with_connection(tt.to_host_and_port(LOCAL, server.listening_on), f, timeout=5)
+        await until(lambda: returned)
+        d.cancel()
+        with pytest.raises(CancelledError):
+            await within(d)
+    assert cancelled == returned

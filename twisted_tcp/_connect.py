@@ -22,7 +22,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from ._connection import Connection, Socket
-from ._driver import Task, run
+from ._driver import Driver, run_on
 from ._errors import ConnectInterruptedError, ConnectTimeoutError, TLSHandshakeError
 from ._handler import check_handler
 from ._reader import Reader
@@ -416,21 +416,24 @@ def with_connection(
     return _WithConnection(where, f, _attempt(where, settings, settings, interrupt, reactor)).done
 
 
-class _WithConnection:
+class _WithConnection(Driver):
     """
     L{with_connection} once the attempt has started: runs C{f} on the
-    connection, closes it, and fires C{done} with C{f}'s outcome once the
-    connection is closed.  (An object with slots rather than closures, as
-    L{_Attempt} is.)
+    connection (as its L{Driver}, if it is a coroutine), closes it, and
+    fires C{done} with C{f}'s outcome once the connection is closed.  (An
+    object with slots rather than closures, as L{_Attempt} is.)
     """
 
     __slots__ = (
         "_attempt",
         "_connection",
+        "_context",
+        "_coroutine",
         "_ended",
         "_f",
         "_outcome",
-        "_running",
+        "_returned",
+        "_waiting",
         "_where",
         "done",
     )
@@ -442,7 +445,8 @@ class _WithConnection:
         self._f = f
         self._attempt: Deferred[Connection] | None = attempt
         self._connection: Connection | None = None
-        self._running: Task | Deferred[Any] | None = None
+        self._returned: Deferred[Any] | None = None  # the Deferred f returned, if it did
+        self._waiting = None
         self._ended = False  # f has ended (or was cancelled)
         self._outcome: Any = None  # ... with this result, or Failure
         self.done: Deferred[Any] = Deferred(self._cancel)
@@ -460,8 +464,10 @@ class _WithConnection:
             # cancelled where it waits.
             self._ended = True
             connection.abort()
-            if self._running is not None:
-                self._running.cancel()
+            if self._returned is not None:
+                self._returned.cancel()
+            else:
+                self.cancel_await()
             done.errback(CancelledError(f"with_connection to {self._where} was cancelled"))
 
     def _call_f(self, connection: Connection) -> None:
@@ -470,9 +476,9 @@ class _WithConnection:
         reader, writer = connection.reader, connection.writer
         assert reader is not None and writer is not None
         connection.call_when_lost(self._lost)
-        self._running = run(self._f, (Socket(connection), reader, writer), self._first)
+        self._returned = run_on(self, self._f, (Socket(connection), reader, writer))
 
-    def _first(self, value: Any) -> None:
+    def driven_ended(self, value: Any) -> None:
         """How f ended: its value, or a Failure."""
         if self._ended:
             if isinstance(value, Failure) and not value.check(CancelledError):
@@ -485,7 +491,7 @@ class _WithConnection:
             return
         self._ended = True
         self._outcome = value
-        self._running = None
+        self._returned = None
         connection = self._connection
         assert connection is not None and connection.writer is not None
         connection.writer.start_close()  # (with our side already shut, it may end now)
@@ -502,7 +508,7 @@ class _WithConnection:
             assert connection is not None and connection.writer is not None
             error = connection.writer.error
             if error is not None:
-                self._first(Failure(error))
+                self.driven_ended(Failure(error))
         else:
             self._end()
 

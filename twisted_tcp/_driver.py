@@ -2,12 +2,12 @@
 The lean driver: runs a handler (or C{with_connection}'s C{f}) and tells a
 callback how it ended.
 
-A coroutine (an C{async def} handler) is run by L{Task}, a small trampoline
-of C{send} and C{throw}: each Deferred it awaits gets one callback, which
+A coroutine (an C{async def} handler) is run by a L{Driver}, a small
+trampoline of C{send} and C{throw}: each Deferred it awaits gets one callback, which
 resumes the coroutine directly.  There is no Deferred for the handler
 itself, and no pass through Twisted's C{_inlineCallbacks}, which costs
 several times more per resume.  What users rely on stays: a handler awaits
-any Deferred or coroutine; it is cancelled where it waits (L{Task.cancel});
+any Deferred or coroutine; it is cancelled where it waits (L{Driver.cancel_await});
 its context variables are those of a copy of the context it was started
 in, as with C{ensureDeferred}; and its failure's traceback ends at its own
 line.  A handler decorated with C{@inlineCallbacks}, or a plain function,
@@ -17,41 +17,59 @@ returns a Deferred or a value, which is waited for or taken as it is.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from contextvars import copy_context
+from contextvars import Context, copy_context
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from ._reader import ReadDeferred, _Lines
+from ._reader import ReadDeferred, Reader
 
 Done = Callable[[Any], object]
 """Told how a handler ended: its result, or a L{Failure}."""
 
 
-class Task:
+class Driver:
     """
-    Runs one coroutine to its end, then calls C{done} with its result or
-    its L{Failure}.  It starts at once, as C{ensureDeferred} does.
+    Runs one coroutine to its end, then calls L{driven_ended} with its
+    result or its L{Failure}.
+
+    A base class with no state of its own: a subclass keeps C{_coroutine},
+    C{_context} and C{_waiting} (slots, or its instance dict) and says what
+    the end means.  What runs one handler per connection is thus the
+    connection itself (the server's), or the object that already waits for
+    C{f} (C{with_connection}'s), not one more object per connection, with
+    a bound method for its end, for the garbage collector to track.
     """
 
-    __slots__ = ("_context", "_coroutine", "_done", "_waiting")
+    if not TYPE_CHECKING:  # (mypy would refuse the subclasses' state on the base)
+        __slots__ = ()
 
-    def __init__(self, coroutine: Coroutine[Any, Any, Any], done: Done) -> None:
+    _coroutine: Coroutine[Any, Any, Any]
+    _context: Context
+    _waiting: Deferred[Any] | Reader | None  # what the coroutine awaits
+
+    def drive(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Start running C{coroutine}, at once, as C{ensureDeferred} does."""
         self._coroutine = coroutine
-        self._done = done
         self._context = copy_context()
-        self._waiting: Deferred[Any] | _Lines | None = None  # what the coroutine awaits
+        self._waiting = None
         self._step(None, None)
 
-    def cancel(self) -> None:
+    def driven_ended(self, result: object) -> None:
+        """The coroutine returned C{result}, or failed (a L{Failure})."""
+        raise NotImplementedError
+
+    def cancel_await(self) -> None:
         """
         Cancel what the coroutine awaits: it gets C{CancelledError} there
         (unless what it awaits fires otherwise), and may catch it.
         """
         waiting = self._waiting
-        if waiting is not None:
+        if isinstance(waiting, Reader):  # a line of its lines()
+            waiting._cancel_lines()
+        elif waiting is not None:
             waiting.cancel()
 
     def send_result(self, value: object) -> None:
@@ -77,13 +95,13 @@ class Task:
                 else:
                     awaited = self._context.run(error.throwExceptionIntoGenerator, coroutine)
             except StopIteration as stop:
-                self._done(stop.value)
+                self.driven_ended(stop.value)
                 return
             except BaseException:
-                self._done(Failure())
+                self.driven_ended(Failure())
                 return
             kind = type(awaited)
-            if kind is _Lines or (kind is ReadDeferred and not awaited.tapped):
+            if kind is Reader or (kind is ReadDeferred and not awaited.tapped):
                 awaited.task = self  # the reader resumes us directly
                 self._waiting = awaited
                 return
@@ -114,30 +132,62 @@ class Task:
             self._step(None, None)
 
 
-def run(f: Callable[..., Any], args: tuple[Any, ...], done: Done) -> Task | Deferred[Any] | None:
-    """
-    Call C{f(*args)} and call C{done} once with how it ended: its value, or
-    a L{Failure} (for an exception, raised at once or later).  A coroutine
-    is run by a L{Task}; a Deferred is waited for; anything else is the
-    value.
+class Task(Driver):
+    """A L{Driver} that tells a callback, C{done}, how its coroutine ended."""
 
-    @return: what can be cancelled while C{f} runs (the L{Task}, or the
-        Deferred it returned), or C{None} if it has already ended.
+    __slots__ = ("_context", "_coroutine", "_done", "_waiting")
+
+    def __init__(self, done: Done) -> None:
+        self._done = done
+        self._waiting = None
+
+    def driven_ended(self, result: object) -> None:
+        self._done(result)
+
+    cancel = Driver.cancel_await
+
+
+def run_on(driver: Driver, f: Callable[..., Any], args: tuple[Any, ...]) -> Deferred[Any] | None:
+    """
+    Call C{f(*args)} and call C{driver.driven_ended} once with how it
+    ended: its value, or a L{Failure} (for an exception, raised at once or
+    later).  A coroutine is run by C{driver}; a Deferred is waited for;
+    anything else is the value.
+
+    @return: the Deferred C{f} returned, to cancel while it runs; else
+        C{None} (a coroutine is cancelled where it waits by
+        L{Driver.cancel_await}).
     """
     try:
         result = f(*args)
     except BaseException:
-        done(Failure())
+        driver.driven_ended(Failure())
         return None
     if type(result) is CoroutineType:
-        return Task(result, done)
+        driver.drive(result)
+        return None
     if isinstance(result, Deferred):
-        result.addBoth(done)
+        result.addBoth(driver.driven_ended)
         return result
     if isinstance(result, Coroutine):  # another kind of coroutine object
-        return Task(result, done)
-    done(result)
+        driver.drive(result)
+        return None
+    driver.driven_ended(result)
     return None
 
 
-__all__ = ["Done", "Task", "run"]
+def run(f: Callable[..., Any], args: tuple[Any, ...], done: Done) -> Task | Deferred[Any] | None:
+    """
+    L{run_on} with a L{Task} that calls C{done} with how C{f} ended.
+
+    @return: what can be cancelled while C{f} runs (the L{Task}, or the
+        Deferred it returned), or C{None} if it has already ended.
+    """
+    task = Task(done)
+    returned = run_on(task, f, args)
+    if returned is not None:
+        return returned
+    return task if task._waiting is not None else None
+
+
+__all__ = ["Done", "Driver", "Task", "run", "run_on"]

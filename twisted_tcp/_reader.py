@@ -51,6 +51,7 @@ class Reader:
         "_received",
         "_waiter",
         "buffer_size",
+        "task",
     )
 
     def __init__(
@@ -65,11 +66,13 @@ class Reader:
         self.buffer_size = buffer_size
         self._paused = False
         self._received = 0
-        self._waiter: ReadDeferred | _Lines | None = None
+        self._waiter: ReadDeferred | Reader | None = None  # the pending read
         # The pending read: a request of RecordBuffer's, called with the
         # buffer and its argument (not a bound method, made at each read).
         self._op: Callable[[RecordBuffer, Any], Any] | None = None
         self._op_arg: Any = None
+        # The task awaiting a line of the reader's own iterator (lines()).
+        self.task: Any = None
 
     # -- what the user calls -------------------------------------------------
 
@@ -171,9 +174,43 @@ class Reader:
     def lines(self) -> AsyncIterator[bytes]:
         """
         Iterate, with C{async for}, over the lines of the stream, as
-        L{read_line} returns them, until the end of the stream.
+        L{read_line} returns them, until the end of the stream.  (The
+        reader is that iterator itself, as asyncio's C{StreamReader} is:
+        C{async for line in reader} is the same.)
         """
-        return _Lines(self)
+        return self
+
+    def __aiter__(self) -> Reader:
+        return self
+
+    def __anext__(self) -> Any:
+        # A line already buffered is given at once, with no Deferred; else
+        # the reader itself becomes the pending read, and the await of
+        # _next_line waits on it.  The lean driver
+        # (twisted_tcp._driver.Driver), which sets itself as task, is
+        # resumed with the line directly: waiting for a line makes no
+        # Deferred either.
+        buffer = self._buffer
+        if self._waiter is None:
+            if not buffer.size and not buffer.eof:  # the usual wait, decided at once
+                return _next_line(self)
+            line = self._line_now()
+            if line is not None:
+                return _ready(line)
+        line = self._try(_take_line, None)
+        if line is NEED:  # part of a line, or a long one, is buffered
+            return _next_line(self)
+        if line is None:
+            raise StopAsyncIteration
+        return _ready(line)
+
+    def _cancel_lines(self) -> None:
+        """The task awaiting a line is cancelled: it gets C{CancelledError} there."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            self._cancel(self)
+            task.throw_failure(Failure(CancelledError()))
 
     # -- what the connection calls -------------------------------------------
 
@@ -247,7 +284,7 @@ class Reader:
         return pending
 
     def _wait_on(
-        self, waiter: ReadDeferred | _Lines, op: Callable[[RecordBuffer, Any], Any], arg: Any
+        self, waiter: ReadDeferred | Reader, op: Callable[[RecordBuffer, Any], Any], arg: Any
     ) -> None:
         """Make C{op(buffer, arg)} the pending read, for C{waiter}."""
         self._waiter = waiter
@@ -416,13 +453,12 @@ def _await_fired(result: object) -> Generator[Any, Any, Any]:
 
 
 @types.coroutine
-def _next_line(lines: _Lines) -> Any:
+def _next_line(reader: Reader) -> Any:
     """
-    The await of the next line, for which L{_Lines} becomes the reader's
-    pending read when awaited (not when asked for: an C{__anext__()} awaited
-    later takes the line that came meanwhile).
+    The await of the next line of L{Reader.lines}, for which the reader
+    becomes its own pending read when awaited (not when asked for: an
+    C{__anext__()} awaited later takes the line that came meanwhile).
     """
-    reader = lines._reader
     buffer = reader._buffer
     if buffer.size or buffer.eof or reader._waiter is not None:
         line = reader._try(_take_line, None)  # (ReadInProgressError if a read is pending)
@@ -430,63 +466,17 @@ def _next_line(lines: _Lines) -> Any:
             if line is None:
                 raise StopAsyncIteration
             return line
-    reader._wait_on(lines, _take_line, None)
-    line = yield lines  # the lean driver resumes with the line
-    if line is lines:
+    reader._wait_on(reader, _take_line, None)
+    line = yield reader  # the lean driver resumes with the line
+    if line is reader:
         # A driver that does not know it sent it back (Twisted's own does):
         # wait on a Deferred instead, which that driver knows.
-        pending = ReadDeferred(lines._reader)
-        lines._reader._waiter = pending
+        pending = ReadDeferred(reader)
+        reader._waiter = pending
         line = yield pending
     if line is None:
         raise StopAsyncIteration
     return line
-
-
-class _Lines:
-    """
-    The async iterator of L{Reader.lines}: a line already buffered is given
-    at once; else the iterator itself becomes the reader's pending read, and
-    the await of L{_next_line} waits on it.  Awaited by the lean driver
-    (L{twisted_tcp._driver.Task}), which sets itself as C{task}, it is
-    resumed with the line directly: waiting for a line makes no Deferred.
-
-    @ivar task: the task that awaits the pending line, or C{None}.
-    """
-
-    __slots__ = ("_reader", "task")
-
-    def __init__(self, reader: Reader) -> None:
-        self._reader = reader
-        self.task: Any = None
-
-    def __aiter__(self) -> _Lines:
-        return self
-
-    def __anext__(self) -> Any:
-        reader = self._reader
-        buffer = reader._buffer
-        if reader._waiter is None:
-            if not buffer.size and not buffer.eof:  # the usual wait, decided at once
-                return _next_line(self)
-            # A line already buffered costs no Deferred at all.
-            line = reader._line_now()
-            if line is not None:
-                return _ready(line)
-        line = reader._try(_take_line, None)
-        if line is NEED:  # part of a line, or a long one, is buffered
-            return _next_line(self)
-        if line is None:
-            raise StopAsyncIteration
-        return _ready(line)
-
-    def cancel(self) -> None:
-        """The task that awaits a line is cancelled: it gets C{CancelledError} there."""
-        task = self.task
-        if task is not None:
-            self.task = None
-            self._reader._cancel(self)
-            task.throw_failure(Failure(CancelledError()))
 
 
 @types.coroutine

@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from ._connect import default_reactor
 from ._connection import Connection
-from ._driver import run
+from ._driver import Driver, run_on
 from ._handler import check_handler
 from ._logbudget import LogBudget
 from ._oneshot import OneShot
@@ -55,7 +55,8 @@ MAX_HANDSHAKES = 1000
 """TLS handshakes under way at once on a server; beyond, new connections are closed."""
 
 
-class _ServerConnection(Connection):
+class _ServerConnection(Connection, Driver):
+    # The connection is its handler's Driver too: no Task per connection.
     server: Server
     _idle_timer: IDelayedCall | None = None
     _handshake_timer: Deadline | None = None  # a TLS handshake is under way
@@ -87,7 +88,7 @@ class _ServerConnection(Connection):
             return 0, 0
         return reader.bytes_received, writer.bytes_written
 
-    def handler_ended(self, result: object) -> None:
+    def driven_ended(self, result: object) -> None:
         """The handler returned C{result} or failed (a L{Failure})."""
         self._handler_over = True
         self.server._handler_done(result, self)
@@ -557,7 +558,7 @@ class Server:
             address = transport.getPeer()
         self._handlers_running += 1
         connection._started = self._reactor.seconds()
-        run(self._handler, (address, reader, writer), connection.handler_ended)
+        run_on(connection, self._handler, (address, reader, writer))
 
     def _handler_done(self, result: object, connection: _ServerConnection) -> None:
         self._handlers_running -= 1

@@ -75,9 +75,11 @@ PYTHON_NAMES = [
     "ValueError",
     # The standard library.
     "collections.deque",
+    "contextvars.Context",
     "collections.abc.AsyncIterator",
     "collections.abc.Awaitable",
     "collections.abc.Callable",
+    "collections.abc.Coroutine",
     "collections.abc.Generator",
     "collections.abc.Iterable",
     "collections.abc.Iterator",
