@@ -204,6 +204,19 @@ class Reader:
             raise StopAsyncIteration
         return _ready(line)
 
+    def _line_or_wait(self) -> Any:
+        """
+        The next line of L{lines}, or None at the end of the stream; or, if
+        it must wait for bytes, the reader itself, now its pending read.
+        """
+        buffer = self._buffer
+        if buffer.size or buffer.eof or self._waiter is not None:
+            line = self._try(_take_line, None)  # (ReadInProgressError if a read is pending)
+            if line is not NEED:
+                return line
+        self._wait_on(self, _take_line, None)
+        return self
+
     def _cancel_lines(self) -> None:
         """The task awaiting a line is cancelled: it gets C{CancelledError} there."""
         task = self.task
@@ -457,23 +470,17 @@ def _next_line(reader: Reader) -> Any:
     """
     The await of the next line of L{Reader.lines}, for which the reader
     becomes its own pending read when awaited (not when asked for: an
-    C{__anext__()} awaited later takes the line that came meanwhile).
+    C{__anext__()} awaited later takes the line that came meanwhile).  A
+    generator with as few locals as can be (it is kept for as long as a
+    connection waits): the work is in L{Reader._line_or_wait}.
     """
-    buffer = reader._buffer
-    if buffer.size or buffer.eof or reader._waiter is not None:
-        line = reader._try(_take_line, None)  # (ReadInProgressError if a read is pending)
-        if line is not NEED:
-            if line is None:
-                raise StopAsyncIteration
-            return line
-    reader._wait_on(reader, _take_line, None)
-    line = yield reader  # the lean driver resumes with the line
+    line = reader._line_or_wait()
     if line is reader:
-        # A driver that does not know it sent it back (Twisted's own does):
-        # wait on a Deferred instead, which that driver knows.
-        pending = ReadDeferred(reader)
-        reader._waiter = pending
-        line = yield pending
+        line = yield reader  # the lean driver resumes with the line
+        if line is reader:
+            # A driver that does not know it sent it back (Twisted's own
+            # does): wait on a Deferred instead, which that driver knows.
+            line = yield reader._wait(_take_line, None)
     if line is None:
         raise StopAsyncIteration
     return line
