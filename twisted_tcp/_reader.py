@@ -194,8 +194,10 @@ class Reader:
         if self._waiter is None:
             if not buffer.size and not buffer.eof:  # the usual wait, decided at once
                 return _next_line(self)
-            line = self._line_now()
+            line = buffer.line_now()  # (what _line_now does, inlined: once per line)
             if line is not None:
+                if self._paused and buffer.size <= self.buffer_size:
+                    self._set_paused(False)
                 return _ready(line)
         line = self._try(_take_line, None)
         if line is NEED:  # part of a line, or a long one, is buffered
@@ -334,7 +336,8 @@ class Reader:
                 task.throw_failure(result)
             else:
                 task.send_result(result)
-        self._update_flow()
+        if self._paused or self._buffer.size > self.buffer_size:
+            self._update_flow()
 
     def _cancel(self, d: object) -> None:
         if self._waiter is d:

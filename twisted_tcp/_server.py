@@ -36,7 +36,7 @@ from ._settings import DEFAULTS, Settings, settings_with
 from ._stats import DurationCounter, ServerStats
 from ._sweeper import Deadline
 from ._tls import describe_tls_error
-from ._twisted_private import accept_error, fit_accepts
+from ._twisted_private import accept_error, accepts_bound, fit_accepts
 from ._where import WhereToListen, show_address
 from ._writer import Writer
 
@@ -199,6 +199,7 @@ class Server:
         self._on_handler_error = on_handler_error
         self._reactor = reactor
         self._port: IListeningPort | None = None
+        self._accepts_bound = 0  # free slots below which accepts are fitted (the port says)
         self._connections: set[_ServerConnection] = set()
         self._parked: deque[_ServerConnection] = deque()
         self._handlers_running = 0
@@ -332,6 +333,7 @@ class Server:
 
         def listening_now(port: IListeningPort) -> Server:
             server._port = port
+            server._accepts_bound = accepts_bound(port)
             server._fit_accepts()
             _accept_errors.watch(server)
             return server
@@ -578,7 +580,8 @@ class Server:
             and not writer._failed_for_loss(result.value)
         ):
             self._report(connection, result)
-        self._maybe_drained()
+        if self._closed:
+            self._maybe_drained()
 
     def _ended(self, connection: _ServerConnection, reason: Failure) -> None:
         if connection._peer_key is not None:
@@ -605,8 +608,10 @@ class Server:
             self._serve(parked.popleft())
         if len(self._connections) < self._max_connections and not parked:
             self._fit_accepts()
-            self._resume_accepting()
-        self._maybe_drained()
+            if not self._accepting:
+                self._resume_accepting()
+        if self._closed:
+            self._maybe_drained()
 
     def _maybe_drained(self) -> None:
         if self._closed and not self._connections and not self._handlers_running:
@@ -621,7 +626,8 @@ class Server:
         socket (a worker of C{twistd --workers}) has room for it.
         """
         free = self._max_connections - len(self._connections) - len(self._handshakes)
-        fit_accepts(self._port, free)
+        if free < self._accepts_bound:  # (else, as at most times, nothing to fit)
+            fit_accepts(self._port, free)
 
     def _pause_accepting(self) -> None:
         if self._accepting and self._port is not None:

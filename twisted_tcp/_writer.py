@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
     from ._connection import Socket
+    from ._reader import Reader
 
 
 _PENDING: Any = object()  # an outcome that has not come yet
@@ -248,7 +249,8 @@ class Writer:
             self._refuse_write()
             return
         held = self._held
-        if len(line) < 16384:
+        size = len(line)
+        if size < 16384:
             if held is None:
                 self._transport.write(line + b"\n")
             else:
@@ -257,7 +259,7 @@ class Writer:
             self._transport.writeSequence((line, b"\n"))
         else:
             held += (line, b"\n")
-        self._written += len(line) + 1
+        self._written += size + 1
         if self._clean:
             self._became_dirty()
 
@@ -504,6 +506,19 @@ class Writer:
         """
         if self._held is None and self._state < CLOSED:
             self._held = []
+
+    def gathering(self, reader: Reader, data: bytes) -> None:
+        """
+        Hand C{data} to C{reader} between L{gather} and L{send_gathered}:
+        what its consumers write meanwhile goes out as one call to the
+        transport.  (The connection hands every received chunk so.)
+        """
+        if self._held is None and self._state < CLOSED:
+            self._held = []
+        try:
+            reader.data_received(data)
+        finally:
+            self.send_gathered()
 
     def send_gathered(self) -> None:
         """Hand the writes gathered since L{gather} to the transport."""
