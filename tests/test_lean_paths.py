@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import reactor, tcp, unix
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import CancelledError, Deferred, succeed
 
@@ -443,3 +443,78 @@ async def test_cancelling_with_connection_cancels_the_deferred_f_returned() -> N
         with pytest.raises(CancelledError):
             await within(d)
     assert cancelled == returned
+
+
+@pytest.mark.parametrize("api", ["with_connection", "connect"])
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_a_client_connection_that_ended_leaves_no_cycle_of_ours(
+    kind: str, api: str, tmp_path: Any
+) -> None:
+    """
+    Once f has ended (with_connection) and the connection is gone, the
+    connection lets go of the reader and the writer: its connection, reader
+    and writer are freed by reference counting once nobody holds them, not
+    left as a cycle (the writer refers back to the connection) for the
+    garbage collector.  (Twisted's connector and transport no longer do
+    either, after a direct connect.)
+    """
+    import gc
+
+    from twisted_tcp._connection import Connection
+
+    # Only the ids of what is ours: a reference kept here would keep it from
+    # being garbage at all.  (An id may come back: what was freed is reused.)
+    mine: set[int] = set()
+    calls: list[None] = []
+
+    def ours(thing: object) -> bool:
+        if isinstance(thing, tt.Writer):
+            thing = thing._connection
+        return isinstance(thing, (Connection, tcp.Client, unix.Client)) and id(thing) in mine
+
+    def left_for_the_collector() -> list[Any]:
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            return [o for o in gc.garbage if ours(o)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes | None:
+        mine.update((id(sock._connection), id(sock.transport)))
+        calls.append(None)
+        writer.write_line(b"one")
+        return await reader.read_line()
+
+    path = str(tmp_path / "s")
+    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+
+    async def echo(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        async for line in reader.lines():
+            writer.write_line(line)
+
+    async with serving(echo, where_listen) as server:
+        where = (
+            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
+        )
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(5):
+                if api == "with_connection":
+                    assert await within(tt.with_connection(where, f, timeout=5)) == b"one"
+                else:
+                    sock, reader, writer = await within(tt.connect(where, timeout=5))
+                    assert await f(sock, reader, writer) == b"one"
+                    await within(writer.close())
+                    with pytest.raises(RuntimeError, match="already has"):
+                        sock.reader_writer()
+                    await within(sock.close())  # (closed already: fires at once)
+                    del sock, reader, writer
+            await sleep(0.01)  # (the last transport's own close, on the next turn)
+            assert len(calls) == 5
+            assert left_for_the_collector() == []
+        finally:
+            gc.enable()

@@ -75,6 +75,13 @@ class _ConnectionFactory(ClientFactory):
         if self.report is not None:
             self.report(reason)
 
+    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
+        # The connector and its transport refer to each other until the
+        # connector connects again, which ours never does: a cycle that
+        # only the garbage collector would free, at every connection.  The
+        # connector forgets its transport, as it does after a failed attempt.
+        connector.transport = None  # type: ignore[attr-defined]
+
     def cancel(self) -> None:
         """Abandon the attempt: the connector reports it failed, its socket closed."""
         if self.connector is not None:
@@ -348,8 +355,10 @@ def connect(
     )
 
     def triple(connection: Connection) -> tuple[Socket, Reader, Writer]:
-        assert connection.reader is not None and connection.writer is not None
-        return Socket(connection), connection.reader, connection.writer
+        reader, writer = connection.reader, connection.writer
+        assert reader is not None and writer is not None
+        connection.let_go_when_lost()  # (the caller holds them: no cycle left for the collector)
+        return Socket(connection), reader, writer
 
     return _attempt(where, settings, settings, interrupt, reactor).addCallback(triple)
 
@@ -513,6 +522,9 @@ class _WithConnection(Driver):
             self._end()
 
     def _end(self) -> None:
+        connection = self._connection
+        if connection is not None:
+            connection.let_go()  # (no cycle left for the collector)
         done = self.done
         if not done.called:
             outcome = self._outcome

@@ -77,6 +77,8 @@ class Connection(Protocol):
     _close_on_eof = False  # close_when_peer_ends()
     on_made: Callable[[Connection], object] | None = None  # told once it is connected
     _ending = False  # the reader is being told of the end of the stream
+    _released = False  # the reader and writer were let go (let_go)
+    _let_go_at_loss = False  # let_go_when_lost()
 
     def __init__(self, clock: IReactorTime, options: Settings | None) -> None:
         self.clock = clock
@@ -271,6 +273,31 @@ class Connection(Protocol):
         self._lost_reason = reason
         if self._lost is not None:
             self._lost.fire(reason)
+        if self._let_go_at_loss:
+            self.let_go()
+
+    def let_go(self) -> None:
+        """
+        Whoever ran on the connection has ended and the connection is gone:
+        let go of the reader and the writer.  The writer refers back to the
+        connection (for its C{socket}), so that the two would be a cycle,
+        which only the garbage collector frees; without it, the whole
+        connection is freed the moment nothing else holds it.  Whoever
+        still holds the reader or the writer keeps them as they are.
+        """
+        self.reader = self.writer = None
+        self._released = True
+
+    def let_go_when_lost(self) -> None:
+        """
+        L{let_go} once the connection is lost (now, if it is): for a
+        connection whose reader and writer are the user's alone (L{connect}
+        hands them over), nothing of ours runs on it after that.
+        """
+        if self.closed:
+            self.let_go()
+        else:
+            self._let_go_at_loss = True
 
     def close_when_peer_ends(self) -> None:
         """
@@ -311,7 +338,7 @@ class Connection(Protocol):
     # -- attaching what reads and writes -------------------------------------
 
     def _check_unattached(self) -> None:
-        if self.reader is not None or self._user is not None:
+        if self.reader is not None or self._user is not None or self._released:
             raise RuntimeError("this connection already has a reader/writer or a protocol")
 
     def start_stream(self, options: Settings) -> tuple[Reader, Writer]:

@@ -93,7 +93,7 @@ class _ServerConnection(Connection, Driver):
         self._handler_over = True
         self.server._handler_done(result, self)
         if self.closed:
-            self._let_go()
+            self.let_go()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._idle_timer is not None and self._idle_timer.active():
@@ -103,17 +103,7 @@ class _ServerConnection(Connection, Driver):
         self.server._ended(self, reason)
         Connection.connectionLost(self, reason)
         if self._handler_over:
-            self._let_go()
-
-    def _let_go(self) -> None:
-        """
-        The handler has ended and the connection is gone: let go of the
-        reader and the writer.  The writer refers back to the connection
-        (for its C{socket}), so that the two would be a cycle, which only
-        the garbage collector frees; without it, the whole connection is
-        freed the moment nothing else holds it.
-        """
-        self.reader = self.writer = None
+            self.let_go()
 
     def watch_idle(self, timeout: float) -> None:
         """
