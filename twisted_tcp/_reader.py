@@ -241,7 +241,8 @@ class Reader:
 
     def eof_received(self) -> None:
         """The stream has ended: serve the pending read with what is left."""
-        self._buffer.feed_eof()
+        if not self._buffer.eof:
+            self._buffer.feed_eof()
         if self._waiter is not None:
             self._serve()
 
@@ -252,7 +253,8 @@ class Reader:
         reader first, then the writer, whose Deferreds may run user code,
         then serves the read.
         """
-        self._buffer.feed_eof()
+        if not self._buffer.eof:
+            self._buffer.feed_eof()
 
     # -- internals -----------------------------------------------------------
 

@@ -403,8 +403,10 @@ class Writer:
         """L{close}, for a caller that does not wait for the end (the server)."""
         was = self._event("close")
         if was == OPEN:
-            self._cancel_age_timer()
-            self.send_gathered()
+            if self._age_timer is not None:
+                self._cancel_age_timer()
+            if self._held is not None:
+                self.send_gathered()
             if self._tls is None:
                 self._unregister()
             self._refresh()
@@ -418,7 +420,7 @@ class Writer:
             # With nothing left to send the transport closes by itself;
             # else the peer has close_timeout seconds to take the rest.
             if (
-                self.close_timeout is not None
+                self._close_timeout is not None
                 and (not self._clean or self._tls is not None)
                 and self._state == CLOSING
             ):
@@ -428,7 +430,7 @@ class Writer:
             # rather than wait for the peer to close its side.  The timer
             # first: with the write side already shut down, loseConnection()
             # may report the connection lost at once.
-            if self.close_timeout is not None:
+            if self._close_timeout is not None:
                 self._wait_for_close()
             if self._tls is None:
                 self._transport.loseConnection()
@@ -672,7 +674,8 @@ class Writer:
         if self._sweeper is not None:
             self._sweeper.forget(self)  # (not held, with its connection, until the sweep)
         self._lost_reason = reason.value
-        self._cancel_age_timer()
+        if self._age_timer is not None:
+            self._cancel_age_timer()
         if self._close_deadline is not None:
             self._close_deadline.cancel()
             self._close_deadline = None
