@@ -260,9 +260,9 @@ def test_lines_are_handed_to_the_task_with_no_deferred() -> None:
     waiter = reader._waiter
     # The reader, its own iterator of lines, is the pending read: waiting
     # for a line makes nothing.
-    assert waiter is reader and waiter.task is task
+    assert waiter is reader and waiter._task is task
     reader.data_received(b"zero\n")
-    assert reader._waiter is waiter and waiter.task is task
+    assert reader._waiter is waiter and waiter._task is task
     reader.data_received(b"one\ntw")
     assert reader._waiter is waiter  # waits for the rest of "two", still with no Deferred
     reader.data_received(b"o\nthree\n")

@@ -413,8 +413,8 @@ async def test_a_served_handler_is_driven_by_its_connection() -> None:
         try:
             await until(lambda: server.stats().connections)
             (connection,) = server._connections
-            await until(lambda: connection.reader.task is not None)
-            drivers.append(connection.reader.task)
+            await until(lambda: connection.reader._task is not None)
+            drivers.append(connection.reader._task)
             s.sendall(b"ping\n")
             s.shutdown(socket.SHUT_WR)
             assert await read_to_end(s) == b"ping\n"

@@ -102,7 +102,7 @@ class Driver:
                 return
             kind = type(awaited)
             if kind is Reader or (kind is ReadDeferred and not awaited.tapped):
-                awaited.task = self  # the reader resumes us directly
+                awaited._task = self  # the reader resumes us directly
                 self._waiting = awaited
                 return
             if kind is Deferred or isinstance(awaited, Deferred):

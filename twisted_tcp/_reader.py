@@ -49,9 +49,9 @@ class Reader:
         "_paused",
         "_producer",
         "_received",
+        "_task",
         "_waiter",
         "buffer_size",
-        "task",
     )
 
     def __init__(
@@ -72,7 +72,7 @@ class Reader:
         self._op: Callable[[RecordBuffer, Any], Any] | None = None
         self._op_arg: Any = None
         # The task awaiting a line of the reader's own iterator (lines()).
-        self.task: Any = None
+        self._task: Any = None
 
     # -- what the user calls -------------------------------------------------
 
@@ -221,9 +221,9 @@ class Reader:
 
     def _cancel_lines(self) -> None:
         """The task awaiting a line is cancelled: it gets C{CancelledError} there."""
-        task = self.task
+        task = self._task
         if task is not None:
-            self.task = None
+            self._task = None
             self._cancel(self)
             task.throw_failure(Failure(CancelledError()))
 
@@ -326,8 +326,8 @@ class Reader:
         # A task that awaits the read (a ReadDeferred with no callbacks, or
         # the iterator of lines()) is resumed directly; a Deferred given
         # callbacks, or waited on by another driver, is fired.
-        task = waiter.task
-        waiter.task = None
+        task = waiter._task
+        waiter._task = None
         if type(waiter) is ReadDeferred and (task is None or waiter.tapped):
             if isinstance(result, Failure):
                 waiter.errback(result)
@@ -365,22 +365,22 @@ class Reader:
 class ReadDeferred(Deferred[Any]):
     """
     The Deferred of a read that waits for bytes.  Awaited by the lean
-    driver (L{twisted_tcp._driver.Task}), which sets itself as C{task}, it
+    driver (a L{twisted_tcp._driver.Driver}), which sets itself as C{_task}, it
     is not fired when the read ends: the reader resumes the task with the
     result directly, with no callback run (unless callbacks were added to
     it, which it then runs too).  Awaited under Twisted's own driver, or
     given callbacks, it is an ordinary Deferred.
 
-    @ivar task: the task that awaits it, or C{None}.
+    @ivar _task: the driver that awaits it, or C{None}.
     @ivar tapped: whether callbacks were added to it.
     """
 
-    __slots__ = ("reader", "tapped", "task")
+    __slots__ = ("_task", "reader", "tapped")
 
     def __init__(self, reader: Reader) -> None:
         super().__init__(reader._cancel)
         self.reader = reader
-        self.task: Any = None
+        self._task: Any = None
         self.tapped = False
 
     # Every way to add a callback says so: then the driver waits on them.
@@ -404,9 +404,9 @@ class ReadDeferred(Deferred[Any]):
         return _await_read(self)
 
     def cancel(self) -> None:
-        task = self.task
+        task = self._task
         if task is not None and not self.called:
-            self.task = None
+            self._task = None
             self.reader._cancel(self)
             task.throw_failure(Failure(CancelledError()))
             return
