@@ -518,3 +518,72 @@ async def test_a_client_connection_that_ended_leaves_no_cycle_of_ours(
             assert left_for_the_collector() == []
         finally:
             gc.enable()
+
+
+class _LineReader(tt.Reader):
+    """A user's Reader subclass (say, over a decoded sub-stream)."""
+
+    __slots__ = ()
+
+
+@pytest.mark.parametrize("driver", ["lean", "twisted"])
+def test_lines_of_a_reader_subclass_under_either_driver(driver: str) -> None:
+    # The lean driver knows the await of a line by the reader's class: a
+    # subclass's must not be taken for something else it cannot await.
+    from twisted.internet.defer import ensureDeferred
+    from twisted.python.failure import Failure
+
+    from twisted_tcp._driver import run
+
+    reader = _LineReader(None)
+    seen: list[bytes] = []
+
+    async def f() -> list[bytes]:
+        async for line in reader.lines():
+            seen.append(line)
+        return seen
+
+    outcome: list[Any] = []
+    if driver == "lean":
+        run(f, (), outcome.append)
+    else:
+        ensureDeferred(f()).addBoth(outcome.append)
+    reader.data_received(b"one\ntwo\n")
+    reader.eof_received()
+    assert not any(isinstance(o, Failure) for o in outcome), outcome
+    assert outcome == [[b"one", b"two"]]
+    assert seen == [b"one", b"two"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_served_handler_iterates_the_lines_of_its_own_reader_subclass() -> None:
+    """
+    A handler that decodes the connection's bytes into a Reader of its own
+    (a subclass) and iterates its lines.
+    """
+    errors: list[BaseException] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        inner = _LineReader(None)
+
+        def pump(data: bytes) -> None:
+            if data:
+                inner.data_received(data.upper())
+                reader.read().addCallback(pump)
+            else:
+                inner.eof_received()
+
+        reader.read().addCallback(pump)
+        async for line in inner.lines():
+            writer.write_line(line)
+
+    async with serving(handler, on_handler_error=lambda a, e: errors.append(e)) as server:
+        s = raw_tcp(server.listening_on)
+        try:
+            s.sendall(b"one\ntwo\n")
+            s.shutdown(socket.SHUT_WR)
+            reply = await read_to_end(s)
+        finally:
+            s.close()
+    assert errors == []
+    assert reply == b"ONE\nTWO\n"

@@ -111,6 +111,10 @@ class Driver:
                 self._waiting = awaited
                 awaited.addBoth(self._resume)
                 return
+            if isinstance(awaited, Reader):  # a subclass's line (as above)
+                awaited._task = self
+                self._waiting = awaited
+                return
             value = None
             error = Failure(
                 TypeError(

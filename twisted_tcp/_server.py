@@ -36,7 +36,7 @@ from ._settings import DEFAULTS, Settings, settings_with
 from ._stats import DurationCounter, ServerStats
 from ._sweeper import Deadline
 from ._tls import describe_tls_error
-from ._twisted_private import accept_error, accepts_bound, fit_accepts
+from ._twisted_private import accept_error, fit_accepts
 from ._where import WhereToListen, show_address
 from ._writer import Writer
 
@@ -189,7 +189,6 @@ class Server:
         self._on_handler_error = on_handler_error
         self._reactor = reactor
         self._port: IListeningPort | None = None
-        self._accepts_bound = 0  # free slots below which accepts are fitted (the port says)
         self._connections: set[_ServerConnection] = set()
         self._parked: deque[_ServerConnection] = deque()
         self._handlers_running = 0
@@ -323,7 +322,6 @@ class Server:
 
         def listening_now(port: IListeningPort) -> Server:
             server._port = port
-            server._accepts_bound = accepts_bound(port)
             server._fit_accepts()
             _accept_errors.watch(server)
             return server
@@ -616,8 +614,7 @@ class Server:
         socket (a worker of C{twistd --workers}) has room for it.
         """
         free = self._max_connections - len(self._connections) - len(self._handshakes)
-        if free < self._accepts_bound:  # (else, as at most times, nothing to fit)
-            fit_accepts(self._port, free)
+        fit_accepts(self._port, free)
 
     def _pause_accepting(self) -> None:
         if self._accepting and self._port is not None:

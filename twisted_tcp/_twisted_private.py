@@ -87,19 +87,6 @@ def fit_accepts(port: Any, free: int) -> None:
         port.numberAccepts = max(1, min(accepts, free))
 
 
-def accepts_bound(port: Any) -> int:
-    """
-    The most connections one read of C{port}'s socket accepts (Twisted's
-    ports adapt C{numberAccepts} up to C{maxAccepts}): while more slots
-    than that are free, L{fit_accepts} has nothing to do.  0 for a port
-    that does not say (it has nothing to fit).
-    """
-    if getattr(port, "numberAccepts", None) is None:
-        return 0
-    bound: int = getattr(port, "maxAccepts", 1 << 30)
-    return bound
-
-
 def accept_error(event: dict[str, Any]) -> str | None:
     """
     The name of the resource error (one of L{RESOURCE_ERRORS}) that the log
