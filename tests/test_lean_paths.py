@@ -372,13 +372,22 @@ async def test_client_half_closes_then_reads_the_reply(kind: str, tmp_path: Any)
 # -- no object per connection to run the handler -------------------------------------
 
 
+class _LineReader(tt.Reader):
+    """A user's Reader subclass (say, over a decoded sub-stream)."""
+
+    __slots__ = ()
+
+
+@pytest.mark.parametrize("kind", [tt.Reader, _LineReader])
 @pytest.mark.parametrize("driver", ["lean", "twisted"])
-def test_a_reader_is_its_own_iterator_of_lines(driver: str) -> None:
+def test_a_reader_is_its_own_iterator_of_lines(driver: str, kind: type[tt.Reader]) -> None:
+    # (The lean driver knows the await of a line by the reader's class: a
+    # subclass's must not be taken for something it cannot await.)
     from twisted.internet.defer import ensureDeferred
 
     from twisted_tcp._driver import run
 
-    reader = tt.Reader(None)
+    reader = kind(None)
     seen: list[bytes] = []
 
     async def f() -> list[bytes]:
@@ -518,41 +527,6 @@ async def test_a_client_connection_that_ended_leaves_no_cycle_of_ours(
             assert left_for_the_collector() == []
         finally:
             gc.enable()
-
-
-class _LineReader(tt.Reader):
-    """A user's Reader subclass (say, over a decoded sub-stream)."""
-
-    __slots__ = ()
-
-
-@pytest.mark.parametrize("driver", ["lean", "twisted"])
-def test_lines_of_a_reader_subclass_under_either_driver(driver: str) -> None:
-    # The lean driver knows the await of a line by the reader's class: a
-    # subclass's must not be taken for something else it cannot await.
-    from twisted.internet.defer import ensureDeferred
-    from twisted.python.failure import Failure
-
-    from twisted_tcp._driver import run
-
-    reader = _LineReader(None)
-    seen: list[bytes] = []
-
-    async def f() -> list[bytes]:
-        async for line in reader.lines():
-            seen.append(line)
-        return seen
-
-    outcome: list[Any] = []
-    if driver == "lean":
-        run(f, (), outcome.append)
-    else:
-        ensureDeferred(f()).addBoth(outcome.append)
-    reader.data_received(b"one\ntwo\n")
-    reader.eof_received()
-    assert not any(isinstance(o, Failure) for o in outcome), outcome
-    assert outcome == [[b"one", b"two"]]
-    assert seen == [b"one", b"two"]
 
 
 @pytest_twisted.ensureDeferred
