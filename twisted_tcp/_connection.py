@@ -184,7 +184,11 @@ class Connection(Protocol):
             self._held.append(data)
             return
         # What the reader's consumers write meanwhile goes out in one call.
-        writer.gathering(self.reader, data)  # type: ignore[arg-type]
+        writer.gather()
+        try:
+            self.reader.data_received(data)  # type: ignore[union-attr]
+        finally:
+            writer.send_gathered()
 
     def readConnectionLost(self) -> None:
         """The peer half-closed: the reader sees the end of the stream."""

@@ -3,12 +3,12 @@ The lean driver: runs a handler (or C{with_connection}'s C{f}) and tells a
 callback how it ended.
 
 A coroutine (an C{async def} handler) is run by a L{Driver}, a small
-trampoline of C{send} and C{throw}: each Deferred it awaits gets one callback, which
-resumes the coroutine directly.  There is no Deferred for the handler
-itself, and no pass through Twisted's C{_inlineCallbacks}, which costs
-several times more per resume.  What users rely on stays: a handler awaits
-any Deferred or coroutine; it is cancelled where it waits (L{Driver.cancel_await});
-its context variables are those of a copy of the context it was started
+trampoline of C{send} and C{throw}: each Deferred it awaits gets one
+callback, which resumes the coroutine directly.  There is no Deferred for
+the handler itself, and no pass through Twisted's C{_inlineCallbacks},
+which costs several times more per resume.  What users rely on stays: a
+handler awaits any Deferred or coroutine; it is cancelled where it waits
+(L{Driver.cancel_await}); its context variables are those of a copy of the context it was started
 in, as with C{ensureDeferred}; and its failure's traceback ends at its own
 line.  A handler decorated with C{@inlineCallbacks}, or a plain function,
 returns a Deferred or a value, which is waited for or taken as it is.
@@ -101,8 +101,10 @@ class Driver:
                 self.driven_ended(Failure())
                 return
             kind = type(awaited)
-            if kind is Reader or (kind is ReadDeferred and not awaited.tapped):
-                awaited._task = self  # the reader resumes us directly
+            if isinstance(awaited, Reader) or (kind is ReadDeferred and not awaited.tapped):
+                # A line of lines() (of a Reader subclass's too), or a read
+                # with no callbacks: the reader resumes us directly.
+                awaited._task = self
                 self._waiting = awaited
                 return
             if kind is Deferred or isinstance(awaited, Deferred):
@@ -110,10 +112,6 @@ class Driver:
                 # unless paused: either way, its callback resumes us.
                 self._waiting = awaited
                 awaited.addBoth(self._resume)
-                return
-            if isinstance(awaited, Reader):  # a subclass's line (as above)
-                awaited._task = self
-                self._waiting = awaited
                 return
             value = None
             error = Failure(

@@ -184,27 +184,19 @@ class Reader:
         return self
 
     def __anext__(self) -> Any:
-        # A line already buffered is given at once, with no Deferred; else
-        # the reader itself becomes the pending read, and the await of
-        # _next_line waits on it.  The lean driver
-        # (twisted_tcp._driver.Driver), which sets itself as task, is
-        # resumed with the line directly: waiting for a line makes no
-        # Deferred either.
+        # A whole line already buffered is given at once, with no Deferred;
+        # anything else is decided when the await runs (_next_line): the
+        # reader may become its own pending read, and the lean driver
+        # (twisted_tcp._driver.Driver), which sets itself as _task, is
+        # resumed with the line directly: waiting makes no Deferred either.
         buffer = self._buffer
-        if self._waiter is None:
-            if not buffer.size and not buffer.eof:  # the usual wait, decided at once
-                return _next_line(self)
+        if self._waiter is None and buffer.size:
             line = buffer.line_now()  # (what _line_now does, inlined: once per line)
             if line is not None:
                 if self._paused and buffer.size <= self.buffer_size:
                     self._set_paused(False)
                 return _ready(line)
-        line = self._try(_take_line, None)
-        if line is NEED:  # part of a line, or a long one, is buffered
-            return _next_line(self)
-        if line is None:
-            raise StopAsyncIteration
-        return _ready(line)
+        return _next_line(self)
 
     def _line_or_wait(self) -> Any:
         """
@@ -241,8 +233,7 @@ class Reader:
 
     def eof_received(self) -> None:
         """The stream has ended: serve the pending read with what is left."""
-        if not self._buffer.eof:
-            self._buffer.feed_eof()
+        self._buffer.feed_eof()
         if self._waiter is not None:
             self._serve()
 
@@ -253,8 +244,7 @@ class Reader:
         reader first, then the writer, whose Deferreds may run user code,
         then serves the read.
         """
-        if not self._buffer.eof:
-            self._buffer.feed_eof()
+        self._buffer.feed_eof()
 
     # -- internals -----------------------------------------------------------
 

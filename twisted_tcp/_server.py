@@ -568,8 +568,7 @@ class Server:
             and not writer._failed_for_loss(result.value)
         ):
             self._report(connection, result)
-        if self._closed:
-            self._maybe_drained()
+        self._maybe_drained()
 
     def _ended(self, connection: _ServerConnection, reason: Failure) -> None:
         if connection._peer_key is not None:
@@ -596,10 +595,8 @@ class Server:
             self._serve(parked.popleft())
         if len(self._connections) < self._max_connections and not parked:
             self._fit_accepts()
-            if not self._accepting:
-                self._resume_accepting()
-        if self._closed:
-            self._maybe_drained()
+            self._resume_accepting()
+        self._maybe_drained()
 
     def _maybe_drained(self) -> None:
         if self._closed and not self._connections and not self._handlers_running:

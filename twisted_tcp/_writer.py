@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 
     from ._connection import Socket
-    from ._reader import Reader
 
 
 _PENDING: Any = object()  # an outcome that has not come yet
@@ -403,10 +402,8 @@ class Writer:
         """L{close}, for a caller that does not wait for the end (the server)."""
         was = self._event("close")
         if was == OPEN:
-            if self._age_timer is not None:
-                self._cancel_age_timer()
-            if self._held is not None:
-                self.send_gathered()
+            self._cancel_age_timer()
+            self.send_gathered()
             if self._tls is None:
                 self._unregister()
             self._refresh()
@@ -508,19 +505,6 @@ class Writer:
         """
         if self._held is None and self._state < CLOSED:
             self._held = []
-
-    def gathering(self, reader: Reader, data: bytes) -> None:
-        """
-        Hand C{data} to C{reader} between L{gather} and L{send_gathered}:
-        what its consumers write meanwhile goes out as one call to the
-        transport.  (The connection hands every received chunk so.)
-        """
-        if self._held is None and self._state < CLOSED:
-            self._held = []
-        try:
-            reader.data_received(data)
-        finally:
-            self.send_gathered()
 
     def send_gathered(self) -> None:
         """Hand the writes gathered since L{gather} to the transport."""
@@ -674,8 +658,7 @@ class Writer:
         if self._sweeper is not None:
             self._sweeper.forget(self)  # (not held, with its connection, until the sweep)
         self._lost_reason = reason.value
-        if self._age_timer is not None:
-            self._cancel_age_timer()
+        self._cancel_age_timer()
         if self._close_deadline is not None:
             self._close_deadline.cancel()
             self._close_deadline = None
