@@ -122,11 +122,13 @@ class Reader:
         L{LineTooLongError}; its bytes are discarded, and the next read
         starts after it.
         """
-        if self._waiter is None:
-            line = self._line_now()
+        if self._waiter is None and self._buffer.size:
+            line = self._buffer.line_now()  # the fast path: a whole line buffered
             if line is not None:
+                if self._paused:
+                    self._update_flow()
                 return _fired(line)
-        return self._start(RecordBuffer.take_line, None)
+        return self._start(_take_line, None)
 
     def read_until(self, delimiter: bytes, keep_delimiter: bool = False) -> Deferred[bytes | None]:
         """
@@ -183,20 +185,32 @@ class Reader:
     def __aiter__(self) -> Reader:
         return self
 
+    @types.coroutine
     def __anext__(self) -> Any:
-        # A whole line already buffered is given at once, with no Deferred;
-        # anything else is decided when the await runs (_next_line): the
-        # reader may become its own pending read, and the lean driver
-        # (twisted_tcp._driver.Driver), which sets itself as _task, is
-        # resumed with the line directly: waiting makes no Deferred either.
-        buffer = self._buffer
-        if self._waiter is None and buffer.size:
-            line = buffer.line_now()  # (what _line_now does, inlined: once per line)
+        # The await itself (a generator, made when asked for and run when
+        # awaited: a line that came meanwhile is not lost).  A whole line
+        # already buffered is given at once, with no Deferred; else the
+        # reader becomes its own pending read, and the lean driver
+        # (twisted_tcp._driver.Driver), which sets itself as _task, resumes
+        # it with the line directly: waiting makes no Deferred either.  As
+        # few locals as can be: it is kept for as long as a connection
+        # waits, and the rest of the work is in _line_or_wait.
+        if self._waiter is None and self._buffer.size:
+            line = self._buffer.line_now()
             if line is not None:
-                if self._paused and buffer.size <= self.buffer_size:
-                    self._set_paused(False)
-                return _ready(line)
-        return _next_line(self)
+                if self._paused:
+                    self._update_flow()
+                return line
+        line = self._line_or_wait()
+        if line is self:
+            line = yield self  # the lean driver resumes with the line
+            if line is self:
+                # A driver that does not know it sent it back (Twisted's own
+                # does): wait on a Deferred instead, which that driver knows.
+                line = yield self._wait(_take_line, None)
+        if line is None:
+            raise StopAsyncIteration
+        return line
 
     def _line_or_wait(self) -> Any:
         """
@@ -248,15 +262,12 @@ class Reader:
 
     # -- internals -----------------------------------------------------------
 
-    def _line_now(self) -> bytes | None:
-        """A whole line of allowed length taken from the first chunk, or None."""
-        line = self._buffer.line_now()
-        if line is not None and self._paused and self._buffer.size <= self.buffer_size:
-            self._set_paused(False)
-        return line
-
     def _start(self, op: Callable[[RecordBuffer, Any], Any], arg: Any) -> Deferred[Any]:
         """Start a read; return its Deferred (a L{ReadDeferred} if it waits for bytes)."""
+        buffer = self._buffer
+        if not (buffer.size or buffer.eof or self._waiter is not None) and arg != 0:
+            # Nothing buffered: every read waits (but really_read(0)).
+            return self._wait(op, arg)
         try:
             result = self._try(op, arg)
         except Exception:
@@ -352,6 +363,15 @@ class Reader:
             producer.resumeProducing()
 
 
+# The awaits of this module (Reader.__anext__, ReadDeferred.__await__ and
+# _Fired.__await__) are generators, not iterator objects whose send() raises
+# StopIteration: a coroutine resumes a generator and takes its return value
+# with no exception raised, which is three times faster, and leaves the
+# handler's frame as it is (an exception raised by a Python-level send()
+# makes CPython build a frame object for the coroutine, 200 bytes kept for
+# the connection's life).
+
+
 class ReadDeferred(Deferred[Any]):
     """
     The Deferred of a read that waits for bytes.  Awaited by the lean
@@ -368,7 +388,7 @@ class ReadDeferred(Deferred[Any]):
     __slots__ = ("_task", "reader", "tapped")
 
     def __init__(self, reader: Reader) -> None:
-        super().__init__(reader._cancel)
+        Deferred.__init__(self, _cancel_read)
         self.reader = reader
         self._task: Any = None
         self.tapped = False
@@ -390,8 +410,17 @@ class ReadDeferred(Deferred[Any]):
         self.tapped = True
         return super().addBoth(*args, **kwargs)
 
-    def __await__(self) -> Any:
-        return _await_read(self)
+    def __await__(self) -> Generator[Any, Any, Any]:
+        if not self.called:
+            value = yield self  # the driver waits on it
+            if not self.called:
+                return value  # the lean driver sent the result (the Deferred was not fired)
+        # Fired before the await, or resumed by a driver from inside its callback.
+        result = self.result
+        if isinstance(result, Failure):
+            self.addErrback(_consumed)  # raised here: not to be logged as unhandled
+            result.raiseException()
+        return result
 
     def cancel(self) -> None:
         task = self._task
@@ -406,20 +435,20 @@ class ReadDeferred(Deferred[Any]):
 class _Fired(Deferred[Any]):
     """
     The Deferred of a read that had its result at once: an ordinary fired
-    Deferred, but for its await, a generator (below), which is twice as
+    Deferred, but for its await, a generator, which is twice as
     fast as a fired Deferred's own.
     """
 
     __slots__ = ()
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, Any, Any]:
         result = self.result
         if (type(result) is bytes or result is None) and not self.paused:
-            return _await_fired(result)  # (no isinstance against Deferred: ABCMeta's is slow)
+            return result  # (no isinstance against Deferred: ABCMeta's is slow)
         if self.paused or isinstance(result, (Failure, Deferred)):
             # Callbacks added since made it fail or wait: awaited as Twisted does.
-            return Deferred.__iter__(self)
-        return _await_fired(result)
+            return (yield from super().__await__())
+        return result
 
 
 def _fired(result: object) -> _Fired:
@@ -432,63 +461,12 @@ def _fired(result: object) -> _Fired:
     return d
 
 
-# The awaits below are generators, not iterator objects whose send() raises
-# StopIteration: a coroutine resumes a generator and takes its return value
-# with no exception raised, which is three times faster, and leaves the
-# handler's frame as it is (an exception raised by a Python-level send()
-# makes CPython build a frame object for the coroutine, 200 bytes kept for
-# the connection's life).
-
-
-def _await_read(d: ReadDeferred) -> Generator[Any, Any, Any]:
-    """The await of a read's Deferred (the iterator that C{__await__} returns)."""
-    if not d.called:
-        value = yield d  # the driver waits on it
-        if not d.called:
-            return value  # the lean driver sent the result (the Deferred was not fired)
-    # Fired before the await, or resumed by a driver from inside its callback.
-    result = d.result
-    if isinstance(result, Failure):
-        d.addErrback(_consumed)  # raised here: not to be logged as unhandled
-        result.raiseException()
-    return result
-
-
-def _await_fired(result: object) -> Generator[Any, Any, Any]:
-    """The await of a L{_Fired} read: its result, at once."""
-    return result
-    yield  # pragma: no cover  (makes it a generator)
-
-
-@types.coroutine
-def _next_line(reader: Reader) -> Any:
-    """
-    The await of the next line of L{Reader.lines}, for which the reader
-    becomes its own pending read when awaited (not when asked for: an
-    C{__anext__()} awaited later takes the line that came meanwhile).  A
-    generator with as few locals as can be (it is kept for as long as a
-    connection waits): the work is in L{Reader._line_or_wait}.
-    """
-    line = reader._line_or_wait()
-    if line is reader:
-        line = yield reader  # the lean driver resumes with the line
-        if line is reader:
-            # A driver that does not know it sent it back (Twisted's own
-            # does): wait on a Deferred instead, which that driver knows.
-            line = yield reader._wait(_take_line, None)
-    if line is None:
-        raise StopAsyncIteration
-    return line
-
-
-@types.coroutine
-def _ready(value: Any) -> Any:
-    """An await that gives C{value} at once (a generator: cheaper than raising)."""
-    return value
-    yield  # pragma: no cover  (makes it a generator)
-
-
 _take_line = RecordBuffer.take_line
+
+
+def _cancel_read(d: Any) -> None:
+    """A read's canceller (a function: no bound method made for each read)."""
+    d.reader._cancel(d)
 
 
 def _consumed(failure: Failure) -> None:
