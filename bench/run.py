@@ -209,7 +209,7 @@ def _redis(pipeline: int) -> Workload:
         "resp",
         "requests/s",
         1,
-        0.9,
+        0.75 if pipeline > 1 else 0.9,
         lambda s: (
             f"redis-benchmark -t ping -P {pipeline} -n {s.redis_requests:,} "
             f"-c {s.redis_clients}: PING inline, then as a RESP array, "
@@ -265,7 +265,7 @@ WORKLOADS = [
         "echo",
         "lines/s",
         1,
-        0.5,
+        0.75,
         lambda s: (
             f"{s.pipelined:,} 64-byte lines, batches of {s.batch}, at most {s.window} in flight"
         ),
@@ -350,7 +350,7 @@ WORKLOADS = [
         "echo",
         "lines/s",
         1,
-        0.5,
+        0.75,
         lambda s: (
             f"{s.pipelined:,} 64-byte lines, batches of {s.batch}, at most {s.window} in flight"
         ),
