@@ -7,6 +7,7 @@ when a release changes one, the test named after it fails, and says which.
 from __future__ import annotations
 
 import errno
+import functools
 import inspect
 import os
 import socket
@@ -230,3 +231,38 @@ def test_fit_accepts_bounds_what_one_read_accepts() -> None:
         for protocol in factory.made:
             protocol.transport.abortConnection()
         port.stopListening()
+
+
+
+def test_a_fired_deferred_made_without_init_is_a_fired_deferred_in_every_use() -> None:
+    from twisted.internet.defer import Deferred, ensureDeferred
+
+    from twisted_tcp._reader import _fired
+
+    assert private._callbacks_name() is not None, CHANGED + "what Deferred.__init__ sets"
+    made = private.made_fired(type("Fired", (Deferred,), {}))
+    assert isinstance(made, functools.partial), CHANGED + "what Deferred.__init__ sets"
+
+    # Callbacks, in a chain, each Deferred with its own list, as with succeed().
+    one, two = _fired(b"one"), _fired(b"two")
+    seen: list[Any] = []
+    one.addCallback(lambda value: value + b"!").addCallback(seen.append)
+    two.addCallback(lambda _: 1 / 0).addErrback(lambda f: seen.append(f.type))
+    assert seen == [b"one!", ZeroDivisionError]
+    # Chained to a Deferred that waits.
+    inner: Deferred[bytes] = Deferred()
+    _fired(b"three").addCallback(lambda _: inner).addCallback(seen.append)
+    assert seen[2:] == []
+    inner.callback(b"inner")
+    assert seen[2:] == [b"inner"]
+    # Cancelled once fired: nothing happens.
+    four = _fired(b"four")
+    four.cancel()
+    assert four.result == b"four"
+
+    # Awaited under Twisted's own driver.
+    async def awaits() -> Any:
+        return await _fired(b"five")
+
+    ensureDeferred(awaits()).addCallback(seen.append)
+    assert seen[3:] == [b"five"]

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from ._buffer import NEED, RecordBuffer
 from ._errors import ReadInProgressError
 from ._settings import DEFAULTS, check_count
+from ._twisted_private import made_fired
 
 DEFAULT_READ_SIZE = 64 * 1024
 
@@ -314,13 +315,17 @@ class Reader:
     def _serve(self) -> None:
         op = self._op
         assert op is not None
-        try:
-            result = op(self._buffer, self._op_arg)
-        except Exception:
-            result = Failure()
-        else:
-            if result is NEED:
-                return
+        # A line's fast path first (take_line's own, without its call).
+        buffer = self._buffer
+        result = buffer.line_now() if op is _take_line and buffer.size else None
+        if result is None:
+            try:
+                result = op(buffer, self._op_arg)
+            except Exception:
+                result = Failure()
+            else:
+                if result is NEED:
+                    return
         waiter = self._waiter
         assert waiter is not None
         self._waiter = self._op = self._op_arg = None
@@ -339,7 +344,7 @@ class Reader:
                 task.throw_failure(result)
             else:
                 task.send_result(result)
-        if self._paused or self._buffer.size > self.buffer_size:
+        if self._paused or buffer.size > self.buffer_size:
             self._update_flow()
 
     def _cancel(self, d: object) -> None:
@@ -451,9 +456,12 @@ class _Fired(Deferred[Any]):
         return result
 
 
+_new_fired = made_fired(_Fired)
+
+
 def _fired(result: object) -> _Fired:
     """A Deferred that has fired with C{result}, as C{succeed} makes, for a read."""
-    d = _Fired()
+    d: _Fired = _new_fired()
     # What callback() does to a Deferred with no callbacks yet: the two
     # attributes that Deferred documents as saying it has fired, and with what.
     d.called = True

@@ -33,6 +33,12 @@ L{CHECKED_ON}.
     - L{fit_accepts}: the number of connections a port accepts each time
       its socket is readable (C{tcp.Port.numberAccepts}, public but not
       documented), kept to the free connection slots.
+    - L{made_fired}: a Deferred of a class of ours made with no call to
+      C{Deferred.__init__}, whose only work is to give each Deferred its
+      list of callbacks (C{_callbacks}, C{callbacks} before Twisted 25.5)
+      and its canceller: the list is made on first use instead, since a
+      read whose result is there at once is awaited, and never given a
+      callback, far more often than not.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp, unix
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
@@ -99,6 +106,54 @@ def accept_error(event: dict[str, Any]) -> str | None:
     if error is None and str(event.get("log_format", "")).startswith("EMFILE encountered"):
         error = "EMFILE"
     return error if error in RESOURCE_ERRORS else None
+
+
+# -- Deferreds ----------------------------------------------------------------------
+
+
+def _callbacks_name() -> str | None:
+    """
+    The attribute that holds a Deferred's list of callbacks, if that list
+    and the canceller are all that C{Deferred.__init__} sets (with
+    debugging off); else None.
+    """
+    fresh = vars(Deferred())
+    names = set(fresh) - {"_canceller"}
+    if len(names) == 1 and fresh.get("_canceller", 0) is None:
+        name = names.pop()
+        if name in ("_callbacks", "callbacks") and fresh[name] == []:
+            return name
+    return None
+
+
+class _OwnList:
+    """A class attribute that gives each instance a new list of its own, on first use."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        if instance is None:
+            return self
+        made: list[Any] = []
+        instance.__dict__[self.name] = made  # found before this attribute from now on
+        return made
+
+
+def made_fired(cls: type[Deferred[Any]]) -> Any:
+    """
+    Let C{cls}, a Deferred subclass of ours whose instances are made
+    fired, be made without C{Deferred.__init__}: return a function of no
+    arguments that makes one, with no callbacks and no canceller, yet to be
+    given C{called} and C{result} (C{object.__new__} for C{cls}, where the
+    Deferred of the installed Twisted allows it; else C{cls} itself).
+    """
+    name = _callbacks_name()
+    if name is None or Deferred.debug:
+        return cls
+    setattr(cls, name, _OwnList(name))
+    cls._canceller = None  # type: ignore[attr-defined]
+    return functools.partial(object.__new__, cls)
 
 
 # -- the TLS layer -----------------------------------------------------------------
