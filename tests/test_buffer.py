@@ -212,3 +212,55 @@ def test_memory_is_bounded_whatever_is_fed(
             if record is NEED:
                 break
         assert buffer.size <= limit + len(delimiter) - 1
+
+
+def outcome(request: Any) -> Any:
+    """A request's outcome: its result (NEED, None, a record) or its error's type."""
+    try:
+        return request()
+    except (IncompleteReadError, LineTooLongError) as e:
+        return type(e)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    before_eof=st.lists(st.one_of(steps, st.just(("read_lines", None))), max_size=50),
+    max_line_length=st.sampled_from([1, 3, 6, 1 << 16]),
+)
+@example(before_eof=[("feed", b"ab\r\nc\nabcdefg\nd\r"), ("read_lines", None)], max_line_length=3)
+def test_take_lines_takes_the_lines_that_take_line_gives_one_by_one(
+    before_eof: list[tuple[str, Any]], max_line_length: int
+) -> None:
+    # Two buffers fed the same: one asked for batches of lines, the other
+    # for as many single lines; every other request asked of both.
+    batches, singles = RecordBuffer(max_line_length), RecordBuffer(max_line_length)
+    for op, arg in [*before_eof, ("eof", None), *[("read_lines", None)] * 4]:
+        if op == "feed":
+            batches.feed(arg)
+            singles.feed(arg)
+        elif op == "eof":
+            batches.feed_eof()
+            singles.feed_eof()
+        elif op == "read_lines":
+            got = outcome(batches.take_lines)
+            if type(got) is list:
+                assert got, "a batch holds at least one line"
+                assert got == [singles.take_line() for _ in got]
+            else:
+                assert got == outcome(singles.take_line)
+        else:
+            assert ask(batches, op, arg) == ask(singles, op, arg), (op, arg)
+        assert batches.size == singles.size
+
+
+def test_take_lines_splits_a_chunk_at_once_up_to_a_line_too_long() -> None:
+    buffer = RecordBuffer(5)
+    buffer.feed(b"ab\r\ncd\nefghij\nkl\nm")
+    assert buffer.take_lines() == [b"ab", b"cd"]
+    with pytest.raises(LineTooLongError):
+        buffer.take_lines()
+    assert buffer.take_lines() == [b"kl"]
+    assert buffer.take_lines() is NEED
+    buffer.feed_eof()
+    assert buffer.take_lines() == [b"m"]
+    assert buffer.take_lines() is None

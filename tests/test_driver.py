@@ -271,14 +271,15 @@ def test_lines_are_handed_to_the_task_with_no_deferred() -> None:
     assert done.value == 4
 
 
-def test_cancelling_a_task_that_waits_for_a_line_keeps_the_bytes() -> None:
+@pytest.mark.parametrize("batches", [False, True])
+def test_cancelling_a_task_that_waits_for_a_line_keeps_the_bytes(batches: bool) -> None:
     from twisted_tcp import Reader
 
     reader = Reader(None)
 
     async def handler() -> str:
         try:
-            async for _ in reader.lines():
+            async for _ in reader.line_batches() if batches else reader.lines():
                 pass
         except CancelledError:
             return "cancelled"

@@ -264,6 +264,72 @@ def test_lines_on_empty_stream() -> None:
     assert result_of(ensureDeferred(collect())) == []
 
 
+@pytest.mark.parametrize("driver", ["lean", "twisted"])
+def test_line_batches_give_the_lines_there_at_once_until_eof(driver: str) -> None:
+    from twisted_tcp._driver import run
+
+    reader, _ = make()
+    batches: list[list[bytes]] = []
+
+    async def collect() -> list[list[bytes]]:
+        async for batch in reader.line_batches():
+            batches.append(batch)
+        return batches
+
+    out: list[Any] = []
+    if driver == "lean":
+        run(collect, (), out.append)
+    else:
+        ensureDeferred(collect()).addBoth(out.append)
+    feed(reader, b"a\nb\r\n\nc")  # the three whole lines, at once
+    assert batches == [[b"a", b"b", b""]]
+    feed(reader, b"d\ne\nf")  # one across the chunks, then the rest of its chunk
+    assert batches[1:] == [[b"cd", b"e"]]
+    assert not out
+    reader.eof_received()
+    assert out == [[[b"a", b"b", b""], [b"cd", b"e"], [b"f"]]]
+
+
+def test_read_lines_reads_every_whole_line_buffered_and_none_at_eof() -> None:
+    reader, _ = make()
+    waiting = Watched(reader.read_lines())
+    assert not waiting.fired
+    feed(reader, b"one\ntwo\nthr")
+    assert waiting.value == [b"one", b"two"]
+    feed(reader, b"ee\n")
+    assert result_of(reader.read_lines()) == [b"three"]
+    reader.eof_received()
+    assert result_of(reader.read_lines()) is None
+
+
+def test_line_batches_end_before_an_overlong_line_which_fails_the_next() -> None:
+    reader, _ = make(max_line_length=2)
+    feed(reader, b"ab\nc\nabc\ncd\n")
+    got: list[list[bytes]] = []
+
+    async def collect() -> None:
+        async for batch in reader.line_batches():
+            got.append(batch)
+
+    failure_of(ensureDeferred(collect()), LineTooLongError)
+    assert got == [[b"ab", b"c"]]
+    assert result_of(reader.read_lines()) == [b"cd"]
+
+
+def test_a_batch_taken_resumes_a_paused_transport() -> None:
+    reader, producer = make(buffer_size=10)
+    feed(reader, b"0123\n" * 3)
+    assert producer.paused
+
+    async def first() -> list[bytes]:
+        async for batch in reader.line_batches():
+            return batch
+        return []
+
+    assert result_of(ensureDeferred(first())) == [b"0123"] * 3
+    assert not producer.paused
+
+
 # -- read_until ----------------------------------------------------------------------
 
 

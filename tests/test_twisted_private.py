@@ -233,7 +233,6 @@ def test_fit_accepts_bounds_what_one_read_accepts() -> None:
         port.stopListening()
 
 
-
 def test_a_fired_deferred_made_without_init_is_a_fired_deferred_in_every_use() -> None:
     from twisted.internet.defer import Deferred, ensureDeferred
 

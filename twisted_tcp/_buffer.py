@@ -115,6 +115,65 @@ class RecordBuffer:
             end -= 1
         return first[pos:end]
 
+    def lines_now(self) -> list[bytes]:
+        """
+        The fast path of L{take_lines}: take every whole line of the first
+        chunk at once, up to one too long (left for L{take_line} to raise),
+        each as L{take_line} returns it; C{[]} if there is none.  A chunk of
+        many lines is split by C{bytes.split}, not searched line by line.
+        """
+        chunks = self._chunks
+        if not chunks:
+            return []
+        first = chunks[0]
+        pos = self._pos
+        last = first.rfind(b"\n", pos)
+        if last < 0:
+            return []
+        region = first[pos:last]
+        lines = region.split(b"\n")
+        limit = self.max_line_length
+        if len(region) > limit and max(map(len, lines)) > limit:
+            lines = self._up_to_overlong(lines)
+            if not lines:
+                return []
+            last = pos + sum(map(len, lines)) + len(lines) - 1  # the newline after them
+        if b"\r" in region:
+            lines = [line[:-1] if line[-1:] == b"\r" else line for line in lines]
+        after = last + 1
+        if after == len(first):
+            del chunks[0]
+            self._pos = 0
+        else:
+            self._pos = after
+        self.size -= after - pos
+        self._scan_idx = self._scan_off = 0
+        return lines
+
+    def _up_to_overlong(self, lines: list[bytes]) -> list[bytes]:
+        """The lines before the first one longer than C{max_line_length}."""
+        limit = self.max_line_length
+        for i, line in enumerate(lines):
+            if len(line) > limit:
+                return lines[:i]
+        return lines
+
+    def take_lines(self, _: object = None) -> Any:
+        """
+        Every whole line buffered in the first chunk, at least one (a list,
+        each line as L{take_line} returns it); C{None} at the end.  What
+        L{take_line} would raise for the first line, this raises.
+        """
+        lines = self.lines_now()
+        if lines:
+            return lines
+        line = self.take_line()
+        if line is NEED or line is None:
+            return line
+        lines = self.lines_now()
+        lines.insert(0, line)
+        return lines
+
     def take_some(self, max_bytes: int) -> Any:
         """At least one and at most C{max_bytes} bytes; C{b""} at the end."""
         size = self.size
