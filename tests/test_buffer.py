@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from twisted_tcp import IncompleteReadError, LineTooLongError
+from twisted_tcp import IncompleteReadError, LineTooLongError, _buffer
 from twisted_tcp._buffer import NEED, RecordBuffer
 
 from .conftest import PENDING
@@ -226,13 +226,27 @@ def outcome(request: Any) -> Any:
 @given(
     before_eof=st.lists(st.one_of(steps, st.just(("read_lines", None))), max_size=50),
     max_line_length=st.sampled_from([1, 3, 6, 1 << 16]),
+    batch_bytes=st.sampled_from([1, 4, _buffer.BATCH_BYTES]),
 )
-@example(before_eof=[("feed", b"ab\r\nc\nabcdefg\nd\r"), ("read_lines", None)], max_line_length=3)
+@example(
+    before_eof=[("feed", b"ab\r\nc\nabcdefg\nd\r"), ("read_lines", None)],
+    max_line_length=3,
+    batch_bytes=_buffer.BATCH_BYTES,
+)
 def test_take_lines_takes_the_lines_that_take_line_gives_one_by_one(
-    before_eof: list[tuple[str, Any]], max_line_length: int
+    before_eof: list[tuple[str, Any]], max_line_length: int, batch_bytes: int
 ) -> None:
-    # Two buffers fed the same: one asked for batches of lines, the other
-    # for as many single lines; every other request asked of both.
+    # Two buffers fed the same: one asked for batches of lines (of at most
+    # batch_bytes, here as small as a byte), the other for as many single
+    # lines; every other request asked of both.
+    saved, _buffer.BATCH_BYTES = _buffer.BATCH_BYTES, batch_bytes
+    try:
+        take_lines_as_take_line(before_eof, max_line_length)
+    finally:
+        _buffer.BATCH_BYTES = saved
+
+
+def take_lines_as_take_line(before_eof: list[tuple[str, Any]], max_line_length: int) -> None:
     batches, singles = RecordBuffer(max_line_length), RecordBuffer(max_line_length)
     for op, arg in [*before_eof, ("eof", None), *[("read_lines", None)] * 4]:
         if op == "feed":
@@ -264,3 +278,13 @@ def test_take_lines_splits_a_chunk_at_once_up_to_a_line_too_long() -> None:
     buffer.feed_eof()
     assert buffer.take_lines() == [b"m"]
     assert buffer.take_lines() is None
+
+
+def test_a_batch_of_lines_holds_at_most_batch_bytes_but_a_whole_line() -> None:
+    buffer = RecordBuffer()
+    buffer.feed(b"a\n" * 10_000 + b"x" * 20_000 + b"\nb\n")
+    batches = []
+    while type(lines := buffer.take_lines()) is list:
+        batches.append(lines)
+    assert [len(b) for b in batches] == [4096, 4096, 1808, 1, 1]
+    assert batches[3] == [b"x" * 20_000] and batches[4] == [b"b"]

@@ -23,6 +23,13 @@ from ._settings import DEFAULTS, check_count
 NEED: Any = object()
 """Returned by a request that needs more bytes than are buffered."""
 
+BATCH_BYTES = 8192
+"""
+The most bytes of lines that one L{RecordBuffer.take_lines} takes (but a
+whole line, however long): a batch of the shortest lines is a list of small
+bytes objects, several times the size of the bytes they were split from.
+"""
+
 
 class RecordBuffer:
     """
@@ -117,19 +124,22 @@ class RecordBuffer:
 
     def lines_now(self) -> list[bytes]:
         """
-        The fast path of L{take_lines}: take every whole line of the first
-        chunk at once, up to one too long (left for L{take_line} to raise),
-        each as L{take_line} returns it; C{[]} if there is none.  A chunk of
-        many lines is split by C{bytes.split}, not searched line by line.
+        The fast path of L{take_lines}: take the whole lines of the first
+        chunk at once, each as L{take_line} returns it, up to one too long
+        (left for L{take_line} to raise) and up to L{BATCH_BYTES} bytes
+        (but a whole line, however long); C{[]} if there is none.  A chunk
+        of many lines is split by C{bytes.split}, not searched line by line.
         """
         chunks = self._chunks
         if not chunks:
             return []
         first = chunks[0]
         pos = self._pos
-        last = first.rfind(b"\n", pos)
+        last = first.rfind(b"\n", pos, pos + BATCH_BYTES)
         if last < 0:
-            return []
+            last = first.find(b"\n", pos)  # a first line of BATCH_BYTES or more
+            if last < 0:
+                return []
         region = first[pos:last]
         lines = region.split(b"\n")
         limit = self.max_line_length
