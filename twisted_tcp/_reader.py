@@ -133,13 +133,15 @@ class Reader:
 
     def read_lines(self) -> Deferred[list[bytes] | None]:
         """
-        Read every whole line buffered now, at least one (waiting for it):
-        a list of lines, each as L{read_line} returns it; C{None} at the end
-        of the stream.  A chunk of many lines is split at once, so this
-        costs less per line than L{read_line} where lines come many at a
-        time (pipelined requests).  A line longer than C{max_line_length}
-        ends the list before it, and the next read fails with
-        L{LineTooLongError}.
+        Read the whole lines that are there now, at least one (waiting for
+        it): a list of lines, each as L{read_line} returns it; C{None} at
+        the end of the stream.  They are split from the bytes received in
+        one go, so this costs less per line than L{read_line} where lines
+        come many at a time (pipelined requests).  A list holds at most
+        8 KiB of lines (or a single longer line), and only lines that came
+        in one chunk from the transport.  A line longer than
+        C{max_line_length} ends the list before it, and the next read fails
+        with L{LineTooLongError}.
         """
         return self._start(_take_lines, None)
 
