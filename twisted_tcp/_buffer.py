@@ -174,6 +174,8 @@ class RecordBuffer:
         each line as L{take_line} returns it); C{None} at the end.  What
         L{take_line} would raise for the first line, this raises.
         """
+        if not self.size:
+            return None if self.eof else NEED
         lines = self.lines_now()
         if lines:
             return lines

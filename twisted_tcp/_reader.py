@@ -348,7 +348,14 @@ class Reader:
             if op is _take_line:
                 result = buffer.line_now()
             elif op is _take_lines:
-                result = buffer.lines_now() or None
+                # The first line by line_now: often the only one (a request).
+                line = buffer.line_now()
+                if line is not None:
+                    if buffer.size:
+                        result = buffer.lines_now()
+                        result.insert(0, line)
+                    else:
+                        result = [line]
         if result is None:
             try:
                 result = op(buffer, self._op_arg)
