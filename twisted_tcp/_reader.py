@@ -138,8 +138,8 @@ class Reader:
         the end of the stream.  They are split from the bytes received in
         one go, so this costs less per line than L{read_line} where lines
         come many at a time (pipelined requests).  A list holds at most
-        8 KiB of lines (or a single longer line), and only lines that came
-        in one chunk from the transport.  A line longer than
+        about 8 KiB of lines (or a single longer line): the lines after
+        them, and any still arriving, are the next read's.  A line longer than
         C{max_line_length} ends the list before it, and the next read fails
         with L{LineTooLongError}.
         """
