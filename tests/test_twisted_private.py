@@ -265,3 +265,20 @@ def test_a_fired_deferred_made_without_init_is_a_fired_deferred_in_every_use() -
 
     ensureDeferred(awaits()).addCallback(seen.append)
     assert seen[3:] == [b"five"]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_fired_read_records_where_it_was_made_in_debug_mode(debug: bool) -> None:
+    # Debugging is turned on by an application after its imports.
+    from twisted.internet import defer
+
+    reader = tt.Reader(None)
+    reader.data_received(b"line\n")
+    was = defer.getDebugging()
+    defer.setDebugging(debug)
+    try:
+        d = reader.read_line()
+    finally:
+        defer.setDebugging(was)
+    assert d.result == b"line"
+    assert (d._debugInfo is not None) is debug

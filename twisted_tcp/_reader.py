@@ -133,9 +133,9 @@ class Reader:
 
     def read_lines(self) -> Deferred[list[bytes] | None]:
         """
-        Read the whole lines that are there now, at least one (waiting for
-        it): a list of lines, each as L{read_line} returns it; C{None} at
-        the end of the stream.  They are split from the bytes received in
+        Read whole lines that are there now, at least one (waiting for it):
+        a list of lines, each as L{read_line} returns it; C{None} at the end
+        of the stream.  They are split from the bytes received in
         one go, so this costs less per line than L{read_line} where lines
         come many at a time (pipelined requests).  A list holds at most
         about 8 KiB of lines (or a single longer line): the lines after
@@ -200,9 +200,10 @@ class Reader:
     def line_batches(self) -> AsyncIterator[list[bytes]]:
         """
         Iterate, with C{async for}, over the lines of the stream in batches,
-        as L{read_lines} returns them (each a list of the lines that are
-        there at once), until the end of the stream: where lines come many
-        at a time, the cheapest way to read them.
+        as L{read_lines} returns them (each a list of whole lines that were
+        there at once, at most about 8 KiB of them: more may be buffered),
+        until the end of the stream: where lines come many at a time, the
+        cheapest way to read them.
         """
         return _LineBatches(self)
 
@@ -499,7 +500,9 @@ _new_fired = made_fired(_Fired)
 
 def _fired(result: object) -> _Fired:
     """A Deferred that has fired with C{result}, as C{succeed} makes, for a read."""
-    d: _Fired = _new_fired()
+    # With Deferred debugging on (setDebugging), Deferred.__init__ records
+    # where each Deferred was made.
+    d: _Fired = _Fired() if Deferred.debug else _new_fired()
     # What callback() does to a Deferred with no callbacks yet: the two
     # attributes that Deferred documents as saying it has fired, and with what.
     d.called = True

@@ -146,10 +146,12 @@ def made_fired(cls: type[Deferred[Any]]) -> Any:
     fired, be made without C{Deferred.__init__}: return a function of no
     arguments that makes one, with no callbacks and no canceller, yet to be
     given C{called} and C{result} (C{object.__new__} for C{cls}, where the
-    Deferred of the installed Twisted allows it; else C{cls} itself).
+    Deferred of the installed Twisted allows it; else C{cls} itself).  Not
+    for use while Deferred debugging is on (C{Deferred.debug}): then
+    C{Deferred.__init__} records where each Deferred was made.
     """
     name = _callbacks_name()
-    if name is None or Deferred.debug:
+    if name is None:
         return cls
     setattr(cls, name, _OwnList(name))
     cls._canceller = None  # type: ignore[attr-defined]
