@@ -9,7 +9,8 @@ versions of the code where the socket benchmarks (run.py) are too noisy.
     python bench/inmemory.py --rounds 9      # more rounds (the best is kept)
 
 Per message: a 64-byte line echoed by an ``async for line in reader.lines()``
-handler on an open connection, one line a chunk, then 16 lines a chunk (as
+handler (and by one over ``reader.line_batches()``, as twisted_tcp.examples.echo
+is) on an open connection, one line a chunk, then 16 lines a chunk (as
 pipelined requests arrive).  Per connection: accept, one line, its echo,
 the peer's end of the stream, the handler's end, the close.  The baseline is
 a raw Twisted ``LineReceiver`` echo doing the same on the same transport.
@@ -63,7 +64,16 @@ async def echo(address: Any, reader: twisted_tcp.Reader, writer: twisted_tcp.Wri
         writer.write_line(line)
 
 
-def twisted_tcp_protocols() -> Callable[[], Any]:
+async def echo_batches(
+    address: Any, reader: twisted_tcp.Reader, writer: twisted_tcp.Writer
+) -> None:
+    """The echo of twisted_tcp.examples.echo: lines taken in batches."""
+    async for batch in reader.line_batches():
+        for line in batch:
+            writer.write_line(line)
+
+
+def twisted_tcp_protocols(handler: Any = None) -> Callable[[], Any]:
     limits: dict[str, Any]
     if hasattr(twisted_tcp, "DEFAULTS"):
         limits = {"settings": twisted_tcp.DEFAULTS}
@@ -72,7 +82,11 @@ def twisted_tcp_protocols() -> Callable[[], Any]:
 
         limits = {"max_connections": 10000, "options": StreamOptions(), "idle_timeout": None}
     server = _server.Server(
-        twisted_tcp.on_port(0), echo, on_handler_error="log", reactor=reactor, **limits
+        twisted_tcp.on_port(0),
+        handler or echo,
+        on_handler_error="log",
+        reactor=reactor,
+        **limits,
     )
     factory = _server._ServerFactory(server)
     return lambda: factory.buildProtocol(ADDRESS)
@@ -113,7 +127,10 @@ def main() -> None:
     args = parser.parse_args()
     gc.disable()  # a collection in the middle of a round is noise, not cost
     rows = []
-    for name, make in (("raw Twisted", RawEcho), ("twisted_tcp", twisted_tcp_protocols())):
+    versions = [("raw Twisted", RawEcho), ("twisted_tcp", twisted_tcp_protocols())]
+    if hasattr(twisted_tcp.Reader, "line_batches"):  # (not in a version to compare with)
+        versions.append(("twisted_tcp, line_batches()", twisted_tcp_protocols(echo_batches)))
+    for name, make in versions:
         per_message(make, 2_000)
         per_connection(make, 2_000)
         message = min(per_message(make, args.messages) for _ in range(args.rounds))
@@ -124,12 +141,13 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: |")
     for name, *costs in rows:
         print(f"| {name} | " + " | ".join(f"{cost * 1e6:.2f}" for cost in costs) + " |")
-    raw, ours = rows[0][1:], rows[1][1:]
-    print(
-        "| raw ÷ twisted_tcp (time) | "
-        + " | ".join(f"{a / b:.2f}x" for a, b in zip(raw, ours, strict=True))
-        + " |"
-    )
+    raw = rows[0][1:]
+    for name, *ours in rows[1:]:
+        print(
+            f"| raw ÷ {name} (time) | "
+            + " | ".join(f"{a / b:.2f}x" for a, b in zip(raw, ours, strict=True))
+            + " |"
+        )
 
 
 if __name__ == "__main__":
