@@ -111,6 +111,7 @@ class RecordBuffer:
         if not 0 <= end - pos <= self.max_line_length:
             return None
         after = end + 1
+        # (What _took does, inlined: this is the path of every line.)
         if after == len(first):
             del chunks[0]
             self._pos = 0
@@ -151,13 +152,7 @@ class RecordBuffer:
         if b"\r" in region:
             lines = [line[:-1] if line[-1:] == b"\r" else line for line in lines]
         after = last + 1
-        if after == len(first):
-            del chunks[0]
-            self._pos = 0
-        else:
-            self._pos = after
-        self.size -= after - pos
-        self._scan_idx = self._scan_off = 0
+        self._took(after - pos)
         return lines
 
     def _up_to_overlong(self, lines: list[bytes]) -> list[bytes]:
@@ -313,17 +308,22 @@ class RecordBuffer:
         pos = self._pos
         end = pos + n + skip
         if end <= len(first):  # the common case: the record lies inside one chunk
-            if end == len(first):
-                del chunks[0]
-                self._pos = 0
-            else:
-                self._pos = end
-            self.size -= n + skip
-            self._scan_idx = self._scan_off = 0
+            self._took(n + skip)
             return first[pos : pos + n]
         record = self._take(n)
         self._take(skip)
         return record
+
+    def _took(self, n: int) -> None:
+        """C{n} bytes were taken from the first chunk (no more than it holds)."""
+        after = self._pos + n
+        if after == len(self._chunks[0]):
+            del self._chunks[0]
+            self._pos = 0
+        else:
+            self._pos = after
+        self.size -= n
+        self._scan_idx = self._scan_off = 0
 
     def _find(self, delimiter: bytes) -> int:
         """
