@@ -123,21 +123,24 @@ class RecordBuffer:
             end -= 1
         return first[pos:end]
 
-    def lines_now(self) -> list[bytes]:
+    def lines_now(self, most: int = 0) -> list[bytes]:
         """
-        The fast path of L{take_lines}: take the whole lines of the first
-        chunk at once, each as L{take_line} returns it, up to one too long
-        (left for L{take_line} to raise) and up to L{BATCH_BYTES} bytes
-        (but a whole line, however long); C{[]} if there is none.  A chunk
-        of many lines is split by C{bytes.split}, not searched line by line.
+        Take the whole lines of the first chunk at once, each as
+        L{take_line} returns it, up to one too long (left for L{take_line}
+        to raise) and up to L{BATCH_BYTES} bytes (but a whole line, however
+        long), or with C{most} up to that many bytes (and no longer line);
+        C{[]} if there is none.  A chunk of many lines is split by
+        C{bytes.split}, not searched line by line.
         """
         chunks = self._chunks
         if not chunks:
             return []
         first = chunks[0]
         pos = self._pos
-        last = first.rfind(b"\n", pos, pos + BATCH_BYTES)
+        last = first.rfind(b"\n", pos, pos + (most or BATCH_BYTES))
         if last < 0:
+            if most:
+                return []
             last = first.find(b"\n", pos)  # a first line of BATCH_BYTES or more
             if last < 0:
                 return []
@@ -165,19 +168,24 @@ class RecordBuffer:
 
     def take_lines(self, _: object = None) -> Any:
         """
-        Every whole line buffered in the first chunk, at least one (a list,
-        each line as L{take_line} returns it); C{None} at the end.  What
-        L{take_line} would raise for the first line, this raises.
+        Whole lines buffered now, at least one (a list, each line as
+        L{take_line} returns it): the first line, then what L{lines_now}
+        takes after it, L{BATCH_BYTES} in all (or the first line alone);
+        C{None} at the end.  What L{take_line} would raise
+        for the first line, this raises.
         """
-        if not self.size:
+        size = self.size
+        if not size:
             return None if self.eof else NEED
-        lines = self.lines_now()
-        if lines:
-            return lines
-        line = self.take_line()
-        if line is NEED or line is None:
-            return line
-        lines = self.lines_now()
+        line = self.line_now()  # often the only one (a request), and else the first
+        if line is None:
+            line = self.take_line()  # across chunks, too long, or the end
+            if line is NEED or line is None:
+                return line
+        room = BATCH_BYTES - (size - self.size)  # for the lines after it
+        if not self.size or room <= 0:
+            return [line]
+        lines = self.lines_now(room)
         lines.insert(0, line)
         return lines
 

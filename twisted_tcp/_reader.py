@@ -341,22 +341,9 @@ class Reader:
     def _serve(self) -> None:
         op = self._op
         assert op is not None
-        # The fast path of lines first (take_line's or take_lines's own,
-        # without its call).
+        # A line's fast path first (take_line's own, without its call).
         buffer = self._buffer
-        result: Any = None
-        if buffer.size:
-            if op is _take_line:
-                result = buffer.line_now()
-            elif op is _take_lines:
-                # The first line by line_now: often the only one (a request).
-                line = buffer.line_now()
-                if line is not None:
-                    if buffer.size:
-                        result = buffer.lines_now()
-                        result.insert(0, line)
-                    else:
-                        result = [line]
+        result: Any = buffer.line_now() if op is _take_line and buffer.size else None
         if result is None:
             try:
                 result = op(buffer, self._op_arg)
