@@ -239,7 +239,7 @@ def test_a_fired_deferred_made_without_init_is_a_fired_deferred_in_every_use() -
     from twisted_tcp._reader import _fired
 
     assert private._callbacks_name() is not None, CHANGED + "what Deferred.__init__ sets"
-    made = private.made_fired(type("Fired", (Deferred,), {}))
+    made = private.made_without_init(type("Fired", (Deferred,), {}))
     assert isinstance(made, functools.partial), CHANGED + "what Deferred.__init__ sets"
 
     # Callbacks, in a chain, each Deferred with its own list, as with succeed().
@@ -282,3 +282,28 @@ def test_a_fired_read_records_where_it_was_made_in_debug_mode(debug: bool) -> No
         defer.setDebugging(was)
     assert d.result == b"line"
     assert (d._debugInfo is not None) is debug
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_waiting_read_is_a_cancellable_deferred_in_every_use(debug: bool) -> None:
+    # Made with no call to Deferred.__init__ (but in debug mode): its
+    # canceller is its class's, and each has a callbacks list of its own.
+    from twisted.internet import defer
+
+    reader = tt.Reader(None)
+    was = defer.getDebugging()
+    defer.setDebugging(debug)
+    try:
+        first = reader.read_line()
+    finally:
+        defer.setDebugging(was)
+    assert (first._debugInfo is not None) is debug
+    seen: list[Any] = []
+    first.addErrback(lambda f: seen.append(f.type))
+    first.cancel()  # the reader's canceller: the read is no longer pending
+    assert seen == [defer.CancelledError]
+    second = reader.read_line()
+    reader.data_received(b"line\n")
+    assert second.called
+    second.addCallback(seen.append)
+    assert seen == [defer.CancelledError, b"line"]

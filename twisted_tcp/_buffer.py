@@ -59,7 +59,8 @@ class RecordBuffer:
     )
 
     def __init__(self, max_line_length: int = DEFAULTS.max_line_length) -> None:
-        check_count("max_line_length", max_line_length)
+        if type(max_line_length) is not int or max_line_length < 1:  # (as Reader.__init__)
+            check_count("max_line_length", max_line_length)  # raises, but for an int subclass
         self.max_line_length = max_line_length
         # A list, not a deque: it usually holds a chunk or two, and an empty
         # list costs an idle connection 56 bytes where a deque costs 600.

@@ -260,7 +260,9 @@ class Connection(Protocol):
         # connection's), then the reader's pending read, then whoever waits
         # on lost.
         self.closed = True
-        reader = self.reader
+        # (A reader told of the end of the stream already, by
+        # readConnectionLost or start_stream, has nothing more to learn.)
+        reader = None if self._read_eof else self.reader
         if reader is not None:
             reader.eof_known()
         if self._secured is not None:

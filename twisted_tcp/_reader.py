@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from ._buffer import NEED, RecordBuffer
 from ._errors import ReadInProgressError
 from ._settings import DEFAULTS, check_count
-from ._twisted_private import made_fired
+from ._twisted_private import made_without_init
 
 DEFAULT_READ_SIZE = 64 * 1024
 
@@ -61,7 +61,8 @@ class Reader:
         buffer_size: int = DEFAULTS.reader_buffer_size,
         max_line_length: int = DEFAULTS.max_line_length,
     ) -> None:
-        check_count("reader_buffer_size", buffer_size)
+        if type(buffer_size) is not int or buffer_size < 1:  # (a call saved per connection)
+            check_count("reader_buffer_size", buffer_size)  # raises, but for an int subclass
         self._buffer = RecordBuffer(max_line_length)
         self._producer = producer
         self.buffer_size = buffer_size
@@ -324,7 +325,13 @@ class Reader:
 
     def _wait(self, op: Callable[[RecordBuffer, Any], Any], arg: Any) -> ReadDeferred:
         """Make C{op(buffer, arg)} the pending read, tried again as bytes arrive."""
-        pending = ReadDeferred(self)
+        if Deferred.debug:  # (then Deferred.__init__ records where it was made)
+            pending = ReadDeferred(self)
+        else:  # what ReadDeferred(self) makes, with no call to Deferred.__init__
+            pending = _new_read()
+            pending.reader = self
+            pending._task = None
+            pending.tapped = False
         self._wait_on(pending, op, arg)
         return pending
 
@@ -403,6 +410,11 @@ class Reader:
 # the connection's life).
 
 
+def _cancel_read(d: Any) -> None:
+    """A read's canceller (a function: no bound method made for each read)."""
+    d.reader._cancel(d)
+
+
 class ReadDeferred(Deferred[Any]):
     """
     The Deferred of a read that waits for bytes.  Awaited by the lean
@@ -417,6 +429,10 @@ class ReadDeferred(Deferred[Any]):
     """
 
     __slots__ = ("_task", "reader", "tapped")
+
+    # Its canceller, for Deferred.cancel (as the class's, it need not be
+    # set on each; Reader._wait makes most of them with no __init__).
+    _canceller = staticmethod(_cancel_read)
 
     def __init__(self, reader: Reader) -> None:
         Deferred.__init__(self, _cancel_read)
@@ -482,7 +498,8 @@ class _Fired(Deferred[Any]):
         return result
 
 
-_new_fired = made_fired(_Fired)
+_new_fired = made_without_init(_Fired)
+_new_read = made_without_init(ReadDeferred)
 
 
 def _fired(result: object) -> _Fired:
@@ -530,11 +547,6 @@ class _LineBatches:
 
 _take_line = RecordBuffer.take_line
 _take_lines = RecordBuffer.take_lines
-
-
-def _cancel_read(d: Any) -> None:
-    """A read's canceller (a function: no bound method made for each read)."""
-    d.reader._cancel(d)
 
 
 def _consumed(failure: Failure) -> None:

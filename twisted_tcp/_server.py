@@ -86,7 +86,7 @@ class _ServerConnection(Connection, Driver):
         reader, writer = self.reader, self.writer
         if reader is None or writer is None:
             return 0, 0
-        return reader.bytes_received, writer.bytes_written
+        return reader._received, writer._written  # (what their properties say, with no call)
 
     def driven_ended(self, result: object) -> None:
         """The handler returned C{result} or failed (a L{Failure})."""
@@ -568,7 +568,8 @@ class Server:
             and not writer._failed_for_loss(result.value)
         ):
             self._report(connection, result)
-        self._maybe_drained()
+        if self._closed:
+            self._maybe_drained()
 
     def _ended(self, connection: _ServerConnection, reason: Failure) -> None:
         if connection._peer_key is not None:
@@ -595,8 +596,10 @@ class Server:
             self._serve(parked.popleft())
         if len(self._connections) < self._max_connections and not parked:
             self._fit_accepts()
-            self._resume_accepting()
-        self._maybe_drained()
+            if not self._accepting:
+                self._resume_accepting()
+        if self._closed:
+            self._maybe_drained()
 
     def _maybe_drained(self) -> None:
         if self._closed and not self._connections and not self._handlers_running:

@@ -33,12 +33,13 @@ L{CHECKED_ON}.
     - L{fit_accepts}: the number of connections a port accepts each time
       its socket is readable (C{tcp.Port.numberAccepts}, public but not
       documented), kept to the free connection slots.
-    - L{made_fired}: a Deferred of a class of ours made with no call to
+    - L{made_without_init}: a Deferred of a class of ours made with no call to
       C{Deferred.__init__}, whose only work is to give each Deferred its
       list of callbacks (C{_callbacks}, C{callbacks} before Twisted 25.5)
       and its canceller: the list is made on first use instead, since a
-      read whose result is there at once is awaited, and never given a
-      callback, far more often than not.
+      read, whose result is there at once or comes to the lean driver
+      directly, is awaited, and never given a callback, far more often
+      than not; the canceller is the class's own.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def fit_accepts(port: Any, free: int) -> None:
     C{free}, and at least 1.
     """
     accepts = getattr(port, "numberAccepts", None)
-    if accepts is not None:
+    if accepts is not None and not 1 <= accepts <= free:  # (else it fits: the usual case)
         port.numberAccepts = max(1, min(accepts, free))
 
 
@@ -140,21 +141,24 @@ class _OwnList:
         return made
 
 
-def made_fired(cls: type[Deferred[Any]]) -> Any:
+def made_without_init(cls: type[Deferred[Any]]) -> Any:
     """
-    Let C{cls}, a Deferred subclass of ours whose instances are made
-    fired, be made without C{Deferred.__init__}: return a function of no
-    arguments that makes one, with no callbacks and no canceller, yet to be
-    given C{called} and C{result} (C{object.__new__} for C{cls}, where the
-    Deferred of the installed Twisted allows it; else C{cls} itself).  Not
-    for use while Deferred debugging is on (C{Deferred.debug}): then
-    C{Deferred.__init__} records where each Deferred was made.
+    Let C{cls}, a Deferred subclass of ours, be made without
+    C{Deferred.__init__}: return a function of no arguments that makes one,
+    with no callbacks and the canceller C{cls._canceller} if the class
+    gives one (a staticmethod), else none; yet to be given the rest of its
+    state (a fired one, C{called} and C{result}).  That is
+    C{object.__new__} for C{cls}, where the Deferred of the installed
+    Twisted allows it; else C{cls} itself.  Not for use while Deferred
+    debugging is on (C{Deferred.debug}): then C{Deferred.__init__} records
+    where each Deferred was made.
     """
     name = _callbacks_name()
     if name is None:
         return cls
     setattr(cls, name, _OwnList(name))
-    cls._canceller = None  # type: ignore[attr-defined]
+    if "_canceller" not in vars(cls):
+        cls._canceller = None  # type: ignore[attr-defined]
     return functools.partial(object.__new__, cls)
 
 

@@ -402,7 +402,8 @@ class Writer:
         """L{close}, for a caller that does not wait for the end (the server)."""
         was = self._event("close")
         if was == OPEN:
-            self._cancel_age_timer()
+            if self._age_timer is not None:
+                self._cancel_age_timer()
             self.send_gathered()
             if self._tls is None:
                 self._unregister()
@@ -658,7 +659,8 @@ class Writer:
         if self._sweeper is not None:
             self._sweeper.forget(self)  # (not held, with its connection, until the sweep)
         self._lost_reason = reason.value
-        self._cancel_age_timer()
+        if self._age_timer is not None:
+            self._cancel_age_timer()
         if self._close_deadline is not None:
             self._close_deadline.cancel()
             self._close_deadline = None
