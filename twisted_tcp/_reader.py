@@ -250,7 +250,12 @@ class Reader:
             line = self._try(op, None)  # (ReadInProgressError if a read is pending)
             if line is not NEED:
                 return line
-        self._wait_on(self, op, None)
+        # (What _wait_on does, inlined: this is the path of every line awaited.)
+        self._waiter = self
+        self._op = op
+        self._op_arg = None
+        if self._paused:
+            self._set_paused(False)
         return self
 
     def _cancel_lines(self) -> None:

@@ -159,7 +159,8 @@ def settings_with(**given: Any) -> Settings:
         return DEFAULTS
     # Not the defaults: the same values come again and again (a client that
     # connects with timeout=10 each time), so a made Settings is kept.
-    key = tuple((name, type(value), value) for name, value in given.items())  # True is not 1
+    values = tuple(given.values())
+    key = (tuple(given), values, tuple(map(type, values)))  # (True is not 1)
     try:
         settings = _made.get(key)
     except TypeError:  # an unhashable value: Settings says what is wrong with it
@@ -172,7 +173,7 @@ def settings_with(**given: Any) -> Settings:
     return settings
 
 
-_made: dict[tuple[tuple[str, type, Any], ...], Settings] = {}
+_made: dict[tuple[tuple[Any, ...], ...], Settings] = {}
 
 
 __all__ = ["DEFAULTS", "Settings", "check_count", "check_seconds", "settings_with"]
