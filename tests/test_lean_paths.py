@@ -561,3 +561,93 @@ async def test_a_served_handler_iterates_the_lines_of_its_own_reader_subclass() 
             s.close()
     assert errors == []
     assert reply == b"ONE\nTWO\n"
+
+
+# -- replies sent at once ------------------------------------------------------------
+
+
+async def read_some(s: socket.socket, n: int) -> bytes:
+    """Read exactly C{n} bytes from a non-blocking socket."""
+
+    async def read() -> bytes:
+        data = b""
+        while len(data) < n:
+            try:
+                chunk = s.recv(n - len(data))
+            except BlockingIOError:
+                await sleep(0.002)
+                continue
+            assert chunk, "closed early"
+            data += chunk
+        return data
+
+    return await within(read())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_a_reply_to_a_received_line_leaves_without_twisted_buffering_it(
+    kind: str, tmp_path: Any
+) -> None:
+    # What a handler writes as it handles a chunk goes to the kernel as the
+    # chunk's handling ends, not to the transport's buffer for a later turn.
+    buffered: list[bytes] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        transport = writer.socket.transport
+        write = transport.write
+        transport.write = lambda data: (buffered.append(data), write(data))
+        async for line in reader.lines():
+            writer.write_line(line + b"!")
+            writer.write_line(line + b"?")
+
+    where = tt.on_file(str(tmp_path / "s")) if kind == "unix" else None
+    async with serving(handler, where) as server:
+        s = raw_unix(server.listening_on) if kind == "unix" else raw_tcp(server.listening_on)
+        try:
+            for i in range(3):
+                s.sendall(b"%d\n" % i)
+                assert await read_some(s, 6) == b"%d!\n%d?\n" % (i, i)
+        finally:
+            s.close()
+    assert buffered == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_replies_to_a_peer_that_does_not_read_keep_their_order(monkeypatch: Any) -> None:
+    # Replies larger than the socket takes: the kernel takes part of one,
+    # Twisted's buffer the rest, and the next ones go after it.
+    from twisted_tcp import _writer
+
+    sends: list[tuple[int, int]] = []
+
+    def send_now(transport: Any, data: bytes) -> int:
+        sent = _send_now(transport, data)
+        sends.append((sent, len(data)))
+        return sent
+
+    _send_now = _writer.send_now
+    monkeypatch.setattr(_writer, "send_now", send_now)
+    reply = b"x" * 40_000
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        async for line in reader.lines():
+            writer.write_line(line + b":" + reply)
+
+    async with serving(handler) as server:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect((LOCAL, server.listening_on))
+        s.setblocking(False)
+        try:
+            for i in range(12):  # one chunk each, not read
+                s.sendall(b"%02d\n" % i)
+                await until(lambda i=i: len(sends) > i)
+            expected = b"".join(b"%02d:%s\n" % (i, reply) for i in range(12))
+            assert await read_some(s, len(expected)) == expected
+        finally:
+            s.close()
+    assert any(0 < sent < size for sent, size in sends)  # the kernel took part of one
+    assert any(sent == 0 for sent, _ in sends)  # and then none: Twisted's buffer held bytes

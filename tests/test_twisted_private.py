@@ -97,6 +97,45 @@ async def test_unsent_bytes_of_socket_transports(family: str, tmp_path: Path) ->
         await within(port.stopListening())
 
 
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_send_now_sends_only_on_a_transport_that_holds_nothing(
+    family: str, tmp_path: Path
+) -> None:
+    factory = recording_factory(greeting=b"0123456789")
+    if family == "tcp":
+        port = reactor.listenTCP(0, factory, interface=LOCAL)
+        client = raw_client(port.getHost().port)
+    else:
+        path = str(tmp_path / "s")
+        port = reactor.listenUNIX(path, factory)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        client.setblocking(False)
+    try:
+        await until(lambda: factory.made)
+        transport = factory.made[0].transport
+        for name in ("socket", "dataBuffer", "_tempDataLen", "_writeDisconnected", "TLS"):
+            assert hasattr(transport, name), CHANGED + f"FileDescriptor.{name}"
+        assert await read_exactly(client, 10) == b"0123456789"
+        # Bytes in Twisted's buffer (until the reactor's next turn): none overtakes them.
+        transport.write(b"held")
+        assert private.send_now(transport, b"late") == 0, CHANGED + "FileDescriptor's buffer"
+        transport.write(b"late")
+        assert await read_exactly(client, 8) == b"heldlate"
+        # Drained: sent at once, with no turn of the reactor.
+        assert private.send_now(transport, b"now") == 3
+        assert private.unsent_bytes(transport) == 0
+        assert await read_exactly(client, 3) == b"now"
+        transport.loseConnection()  # closing: nothing more goes out
+        assert private.send_now(transport, b"after") == 0
+    finally:
+        client.close()
+        for protocol in factory.made:
+            protocol.transport.abortConnection()
+        await within(port.stopListening())
+
+
 @pytest_twisted.ensureDeferred
 async def test_tls_plaintext_held(pki: Pki) -> None:
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:

@@ -10,6 +10,12 @@ L{CHECKED_ON}.
       writer asks it instead of registering as the transport's producer on
       every connection (which costs each transport 0.8 KiB), and the
       buffer-age check tells a slow reader from a stuck one by it.
+    - L{send_now}: the bytes a reply to a received chunk is made of, sent
+      on the socket at once when the transport holds none unsent (its
+      C{socket}, C{dataBuffer}, C{_tempDataLen}, C{_writeDisconnected}),
+      as asyncio's transports do: Twisted's own write always waits for the
+      reactor to see the socket writable, which costs a request and its
+      reply two C{epoll_ctl} calls and one more turn of the reactor.
     - L{tls_plaintext_held}, L{tls_session_ended}: what the TLS layer
       (C{TLSMemoryBIOProtocol}) holds of ours, not yet encrypted
       (C{_appSendBuffer} before the handshake, C{_aggregator._buffer} the
@@ -82,6 +88,32 @@ def unsent_bytes(transport: Any) -> int | None:
     except (AttributeError, TypeError):
         return None
     return held
+
+
+def send_now(transport: Any, data: bytes) -> int:
+    """
+    Send C{data} on the socket of C{transport}, one of Twisted's socket
+    transports (L{SOCKET_TRANSPORTS}), as far as the kernel takes it now,
+    if the transport is open for writing, not under C{startTLS}, and holds
+    no byte unsent (which C{data} would overtake); else send nothing.
+    Return the number of bytes sent: the rest is the caller's to write to
+    the transport.  An error of the socket sends nothing, and is left for
+    the transport's own write to meet and report as the connection's loss.
+    """
+    if (
+        transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport.TLS
+        and not transport._tempDataLen
+        and not transport.dataBuffer  # (b"" once all of it was sent)
+    ):
+        try:
+            sent: int = transport.socket.send(data)
+        except OSError:  # EAGAIN, EINTR, or the connection's end
+            return 0
+        return sent
+    return 0
 
 
 def fit_accepts(port: Any, free: int) -> None:

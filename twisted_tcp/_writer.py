@@ -3,7 +3,12 @@ The Writer: writes that never block, and a way to learn when they reached the
 kernel.
 
 C{write} is a plain append to the transport, with no Deferred made, so Twisted
-still gathers many small writes into one system call.  What has reached the
+still gathers many small writes into one system call.  What is written while
+the connection hands a received chunk to the reader (a reply to a request)
+is gathered, and sent as one when the chunk is handled: straight to the
+socket, where Twisted's buffer holds nothing and the kernel takes it all,
+as asyncio's transports do (L{Writer.send_gathered}), not in a later turn
+of the reactor, after it has seen the socket writable.  What has reached the
 kernel is asked of Twisted's transport when it matters (it says how many bytes
 it holds); only when somebody waits -- C{flushed()}, bytes that wait past a
 second under the buffer-age limit, an idle timeout -- does the writer register
@@ -45,6 +50,7 @@ from ._sweeper import GRACE, Deadline, Sweeper, sweeper_for
 from ._tls import split_transport
 from ._twisted_private import (
     SOCKET_TRANSPORTS,
+    send_now,
     tls_plaintext_held,
     tls_session_ended,
     unsent_bytes,
@@ -67,6 +73,12 @@ CLOSING = 2  # close() or abort(): the bytes leave (within close_timeout), then 
 CLOSED = 3  # closed by this side, and the connection is gone
 FAILED = 4  # the connection was lost without this side closing it: writes are dropped
 # (so "state >= CLOSED" says the connection is gone)
+
+SEND_NOW_MAX = 64 * 1024
+"""
+The most gathered bytes sent at once (L{Writer.send_gathered}); more are
+left to Twisted, which sends them in pieces, with no copy of the rest.
+"""
 
 # How the writer watches the transport's drains (when registered as its producer).
 WAIT_DRAIN = 1  # until the next drain
@@ -508,14 +520,29 @@ class Writer:
             self._held = []
 
     def send_gathered(self) -> None:
-        """Hand the writes gathered since L{gather} to the transport."""
+        """
+        Hand the writes gathered since L{gather} to the transport; to the
+        kernel at once, where the transport is a socket's, holds nothing
+        unsent, and nothing waits for its drains (L{send_now}): a reply to
+        a request then leaves with no wait for the next turn of the reactor.
+        """
         held = self._held
         if held is not None:
             self._held = None
-            if len(held) == 1:
-                self._transport.write(held[0])
-            elif held:
-                self._transport.writeSequence(held)
+            if not held:
+                return
+            data = held[0] if len(held) == 1 else b"".join(held)
+            transport = self._transport
+            if (
+                type(transport) in SOCKET_TRANSPORTS
+                and not self._registered
+                and len(data) <= SEND_NOW_MAX
+            ):
+                sent = send_now(transport, data)
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            transport.write(data)
 
     def start(self) -> None:
         """
