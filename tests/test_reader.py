@@ -671,6 +671,20 @@ def test_pauses_above_buffer_size_and_resumes_as_user_reads() -> None:
     assert producer.calls == ["pause", "resume"]
 
 
+@pytest.mark.parametrize(
+    ("read", "expected"),
+    [(lambda r: r.really_read(11), b"0123456789\n"), (lambda r: r.read_line(), b"0123456789")],
+    ids=["really_read", "read_line"],
+)
+def test_a_read_ready_at_once_resumes_a_paused_transport(read: Any, expected: bytes) -> None:
+    reader, producer = make(buffer_size=10)
+    feed(reader, b"0123456789\n" + b"x" * 5)
+    assert producer.paused
+    assert result_of(read(reader)) == expected
+    assert not producer.paused  # 5 left
+    assert producer.calls == ["pause", "resume"]
+
+
 def test_pending_read_is_never_left_paused() -> None:
     reader, producer = make(buffer_size=10)
     feed(reader, b"x" * 20)
