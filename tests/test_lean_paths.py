@@ -21,7 +21,17 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 import twisted_tcp as tt
 from twisted_tcp import ConnectInterruptedError
 
-from .conftest import LOCAL, logged_errors, read_to_end, serving, sleep, until, within
+from .conftest import (
+    LOCAL,
+    echo,
+    logged_errors,
+    read_to_end,
+    serving,
+    sleep,
+    until,
+    where_of,
+    within,
+)
 
 
 def raw_unix(path: str) -> socket.socket:
@@ -651,3 +661,24 @@ async def test_replies_to_a_peer_that_does_not_read_keep_their_order(monkeypatch
             s.close()
     assert any(0 < sent < size for sent, size in sends)  # the kernel took part of one
     assert any(sent == 0 for sent, _ in sends)  # and then none: Twisted's buffer held bytes
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_with_connection_sends_what_f_writes_as_it_starts_at_once(
+    kind: str, tmp_path: Any
+) -> None:
+    buffered: list[bytes] = []
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes | None:
+        write = sock.transport.write
+        sock.transport.write = lambda data: (buffered.append(data), write(data))
+        writer.write_line(b"one")
+        writer.write_line(b"two")
+        return await reader.read_line()
+
+    where = tt.on_file(str(tmp_path / "s")) if kind == "unix" else None
+    async with serving(echo, where) as server:
+        to = tt.to_file(server.listening_on) if kind == "unix" else where_of(server)
+        assert await within(tt.with_connection(to, f)) == b"one"
+    assert buffered == []

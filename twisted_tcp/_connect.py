@@ -485,7 +485,11 @@ class _WithConnection(Driver):
         reader, writer = connection.reader, connection.writer
         assert reader is not None and writer is not None
         connection.call_when_lost(self._lost)
+        # What f writes as it starts (its request) leaves in one send, at
+        # once (Writer.send_gathered), not in the reactor's next turn.
+        writer.gather()
         self._returned = run_on(self, self._f, (Socket(connection), reader, writer))
+        writer.send_gathered()
 
     def driven_ended(self, value: Any) -> None:
         """How f ended: its value, or a Failure."""
