@@ -682,3 +682,33 @@ async def test_with_connection_sends_what_f_writes_as_it_starts_at_once(
         to = tt.to_file(server.listening_on) if kind == "unix" else where_of(server)
         assert await within(tt.with_connection(to, f)) == b"one"
     assert buffered == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_sent_at_once_tells_whoever_waits_for_its_drain() -> None:
+    # A handler that waits for each flush, on a server with an idle timeout
+    # (whose writers are told of every drain): replies still leave at once,
+    # and each flush fires as its reply leaves.
+    buffered: list[bytes] = []
+    flushed: list[bytes] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        transport = writer.socket.transport
+        write = transport.write
+        transport.write = lambda data: (buffered.append(data), write(data))
+        async for line in reader.lines():
+            writer.write_line(line)
+            await writer.flushed()
+            flushed.append(line)
+
+    async with serving(handler, idle_timeout=30) as server:
+        s = raw_tcp(server.listening_on)
+        try:
+            for i in range(3):
+                s.sendall(b"%d\n" % i)
+                assert await read_some(s, 2) == b"%d\n" % i
+                await until(lambda i=i: len(flushed) > i)
+        finally:
+            s.close()
+    assert flushed == [b"0", b"1", b"2"]
+    assert buffered == []

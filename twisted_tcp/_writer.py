@@ -522,9 +522,10 @@ class Writer:
     def send_gathered(self) -> None:
         """
         Hand the writes gathered since L{gather} to the transport; to the
-        kernel at once, where the transport is a socket's, holds nothing
-        unsent, and nothing waits for its drains (L{send_now}): a reply to
-        a request then leaves with no wait for the next turn of the reactor.
+        kernel at once, where the transport is a socket's and holds nothing
+        unsent (L{send_now}): a reply to a request then leaves with no wait
+        for the next turn of the reactor, and whoever waits for a drain (a
+        flush, the idle timeout) learns of it now.
         """
         held = self._held
         if held is not None:
@@ -533,13 +534,11 @@ class Writer:
                 return
             data = held[0] if len(held) == 1 else b"".join(held)
             transport = self._transport
-            if (
-                type(transport) in SOCKET_TRANSPORTS
-                and not self._registered
-                and len(data) <= SEND_NOW_MAX
-            ):
+            if type(transport) in SOCKET_TRANSPORTS and len(data) <= SEND_NOW_MAX:
                 sent = send_now(transport, data)
                 if sent == len(data):
+                    if self._registered:  # told of drains: the transport will not tell this one
+                        self._drained()
                     return
                 data = data[sent:]
             transport.write(data)
