@@ -9,7 +9,10 @@ awaited later.  Real sockets on 127.0.0.1 and Unix sockets under tmp_path.
 
 from __future__ import annotations
 
+import array
+import os
 import socket
+import struct
 from typing import Any
 
 import pytest
@@ -712,3 +715,79 @@ async def test_a_reply_sent_at_once_tells_whoever_waits_for_its_drain() -> None:
             s.close()
     assert flushed == [b"0", b"1", b"2"]
     assert buffered == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_descriptor_passed_with_a_reply_goes_with_it(tmp_path: Any) -> None:
+    # A Unix socket's sendFileDescriptor: the descriptor waits in the
+    # transport for the next bytes, which are then left to the transport.
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"through the pipe")
+
+        async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+            async for _ in reader.lines():
+                writer.socket.transport.sendFileDescriptor(read_end)
+                writer.write(b"here is a descriptor\n")
+
+        path = str(tmp_path / "s")
+        async with serving(handler, tt.on_file(path)):
+            s = raw_unix(path)
+            try:
+                s.sendall(b"give\n")
+                fds = array.array("i")
+
+                async def receive() -> bytes:
+                    while True:
+                        try:
+                            data, ancillary, _, _ = s.recvmsg(100, socket.CMSG_LEN(fds.itemsize))
+                        except BlockingIOError:
+                            await sleep(0.005)
+                            continue
+                        for level, kind, item in ancillary:
+                            if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+                                fds.frombytes(item)
+                        return data  # type: ignore[no-any-return]
+
+                assert await within(receive()) + await read_to_end_of_line(s) == (
+                    b"here is a descriptor\n"
+                )
+                assert len(fds) == 1
+                try:
+                    assert os.read(fds[0], 100) == b"through the pipe"
+                finally:
+                    os.close(fds[0])
+            finally:
+                s.close()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def read_to_end_of_line(s: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        data += await read_some(s, 1)
+    return data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reset_met_by_a_reply_is_the_connections_loss_not_an_end_of_stream() -> None:
+    # The peer resets the connection right after its request: the kernel
+    # hands over the request, then the reset to whoever meets it first --
+    # the reply's send -- and then a plain end of the stream.
+    events: list[str] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.consumer_left().addBoth(lambda _: events.append("lost"))
+        async for line in reader.lines():
+            writer.write_line(line)
+        events.append("end of stream")
+
+    async with serving(handler) as server:
+        s = socket.create_connection((LOCAL, server.listening_on), timeout=5)
+        s.sendall(b"hello\n")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        await until(lambda: len(events) == 2)
+    assert events == ["lost", "end of stream"]

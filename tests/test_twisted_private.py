@@ -117,6 +117,8 @@ async def test_send_now_sends_only_on_a_transport_that_holds_nothing(
         transport = factory.made[0].transport
         for name in ("socket", "dataBuffer", "_tempDataLen", "_writeDisconnected", "TLS"):
             assert hasattr(transport, name), CHANGED + f"FileDescriptor.{name}"
+        if family == "unix":  # (the descriptors that wait for the next bytes)
+            assert transport._sendmsgQueue == [], CHANGED + "unix.Server._sendmsgQueue"
         assert await read_exactly(client, 10) == b"0123456789"
         # Bytes in Twisted's buffer (until the reactor's next turn): none overtakes them.
         transport.write(b"held")
@@ -346,3 +348,28 @@ def test_a_waiting_read_is_a_cancellable_deferred_in_every_use(debug: bool) -> N
     assert second.called
     second.addCallback(seen.append)
     assert seen == [defer.CancelledError, b"line"]
+
+
+def test_a_deferred_made_without_init_where_twisted_does_not_allow_it(monkeypatch: Any) -> None:
+    # As with Deferred debugging on at import, or a Twisted whose
+    # Deferred.__init__ sets more: Deferred.__init__ is called after all.
+    from twisted.internet.defer import CancelledError, Deferred
+
+    cancelled: list[Any] = []
+
+    class Waiting(Deferred[Any]):
+        _canceller = staticmethod(cancelled.append)
+
+    monkeypatch.setattr(private, "_callbacks_name", lambda: None)
+    made = private.made_without_init(Waiting)
+    d = made()
+    assert type(d) is Waiting
+    seen: list[Any] = []
+    d.addErrback(lambda f: seen.append(f.type))
+    d.cancel()
+    assert cancelled == [d]
+    assert seen == [CancelledError]
+    other = made()  # with callbacks of its own
+    other.callback(1)
+    other.addCallback(seen.append)
+    assert seen == [CancelledError, 1]

@@ -12,7 +12,8 @@ L{CHECKED_ON}.
       buffer-age check tells a slow reader from a stuck one by it.
     - L{send_now}: the bytes a reply to a received chunk is made of, sent
       on the socket at once when the transport holds none unsent (its
-      C{socket}, C{dataBuffer}, C{_tempDataLen}, C{_writeDisconnected}),
+      C{socket}, C{dataBuffer}, C{_tempDataLen}, C{_writeDisconnected},
+      and a Unix socket's C{_sendmsgQueue} of descriptors to pass),
       as asyncio's transports do: Twisted's own write always waits for the
       reactor to see the socket writable, which costs a request and its
       reply two C{epoll_ctl} calls and one more turn of the reactor.
@@ -50,6 +51,7 @@ L{CHECKED_ON}.
 
 from __future__ import annotations
 
+import errno
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -94,11 +96,17 @@ def send_now(transport: Any, data: bytes) -> int:
     """
     Send C{data} on the socket of C{transport}, one of Twisted's socket
     transports (L{SOCKET_TRANSPORTS}), as far as the kernel takes it now,
-    if the transport is open for writing, not under C{startTLS}, and holds
-    no byte unsent (which C{data} would overtake); else send nothing.
-    Return the number of bytes sent: the rest is the caller's to write to
-    the transport.  An error of the socket sends nothing, and is left for
-    the transport's own write to meet and report as the connection's loss.
+    if the transport is open for writing, not under C{startTLS}, holds no
+    byte unsent (which C{data} would overtake) and no file descriptor to
+    pass with the next bytes (a Unix socket's C{sendFileDescriptor}); else
+    send nothing.  Return the number of bytes sent: the rest is the
+    caller's to write to the transport.
+
+    An error that ends the connection (the peer's reset) sends nothing and
+    stops the transport reading: the kernel reports such an error once, and
+    the end of the stream after it, so that the transport would read a
+    clean end of the stream first; the caller's write meets the error again
+    and the transport reports the connection lost, as it would have.
     """
     if (
         transport.connected
@@ -107,13 +115,20 @@ def send_now(transport: Any, data: bytes) -> int:
         and not transport.TLS
         and not transport._tempDataLen
         and not transport.dataBuffer  # (b"" once all of it was sent)
+        and not getattr(transport, "_sendmsgQueue", None)  # (Unix sockets only)
     ):
         try:
             sent: int = transport.socket.send(data)
-        except OSError:  # EAGAIN, EINTR, or the connection's end
+        except OSError as e:
+            if e.errno not in _SEND_LATER:
+                transport.stopReading()
             return 0
         return sent
     return 0
+
+
+_SEND_LATER = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR})
+"""The errors of a send that Twisted's own write meets and tries again later."""
 
 
 def fit_accepts(port: Any, free: int) -> None:
@@ -181,15 +196,23 @@ def made_without_init(cls: type[Deferred[Any]]) -> Any:
     gives one (a staticmethod), else none; yet to be given the rest of its
     state (a fired one, C{called} and C{result}).  That is
     C{object.__new__} for C{cls}, where the Deferred of the installed
-    Twisted allows it; else C{cls} itself.  Not for use while Deferred
-    debugging is on (C{Deferred.debug}): then C{Deferred.__init__} records
-    where each Deferred was made.
+    Twisted allows it (and Deferred debugging was off at import); else a
+    function that calls C{Deferred.__init__} too.  Not for use while
+    Deferred debugging is on (C{Deferred.debug}): then C{Deferred.__init__}
+    records where each Deferred was made.
     """
+    canceller = getattr(cls, "_canceller", None)
     name = _callbacks_name()
     if name is None:
-        return cls
+
+        def made() -> Any:
+            made = object.__new__(cls)
+            Deferred.__init__(made, canceller)
+            return made
+
+        return made
     setattr(cls, name, _OwnList(name))
-    if "_canceller" not in vars(cls):
+    if canceller is None:
         cls._canceller = None  # type: ignore[attr-defined]
     return functools.partial(object.__new__, cls)
 
