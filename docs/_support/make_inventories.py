@@ -76,6 +76,10 @@ PYTHON_NAMES = [
     # The standard library.
     "collections.deque",
     "contextvars.Context",
+    "errno.EAGAIN",
+    "errno.EINTR",
+    "errno.ENOBUFS",
+    "errno.EWOULDBLOCK",
     "collections.abc.AsyncIterator",
     "collections.abc.Awaitable",
     "collections.abc.Callable",
