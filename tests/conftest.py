@@ -81,6 +81,24 @@ async def read_to_end(s: socket.socket) -> bytes:
     return await within(read())  # type: ignore[no-any-return]
 
 
+async def read_exactly(s: socket.socket, n: int) -> bytes:
+    """Read exactly C{n} bytes from a non-blocking socket (failing if it ends first)."""
+
+    async def read() -> bytes:
+        data = b""
+        while len(data) < n:
+            try:
+                chunk = s.recv(n - len(data))
+            except BlockingIOError:
+                await sleep(0.002)
+                continue
+            assert chunk, "closed early"
+            data += chunk
+        return data
+
+    return await within(read())  # type: ignore[no-any-return]
+
+
 PENDING = object()
 """What L{outcome} returns for a Deferred that has not fired."""
 

@@ -28,6 +28,7 @@ from .conftest import (
     LOCAL,
     echo,
     logged_errors,
+    read_exactly,
     read_to_end,
     serving,
     sleep,
@@ -579,22 +580,10 @@ async def test_a_served_handler_iterates_the_lines_of_its_own_reader_subclass() 
 # -- replies sent at once ------------------------------------------------------------
 
 
-async def read_some(s: socket.socket, n: int) -> bytes:
-    """Read exactly C{n} bytes from a non-blocking socket."""
-
-    async def read() -> bytes:
-        data = b""
-        while len(data) < n:
-            try:
-                chunk = s.recv(n - len(data))
-            except BlockingIOError:
-                await sleep(0.002)
-                continue
-            assert chunk, "closed early"
-            data += chunk
-        return data
-
-    return await within(read())  # type: ignore[no-any-return]
+def record_writes(transport: Any, written: list[bytes]) -> None:
+    """Add to C{written} what is written to C{transport} (to its buffer) from now on."""
+    write = transport.write
+    transport.write = lambda data: (written.append(data), write(data))
 
 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
@@ -607,9 +596,7 @@ async def test_a_reply_to_a_received_line_leaves_without_twisted_buffering_it(
     buffered: list[bytes] = []
 
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
-        transport = writer.socket.transport
-        write = transport.write
-        transport.write = lambda data: (buffered.append(data), write(data))
+        record_writes(writer.socket.transport, buffered)
         async for line in reader.lines():
             writer.write_line(line + b"!")
             writer.write_line(line + b"?")
@@ -620,7 +607,7 @@ async def test_a_reply_to_a_received_line_leaves_without_twisted_buffering_it(
         try:
             for i in range(3):
                 s.sendall(b"%d\n" % i)
-                assert await read_some(s, 6) == b"%d!\n%d?\n" % (i, i)
+                assert await read_exactly(s, 6) == b"%d!\n%d?\n" % (i, i)
         finally:
             s.close()
     assert buffered == []
@@ -659,7 +646,7 @@ async def test_replies_to_a_peer_that_does_not_read_keep_their_order(monkeypatch
                 s.sendall(b"%02d\n" % i)
                 await until(lambda i=i: len(sends) > i)
             expected = b"".join(b"%02d:%s\n" % (i, reply) for i in range(12))
-            assert await read_some(s, len(expected)) == expected
+            assert await read_exactly(s, len(expected)) == expected
         finally:
             s.close()
     assert any(0 < sent < size for sent, size in sends)  # the kernel took part of one
@@ -674,8 +661,7 @@ async def test_with_connection_sends_what_f_writes_as_it_starts_at_once(
     buffered: list[bytes] = []
 
     async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes | None:
-        write = sock.transport.write
-        sock.transport.write = lambda data: (buffered.append(data), write(data))
+        record_writes(sock.transport, buffered)
         writer.write_line(b"one")
         writer.write_line(b"two")
         return await reader.read_line()
@@ -696,9 +682,7 @@ async def test_a_reply_sent_at_once_tells_whoever_waits_for_its_drain() -> None:
     flushed: list[bytes] = []
 
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
-        transport = writer.socket.transport
-        write = transport.write
-        transport.write = lambda data: (buffered.append(data), write(data))
+        record_writes(writer.socket.transport, buffered)
         async for line in reader.lines():
             writer.write_line(line)
             await writer.flushed()
@@ -709,7 +693,7 @@ async def test_a_reply_sent_at_once_tells_whoever_waits_for_its_drain() -> None:
         try:
             for i in range(3):
                 s.sendall(b"%d\n" % i)
-                assert await read_some(s, 2) == b"%d\n" % i
+                assert await read_exactly(s, 2) == b"%d\n" % i
                 await until(lambda i=i: len(flushed) > i)
         finally:
             s.close()
@@ -767,7 +751,7 @@ async def test_a_descriptor_passed_with_a_reply_goes_with_it(tmp_path: Any) -> N
 async def read_to_end_of_line(s: socket.socket) -> bytes:
     data = b""
     while not data.endswith(b"\n"):
-        data += await read_some(s, 1)
+        data += await read_exactly(s, 1)
     return data
 
 

@@ -6,12 +6,14 @@ when a release changes one, the test named after it fails, and says which.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import inspect
 import os
 import socket
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import twisted_tcp as tt
 from twisted_tcp import _twisted_private as private
 from twisted_tcp._tls import split_transport
 
-from .conftest import LOCAL, raw_client, sleep, until, within
+from .conftest import LOCAL, raw_client, read_exactly, until, within
 from .helpers.pki import Pki
 from .test_tls import tls_1_2_where, to
 
@@ -52,28 +54,15 @@ def recording_factory(greeting: bytes = b"") -> Any:
     return factory
 
 
-async def read_exactly(s: socket.socket, n: int) -> bytes:
-    data = b""
-
-    async def more() -> None:
-        nonlocal data
-        while len(data) < n:
-            try:
-                chunk = s.recv(n - len(data))
-            except BlockingIOError:
-                await sleep(0.005)
-                continue
-            assert chunk, "closed early"
-            data += chunk
-
-    await within(more())
-    return data
-
-
-@pytest.mark.parametrize("family", ["tcp", "unix"])
-@pytest_twisted.ensureDeferred
-async def test_unsent_bytes_of_socket_transports(family: str, tmp_path: Path) -> None:
-    factory = recording_factory(greeting=b"0123456789")
+@contextlib.asynccontextmanager
+async def recorded_connection(
+    family: str, tmp_path: Path, greeting: bytes
+) -> AsyncIterator[tuple[Any, socket.socket]]:
+    """
+    A connection, over TCP or a Unix socket, to a L{Recorded} protocol that
+    wrote C{greeting}: its factory and the client's non-blocking socket.
+    """
+    factory = recording_factory(greeting=greeting)
     if family == "tcp":
         port = reactor.listenTCP(0, factory, interface=LOCAL)
         client = raw_client(port.getHost().port)
@@ -85,11 +74,7 @@ async def test_unsent_bytes_of_socket_transports(family: str, tmp_path: Path) ->
         client.setblocking(False)
     try:
         await until(lambda: factory.made)
-        # Written, and not yet handed to the kernel, which the reactor does later.
-        assert factory.unsent_at_once == [10], CHANGED + "FileDescriptor's write buffer"
-        assert await read_exactly(client, 10) == b"0123456789"
-        assert private.unsent_bytes(factory.made[0].transport) == 0
-        assert private.unsent_bytes(StringTransport()) is None  # a transport that cannot say
+        yield factory, client
     finally:
         client.close()
         for protocol in factory.made:
@@ -99,21 +84,21 @@ async def test_unsent_bytes_of_socket_transports(family: str, tmp_path: Path) ->
 
 @pytest.mark.parametrize("family", ["tcp", "unix"])
 @pytest_twisted.ensureDeferred
+async def test_unsent_bytes_of_socket_transports(family: str, tmp_path: Path) -> None:
+    async with recorded_connection(family, tmp_path, b"0123456789") as (factory, client):
+        # Written, and not yet handed to the kernel, which the reactor does later.
+        assert factory.unsent_at_once == [10], CHANGED + "FileDescriptor's write buffer"
+        assert await read_exactly(client, 10) == b"0123456789"
+        assert private.unsent_bytes(factory.made[0].transport) == 0
+        assert private.unsent_bytes(StringTransport()) is None  # a transport that cannot say
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
 async def test_send_now_sends_only_on_a_transport_that_holds_nothing(
     family: str, tmp_path: Path
 ) -> None:
-    factory = recording_factory(greeting=b"0123456789")
-    if family == "tcp":
-        port = reactor.listenTCP(0, factory, interface=LOCAL)
-        client = raw_client(port.getHost().port)
-    else:
-        path = str(tmp_path / "s")
-        port = reactor.listenUNIX(path, factory)
-        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        client.connect(path)
-        client.setblocking(False)
-    try:
-        await until(lambda: factory.made)
+    async with recorded_connection(family, tmp_path, b"0123456789") as (factory, client):
         transport = factory.made[0].transport
         for name in ("socket", "dataBuffer", "_tempDataLen", "_writeDisconnected", "TLS"):
             assert hasattr(transport, name), CHANGED + f"FileDescriptor.{name}"
@@ -131,11 +116,6 @@ async def test_send_now_sends_only_on_a_transport_that_holds_nothing(
         assert await read_exactly(client, 3) == b"now"
         transport.loseConnection()  # closing: nothing more goes out
         assert private.send_now(transport, b"after") == 0
-    finally:
-        client.close()
-        for protocol in factory.made:
-            protocol.transport.abortConnection()
-        await within(port.stopListening())
 
 
 @pytest_twisted.ensureDeferred
