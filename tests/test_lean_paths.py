@@ -755,23 +755,55 @@ async def read_to_end_of_line(s: socket.socket) -> bytes:
     return data
 
 
+def reset_after(s: socket.socket, data: bytes) -> None:
+    """Send C{data}, then reset the connection (a close with SO_LINGER 0)."""
+    s.sendall(data)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+@pytest.mark.parametrize("reply", [b"hello\n", b""], ids=["line", "empty"])
 @pytest_twisted.ensureDeferred
-async def test_a_reset_met_by_a_reply_is_the_connections_loss_not_an_end_of_stream() -> None:
+async def test_a_reset_met_by_a_reply_is_the_connections_loss_not_an_end_of_stream(
+    reply: bytes,
+) -> None:
     # The peer resets the connection right after its request: the kernel
     # hands over the request, then the reset to whoever meets it first --
-    # the reply's send -- and then a plain end of the stream.
+    # the reply's send -- and then a plain end of the stream.  (An empty
+    # reply sends nothing: the transport's next read meets the reset.)
     events: list[str] = []
 
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
         writer.consumer_left().addBoth(lambda _: events.append("lost"))
-        async for line in reader.lines():
-            writer.write_line(line)
+        async for _ in reader.lines():
+            writer.write(reply)
         events.append("end of stream")
 
     async with serving(handler) as server:
-        s = socket.create_connection((LOCAL, server.listening_on), timeout=5)
-        s.sendall(b"hello\n")
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        s.close()
+        reset_after(socket.create_connection((LOCAL, server.listening_on), timeout=5), b"hi\n")
         await until(lambda: len(events) == 2)
+        await until(lambda: server.num_connections == 0)
     assert events == ["lost", "end of stream"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reset_met_by_a_reply_stays_the_loss_when_the_reader_resumes_reading() -> None:
+    # The reader, paused above its buffer_size, resumes the transport in
+    # the turn after the reply met the reset, before the reactor polls:
+    # still no read is tried (it would find a clean end of the stream).
+    events: list[Any] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        reader.buffer_size = 1024
+        writer.consumer_left().addBoth(lambda _: events.append("lost"))
+        line = await reader.read_line()
+        writer.write_line(line)
+        await sleep(0)
+        events.append(len(await reader.really_read(8192)))
+        events.append(await reader.read_line())
+
+    async with serving(handler) as server:
+        s = socket.create_connection((LOCAL, server.listening_on), timeout=5)
+        reset_after(s, b"hello\n" + b"x" * 8192)  # both read in one chunk, then the reset
+        await until(lambda: len(events) == 3)
+    assert sorted(events, key=str) == [8192, None, "lost"]

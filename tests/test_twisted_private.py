@@ -28,7 +28,7 @@ import twisted_tcp as tt
 from twisted_tcp import _twisted_private as private
 from twisted_tcp._tls import split_transport
 
-from .conftest import LOCAL, raw_client, read_exactly, until, within
+from .conftest import LOCAL, raw_client, read_exactly, sleep, until, within
 from .helpers.pki import Pki
 from .test_tls import tls_1_2_where, to
 
@@ -45,10 +45,14 @@ class Recorded(Protocol):
             self.transport.write(factory.greeting)
             factory.unsent_at_once.append(private.unsent_bytes(self.transport))
 
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.lost.append(reason)
+
 
 def recording_factory(greeting: bytes = b"") -> Any:
     factory = Factory.forProtocol(Recorded)
     factory.made = []
+    factory.lost = []
     factory.unsent_at_once = []
     factory.greeting = greeting  # the factory's, not the class's: no test sees another's
     return factory
@@ -116,6 +120,27 @@ async def test_send_now_sends_only_on_a_transport_that_holds_nothing(
         assert await read_exactly(client, 3) == b"now"
         transport.loseConnection()  # closing: nothing more goes out
         assert private.send_now(transport, b"after") == 0
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_a_transport_ended_by_a_reset_reports_its_loss_once(
+    family: str, tmp_path: Path
+) -> None:
+    from twisted.internet.error import ConnectionLost
+
+    async with recorded_connection(family, tmp_path, b"") as (factory, client):
+        transport = factory.made[0].transport
+        assert transport._aborting is False, CHANGED + "tcp.Connection._aborting"
+        private._ended_by_reset(transport)
+        transport.abortConnection()  # nothing more: it is ending already
+        transport.loseConnection()
+        transport.startReading()  # (the reader resuming it): nothing is read
+        client.sendall(b"more")
+        await until(lambda: factory.lost)
+        await sleep(0.05)  # (a second report would come within a turn or two)
+        assert len(factory.lost) == 1
+        assert factory.lost[0].check(ConnectionLost)
 
 
 @pytest_twisted.ensureDeferred

@@ -13,7 +13,8 @@ L{CHECKED_ON}.
     - L{send_now}: the bytes a reply to a received chunk is made of, sent
       on the socket at once when the transport holds none unsent (its
       C{socket}, C{dataBuffer}, C{_tempDataLen}, C{_writeDisconnected},
-      and a Unix socket's C{_sendmsgQueue} of descriptors to pass),
+      and a Unix socket's C{_sendmsgQueue} of descriptors to pass; and, to
+      end it when a send met the peer's reset, C{_aborting}),
       as asyncio's transports do: Twisted's own write always waits for the
       reactor to see the socket writable, which costs a request and its
       reply two C{epoll_ctl} calls and one more turn of the reactor.
@@ -51,12 +52,12 @@ L{CHECKED_ON}.
 
 from __future__ import annotations
 
-import errno
 import functools
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
@@ -102,11 +103,10 @@ def send_now(transport: Any, data: bytes) -> int:
     send nothing.  Return the number of bytes sent: the rest is the
     caller's to write to the transport.
 
-    An error that ends the connection (the peer's reset) sends nothing and
-    stops the transport reading: the kernel reports such an error once, and
-    the end of the stream after it, so that the transport would read a
-    clean end of the stream first; the caller's write meets the error again
-    and the transport reports the connection lost, as it would have.
+    A send that fails sends nothing, and leaves the error for the
+    transport's own write to meet and report, but for the peer's reset: the
+    kernel reports it once, and a clean end of the stream after it, so the
+    transport is ended here (L{_ended_by_reset}).
     """
     if (
         transport.connected
@@ -119,16 +119,37 @@ def send_now(transport: Any, data: bytes) -> int:
     ):
         try:
             sent: int = transport.socket.send(data)
-        except OSError as e:
-            if e.errno not in _SEND_LATER:
-                transport.stopReading()
+        except ConnectionResetError:
+            _ended_by_reset(transport)
+            return 0
+        except OSError:  # EAGAIN, ENOBUFS: the transport tries again; others, it meets
             return 0
         return sent
     return 0
 
 
-_SEND_LATER = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR})
-"""The errors of a send that Twisted's own write meets and tries again later."""
+def _ended_by_reset(transport: Any) -> None:
+    """
+    The peer reset the connection of C{transport}, and a send took the
+    kernel's only report of it: report the connection lost (as a read
+    would have, with C{ConnectionLost}) in the reactor's next turn, reading
+    and writing nothing meanwhile, whoever asks it to (the reader resuming
+    it, the writer closing it), and once only (C{_aborting}, which its
+    C{abortConnection} checks too).
+    """
+    if transport.disconnected or transport._aborting:
+        return
+    transport._aborting = True
+    transport.stopReading()
+    transport.stopWriting()
+    transport.doRead = transport.doWrite = _do_nothing
+    transport.reactor.callLater(
+        0, transport.connectionLost, Failure(ConnectionLost("the peer reset the connection"))
+    )
+
+
+def _do_nothing() -> None:
+    """What an ended transport does when the reactor finds its socket ready."""
 
 
 def fit_accepts(port: Any, free: int) -> None:

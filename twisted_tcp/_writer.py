@@ -530,9 +530,9 @@ class Writer:
         held = self._held
         if held is not None:
             self._held = None
-            if not held:
-                return
             data = held[0] if len(held) == 1 else b"".join(held)
+            if not data:
+                return
             transport = self._transport
             if type(transport) in SOCKET_TRANSPORTS and len(data) <= SEND_NOW_MAX:
                 sent = send_now(transport, data)

@@ -76,10 +76,6 @@ PYTHON_NAMES = [
     # The standard library.
     "collections.deque",
     "contextvars.Context",
-    "errno.EAGAIN",
-    "errno.EINTR",
-    "errno.ENOBUFS",
-    "errno.EWOULDBLOCK",
     "collections.abc.AsyncIterator",
     "collections.abc.Awaitable",
     "collections.abc.Callable",
