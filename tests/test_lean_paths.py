@@ -807,3 +807,20 @@ async def test_a_reset_met_by_a_reply_stays_the_loss_when_the_reader_resumes_rea
         reset_after(s, b"hello\n" + b"x" * 8192)  # both read in one chunk, then the reset
         await until(lambda: len(events) == 3)
     assert sorted(events, key=str) == [8192, None, "lost"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_gathered_before_the_transport_is_aborted_is_dropped() -> None:
+    # As Twisted drops what was written to a transport it aborts.
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.read_line()
+        writer.write_line(b"not for the peer")
+        writer.socket.transport.abortConnection()
+
+    async with serving(handler) as server:
+        s = raw_tcp(server.listening_on)
+        try:
+            s.sendall(b"hi\n")
+            assert await read_to_end(s) == b""
+        finally:
+            s.close()

@@ -132,7 +132,9 @@ async def test_a_transport_ended_by_a_reset_reports_its_loss_once(
     async with recorded_connection(family, tmp_path, b"") as (factory, client):
         transport = factory.made[0].transport
         assert transport._aborting is False, CHANGED + "tcp.Connection._aborting"
-        private._ended_by_reset(transport)
+        private._end_for_error(
+            transport, ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+        )
         transport.abortConnection()  # nothing more: it is ending already
         transport.loseConnection()
         transport.startReading()  # (the reader resuming it): nothing is read
@@ -141,6 +143,7 @@ async def test_a_transport_ended_by_a_reset_reports_its_loss_once(
         await sleep(0.05)  # (a second report would come within a turn or two)
         assert len(factory.lost) == 1
         assert factory.lost[0].check(ConnectionLost)
+        assert "Connection reset by peer" in str(factory.lost[0].value)
 
 
 @pytest_twisted.ensureDeferred

@@ -14,7 +14,7 @@ L{CHECKED_ON}.
       on the socket at once when the transport holds none unsent (its
       C{socket}, C{dataBuffer}, C{_tempDataLen}, C{_writeDisconnected},
       and a Unix socket's C{_sendmsgQueue} of descriptors to pass; and, to
-      end it when a send met the peer's reset, C{_aborting}),
+      end it when a send met an error that ended the connection, C{_aborting}),
       as asyncio's transports do: Twisted's own write always waits for the
       reactor to see the socket writable, which costs a request and its
       reply two C{epoll_ctl} calls and one more turn of the reactor.
@@ -52,6 +52,7 @@ L{CHECKED_ON}.
 
 from __future__ import annotations
 
+import errno
 import functools
 from typing import TYPE_CHECKING, Any
 
@@ -103,14 +104,17 @@ def send_now(transport: Any, data: bytes) -> int:
     send nothing.  Return the number of bytes sent: the rest is the
     caller's to write to the transport.
 
-    A send that fails sends nothing, and leaves the error for the
-    transport's own write to meet and report, but for the peer's reset: the
-    kernel reports it once, and a clean end of the stream after it, so the
-    transport is ended here (L{_ended_by_reset}).
+    A send that fails sends nothing.  On a TCP socket, an error that ends
+    the connection (the peer's reset, a timeout, an unreachable host) may
+    be one the kernel held for the socket and reports once, followed by a
+    clean end of the stream: the transport is ended here, with that error
+    (L{_end_for_error}).  Any other error (a full socket buffer, or a Unix
+    socket's) is left for the transport's own write to meet.
     """
     if (
         transport.connected
         and not transport.disconnecting
+        and not transport._aborting  # (abortConnection drops what was written)
         and not transport._writeDisconnected
         and not transport.TLS
         and not transport._tempDataLen
@@ -119,19 +123,24 @@ def send_now(transport: Any, data: bytes) -> int:
     ):
         try:
             sent: int = transport.socket.send(data)
-        except ConnectionResetError:
-            _ended_by_reset(transport)
-            return 0
-        except OSError:  # EAGAIN, ENOBUFS: the transport tries again; others, it meets
+        except OSError as e:
+            if e.errno not in _SEND_LATER and type(transport) in _TCP_TRANSPORTS:
+                _end_for_error(transport, e)
             return 0
         return sent
     return 0
 
 
-def _ended_by_reset(transport: Any) -> None:
+_SEND_LATER = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR})
+"""The errors of a send that Twisted's transports try again later."""
+
+_TCP_TRANSPORTS = (tcp.Server, tcp.Client)  # (not their subclasses: Unix sockets')
+
+
+def _end_for_error(transport: Any, error: OSError) -> None:
     """
-    The peer reset the connection of C{transport}, and a send took the
-    kernel's only report of it: report the connection lost (as a read
+    A send took the kernel's only report of C{error}, which ends the
+    connection of C{transport}: report the connection lost (as a read
     would have, with C{ConnectionLost}) in the reactor's next turn, reading
     and writing nothing meanwhile, whoever asks it to (the reader resuming
     it, the writer closing it), and once only (C{_aborting}, which its
@@ -143,9 +152,8 @@ def _ended_by_reset(transport: Any) -> None:
     transport.stopReading()
     transport.stopWriting()
     transport.doRead = transport.doWrite = _do_nothing
-    transport.reactor.callLater(
-        0, transport.connectionLost, Failure(ConnectionLost("the peer reset the connection"))
-    )
+    reason = ConnectionLost(error.strerror or str(error))
+    transport.reactor.callLater(0, transport.connectionLost, Failure(reason))
 
 
 def _do_nothing() -> None:

@@ -68,6 +68,7 @@ PYTHON_NAMES = [
     "EOFError",
     "Exception",
     "ImportError",
+    "OSError",
     "RuntimeError",
     "SystemExit",
     "TimeoutError",
@@ -76,6 +77,10 @@ PYTHON_NAMES = [
     # The standard library.
     "collections.deque",
     "contextvars.Context",
+    "errno.EAGAIN",
+    "errno.EINTR",
+    "errno.ENOBUFS",
+    "errno.EWOULDBLOCK",
     "collections.abc.AsyncIterator",
     "collections.abc.Awaitable",
     "collections.abc.Callable",
