@@ -235,9 +235,9 @@ def made_without_init(cls: type[Deferred[Any]]) -> Any:
     if name is None:
 
         def made() -> Any:
-            made = object.__new__(cls)
-            Deferred.__init__(made, canceller)
-            return made
+            d = object.__new__(cls)
+            Deferred.__init__(d, canceller)
+            return d
 
         return made
     setattr(cls, name, _OwnList(name))
