@@ -824,3 +824,63 @@ async def test_a_reply_gathered_before_the_transport_is_aborted_is_dropped() -> 
             assert await read_to_end(s) == b""
         finally:
             s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_sent_at_once_leaves_the_writer_drained_with_no_age_to_watch() -> None:
+    # Nothing waits, so nothing is noted for the buffer-age check (a note
+    # costs the sweeper a call per writer each second): the writer knows
+    # at once that every byte has left.
+    from twisted_tcp._sweeper import sweeper_for
+
+    seen: list[tuple[int, bool]] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        async for line in reader.lines():
+            if line == b"?":
+                noted = writer in sweeper_for(reactor)._noted
+                seen.append((writer.bytes_to_write, noted))
+            writer.write_line(line)
+
+    async with serving(handler) as server:
+        s = raw_tcp(server.listening_on)
+        try:
+            for line in (b"a", b"b", b"?"):
+                s.sendall(line + b"\n")
+                assert await read_exactly(s, 2) == line + b"\n"
+        finally:
+            s.close()
+    assert seen == [(0, False)]
+
+
+@pytest.mark.parametrize("limit", [0.3, 1.2])  # a timer of its own; the sweeper's first
+@pytest_twisted.ensureDeferred
+async def test_replies_that_do_not_all_leave_at_once_have_their_age_checked(
+    limit: float,
+) -> None:
+    # A peer that sends requests but never reads their large replies: the
+    # part the kernel did not take waits, and the buffer-age limit ends it.
+    reply = b"x" * 60_000  # sent at once, if the kernel takes it all
+    reported: list[BaseException] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        async for _line in reader.lines():
+            writer.write_line(reply)
+
+    async with serving(
+        handler, buffer_age_limit=limit, on_handler_error=lambda a, e: reported.append(e)
+    ) as server:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect((LOCAL, server.listening_on))
+        s.setblocking(False)
+        try:
+            s.sendall(b"give\n")
+            await until(lambda: reported, 5 + limit)
+            await until(lambda: server.num_connections == 0)
+        finally:
+            s.close()
+    assert len(reported) == 1
+    assert isinstance(reported[0], tt.BufferAgeLimitError)

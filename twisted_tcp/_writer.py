@@ -199,7 +199,10 @@ class Writer:
         self._peer = None
         self._state = OPEN
         self._lost_reason: BaseException | None = None  # ... with this (flushes fail with it)
-        self._clean = True  # nothing written since the transport was last known drained
+        # True: nothing written since the transport was last known drained;
+        # False: bytes wait, their age watched; None: bytes gathered, their
+        # age watched only if they do not all leave at once (send_gathered).
+        self._clean: bool | None = True
         # The transport's producer, told of every drain: not (0), until the
         # next drain (WAIT_DRAIN), or for good (ALWAYS).
         self._registered = 0
@@ -524,8 +527,9 @@ class Writer:
         Hand the writes gathered since L{gather} to the transport; to the
         kernel at once, where the transport is a socket's and holds nothing
         unsent (L{send_now}): a reply to a request then leaves with no wait
-        for the next turn of the reactor, and whoever waits for a drain (a
-        flush, the idle timeout) learns of it now.
+        for the next turn of the reactor, whoever waits for a drain (a
+        flush, the idle timeout) learns of it now, and the buffer-age check
+        has nothing to watch.  Only bytes left to the transport are watched.
         """
         held = self._held
         if held is not None:
@@ -537,11 +541,15 @@ class Writer:
             if type(transport) in SOCKET_TRANSPORTS and len(data) <= SEND_NOW_MAX:
                 sent = send_now(transport, data)
                 if sent == len(data):
-                    if self._registered:  # told of drains: the transport will not tell this one
-                        self._drained()
+                    # All in the kernel (the transport held nothing before):
+                    # drained, with no age to check, no transport to ask later.
+                    self._drained()
                     return
                 data = data[sent:]
             transport.write(data)
+            if self._clean is None:
+                self._clean = False
+                self._watch_age()
 
     def start(self) -> None:
         """
@@ -742,9 +750,16 @@ class Writer:
         self._clean = False  # dropped: a later flushed() fails
 
     def _became_dirty(self) -> None:
-        self._clean = False
         self._dirty_since = self._clock.seconds()
         self._age_mark = self._written
+        if self._held is None:
+            self._clean = False
+            self._watch_age()
+        else:  # gathered: checked when sent, if they do not all leave at once
+            self._clean = None
+
+    def _watch_age(self) -> None:
+        """Bytes wait: check their age within the buffer-age limit."""
         limit = self._age_limit
         if limit is not None and self._age_timer is None:
             if limit > GRACE:
