@@ -884,3 +884,36 @@ async def test_replies_that_do_not_all_leave_at_once_have_their_age_checked(
             s.close()
     assert len(reported) == 1
     assert isinstance(reported[0], tt.BufferAgeLimitError)
+
+
+@pytest.mark.parametrize("how", ["abort", "transport"])
+@pytest_twisted.ensureDeferred
+async def test_a_flush_of_a_gathered_reply_that_was_dropped_fails(how: str) -> None:
+    # Never sent, so never flushed: the writer's abort, or the connection
+    # lost, drops what was gathered.
+    outcomes: list[object] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.read_line()
+        writer.write_line(b"not for the peer")
+        if how == "abort":
+            writer.abort()
+        else:
+            writer.socket.transport.abortConnection()
+            await writer.consumer_left()
+        try:
+            await writer.flushed()
+        except Exception as e:
+            outcomes.append(e)
+        else:
+            outcomes.append("flushed")
+
+    async with serving(handler) as server:
+        s = raw_tcp(server.listening_on)
+        try:
+            s.sendall(b"hi\n")
+            assert await read_to_end(s) == b""
+            await until(lambda: outcomes)
+        finally:
+            s.close()
+    assert len(outcomes) == 1 and isinstance(outcomes[0], Exception), outcomes

@@ -210,6 +210,8 @@ class RecordBuffer:
         @raise LineTooLongError: the line is longer than C{max_line_length};
             it is dropped, and the next request starts after it.
         """
+        if not self.size:  # (the end of a stream read to its last line)
+            return None if self.eof else NEED
         line = self.line_now()
         if line is not None:
             return line

@@ -66,11 +66,20 @@ class _ServerConnection(Connection, Driver):
     accepted_from: IAddress | None = None  # the address buildProtocol was given
 
     def connectionMade(self) -> None:
-        tls = self._find_tls()
+        transport = self.transport
+        plain = type(transport) is tcp.Server  # the usual case: TCP, no layer between
+        if plain:
+            self._sink = transport  # (what _find_tls finds, with no call)
+            tls = None
+        else:
+            tls = self._find_tls()
         server = self.server
         if server._per_peer_limit is not None and not server._peer_arrived(self):
             return
-        self._no_delay()
+        if plain:
+            transport.setTcpNoDelay(True)  # (what _no_delay does)
+        else:
+            self._no_delay()
         if tls is not None:
             server._handshaking(self)
         else:
@@ -585,12 +594,12 @@ class Server:
                 pass
             return
         self._connections.discard(connection)
-        received, sent = connection.byte_counts()
-        self._ended_received += received
-        self._ended_sent += sent
         writer = connection.writer
-        if writer is not None and writer.error is not None:
-            self._report(connection, Failure(writer.error))
+        if writer is not None:  # (then its reader too: what byte_counts says, with no call)
+            self._ended_received += connection.reader._received  # type: ignore[union-attr]
+            self._ended_sent += writer._written
+            if writer._error is not None:
+                self._report(connection, Failure(writer._error))
         parked = self._parked
         while parked and len(self._connections) < self._max_connections and not self._closed:
             self._serve(parked.popleft())

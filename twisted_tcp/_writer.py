@@ -199,10 +199,10 @@ class Writer:
         self._peer = None
         self._state = OPEN
         self._lost_reason: BaseException | None = None  # ... with this (flushes fail with it)
-        # True: nothing written since the transport was last known drained;
-        # False: bytes wait, their age watched; None: bytes gathered, their
-        # age watched only if they do not all leave at once (send_gathered).
-        self._clean: bool | None = True
+        # Nothing written to the transport since it was last known drained
+        # (bytes gathered for send_gathered are not written yet: most leave
+        # at once, with no age to watch).
+        self._clean = True
         # The transport's producer, told of every drain: not (0), until the
         # next drain (WAIT_DRAIN), or for good (ALWAYS).
         self._registered = 0
@@ -243,12 +243,13 @@ class Writer:
         held = self._held
         if held is None:
             self._transport.write(data)
+            if data:
+                self._written += len(data)
+                if self._clean:
+                    self._became_dirty()
         else:
             held.append(data)
-        if data:
             self._written += len(data)
-            if self._clean:
-                self._became_dirty()
 
     def write_line(self, line: bytes) -> None:
         """
@@ -274,7 +275,7 @@ class Writer:
         else:
             held += (line, b"\n")
         self._written += size + 1
-        if self._clean:
+        if self._clean and held is None:
             self._became_dirty()
 
     def write_sequence(self, chunks: list[bytes]) -> None:
@@ -294,12 +295,13 @@ class Writer:
         if self._state:
             self._refuse_write()
             return
-        if self._held is not None:
-            self._held.extend(chunks)
+        held = self._held
+        if held is not None:
+            held.extend(chunks)
         else:
             self._transport.writeSequence(chunks)
         self._written += sum(map(len, chunks))
-        if self._clean and self._written != self._flushed_count:
+        if self._clean and held is None and self._written != self._flushed_count:
             self._became_dirty()
 
     def flushed(self) -> Deferred[None]:
@@ -312,7 +314,7 @@ class Writer:
         if self._error is not None:
             return fail(self._error)
         self._refresh()
-        if self._clean:
+        if self._clean and not self._held:
             return succeed(None)
         if self._state >= CLOSED:
             lost = ConnectionLost(f"connection to {self._peer_text()} lost before flush")
@@ -382,9 +384,12 @@ class Writer:
     @property
     def bytes_to_write(self) -> int:
         """The number of written bytes not yet known to be handed to the kernel."""
-        if not (self._clean or self._held):  # (gathered writes are not asked about)
+        held = self._held
+        if not (self._clean or held):  # (the transport is not asked while writes are gathered)
             self._refresh()
-        return 0 if self._clean or self._state >= CLOSED else self._written - self._flushed_count
+        if (self._clean and not held) or self._state >= CLOSED:
+            return 0
+        return self._written - self._flushed_count
 
     @property
     def bytes_written(self) -> int:
@@ -417,12 +422,16 @@ class Writer:
         """L{close}, for a caller that does not wait for the end (the server)."""
         was = self._event("close")
         if was == OPEN:
+            # (Each call only where it has something to do: this is the
+            # path of every connection a server's handler ends.)
             if self._age_timer is not None:
                 self._cancel_age_timer()
-            self.send_gathered()
-            if self._tls is None:
+            if self._held is not None:
+                self.send_gathered()
+            if self._registered and self._tls is None:
                 self._unregister()
-            self._refresh()
+            if not self._clean:
+                self._refresh()
             # Over TLS: close_notify after what was written; the writer
             # stays registered, and closes the socket once it has left
             # (resumeProducing), without waiting for the peer's.
@@ -491,7 +500,13 @@ class Writer:
     def abort(self) -> None:
         """Close the connection at once, dropping unwritten bytes."""
         was = self._event("close")
-        self._held = None
+        held = self._held
+        if held:
+            # Handed to the transport, which drops them with its own unsent
+            # bytes: a later flushed() fails, as for those.
+            self._held = None
+            self._transport.writeSequence(held)
+            self._clean = False
         if was < CLOSED:
             self._transport.abortConnection()
 
@@ -542,14 +557,14 @@ class Writer:
                 sent = send_now(transport, data)
                 if sent == len(data):
                     # All in the kernel (the transport held nothing before):
-                    # drained, with no age to check, no transport to ask later.
+                    # drained now, with no age to watch.
+                    self._drained_at = self._clock.seconds()
                     self._drained()
                     return
                 data = data[sent:]
             transport.write(data)
-            if self._clean is None:
-                self._clean = False
-                self._watch_age()
+            if self._clean:
+                self._became_dirty()
 
     def start(self) -> None:
         """
@@ -595,7 +610,7 @@ class Writer:
         (The time of a drain is known after L{watch_drains}.)
         """
         self._refresh()
-        if not self._clean:
+        if not self._clean or self._held:
             return None
         return max(self._dirty_since, self._drained_at)
 
@@ -689,6 +704,8 @@ class Writer:
         if was >= CLOSED:
             return
         closed_here = was != OPEN  # by close(), write_eof() or abort()
+        if self._held:  # never to be sent: a later flushed() fails
+            self._clean = False
         self._held = None
         if self._sweeper is not None:
             self._sweeper.forget(self)  # (not held, with its connection, until the sweep)
@@ -700,7 +717,8 @@ class Writer:
             self._close_deadline = None
         error = self._error
         if (
-            closed_here
+            not self._clean
+            and closed_here
             and error is None
             and isinstance(reason.value, ConnectionDone)
             and self._tls is None
@@ -713,7 +731,8 @@ class Writer:
         self._flush_waiters = None
         for d in waiters or ():
             d.errback(error or reason)
-        self._eof_done(Failure(error) if error is not None else reason)
+        if self._eof_outcome is _PENDING:
+            self._eof_done(Failure(error) if error is not None else reason)
         if error is not None or not closed_here:
             self._left_outcome = Failure(error) if error is not None else None
             if self._consumer_left is not None:
@@ -750,16 +769,10 @@ class Writer:
         self._clean = False  # dropped: a later flushed() fails
 
     def _became_dirty(self) -> None:
+        """Bytes were written to a drained transport: watch their age."""
+        self._clean = False
         self._dirty_since = self._clock.seconds()
         self._age_mark = self._written
-        if self._held is None:
-            self._clean = False
-            self._watch_age()
-        else:  # gathered: checked when sent, if they do not all leave at once
-            self._clean = None
-
-    def _watch_age(self) -> None:
-        """Bytes wait: check their age within the buffer-age limit."""
         limit = self._age_limit
         if limit is not None and self._age_timer is None:
             if limit > GRACE:
@@ -838,7 +851,7 @@ class Writer:
         Whether the writer was closed (not only half-closed) and every byte
         written has been handed to the kernel, as far as the transport says.
         """
-        return self._state == CLOSING and self._unsent() == 0
+        return self._state == CLOSING and (self._clean or self._unsent() == 0)
 
     def _unsent(self) -> int | None:
         """
