@@ -66,7 +66,7 @@ class _ServerConnection(Connection, Driver):
     accepted_from: IAddress | None = None  # the address buildProtocol was given
 
     def connectionMade(self) -> None:
-        transport = self.transport
+        transport: Any = self.transport
         plain = type(transport) is tcp.Server  # the usual case: TCP, no layer between
         if plain:
             self._sink = transport  # (what _find_tls finds, with no call)
