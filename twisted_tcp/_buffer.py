@@ -48,11 +48,8 @@ class RecordBuffer:
     __slots__ = (
         "_chunks",
         "_discard",
-        "_discard_tail",
         "_pos",
-        "_scan_for",
-        "_scan_idx",
-        "_scan_off",
+        "_scan",
         "eof",
         "max_line_length",
         "size",
@@ -70,11 +67,12 @@ class RecordBuffer:
         """The number of bytes buffered, not yet taken."""
         self.eof = False
         """Whether the end of the stream was fed (bytes may still be buffered)."""
-        self._scan_for = b""  # the delimiter that _scan_idx and _scan_off are about:
-        self._scan_idx = 0  # the chunks already searched for it ...
-        self._scan_off = 0  # ... and how many unread bytes they hold
-        self._discard: bytes | None = None  # dropping an overlong record up to this
-        self._discard_tail = b""  # ... with these last bytes maybe starting it
+        # What _find searched with nothing taken since, or None: the
+        # delimiter, the chunks searched for it, and the unread bytes they hold.
+        self._scan: tuple[bytes, int, int] | None = None
+        # Dropping an overlong record: up to this delimiter, with these last
+        # bytes maybe its start.
+        self._discard: tuple[bytes, bytes] | None = None
 
     # -- what the stream feeds -------------------------------------------------
 
@@ -92,7 +90,6 @@ class RecordBuffer:
         if not self.eof:
             self.eof = True
             self._discard = None
-            self._discard_tail = b""
 
     # -- the requests ----------------------------------------------------------
 
@@ -119,7 +116,7 @@ class RecordBuffer:
         else:
             self._pos = after
         self.size -= after - pos
-        self._scan_idx = self._scan_off = 0
+        self._scan = None
         if end > pos and first[end - 1] == 13:  # b"\r"
             end -= 1
         return first[pos:end]
@@ -196,8 +193,8 @@ class RecordBuffer:
         if size:
             available = len(self._chunks[0]) - self._pos
             if available >= max_bytes or available == size:
-                return self._take(min(available, max_bytes))
-            return self._take(min(size, max_bytes))
+                return self.take_now(min(available, max_bytes))
+            return self.take_now(min(size, max_bytes))
         if self.eof:
             return b""
         return NEED
@@ -229,7 +226,7 @@ class RecordBuffer:
         if self.size > limit + 1 or (self.eof and self.size > limit):
             raise self._overlong(b"\n", -1)
         if self.eof:
-            return self._take(self.size) if self.size else None
+            return self.take_now(self.size) if self.size else None
         return NEED
 
     def take_until(self, arg: tuple[bytes, bool]) -> Any:
@@ -248,14 +245,14 @@ class RecordBuffer:
             if i > self.max_line_length:
                 raise self._overlong(delimiter, i)
             if keep:
-                return self._take(i + len(delimiter))
+                return self.take_now(i + len(delimiter))
             return self._take_record(i, len(delimiter))
         if self.size > self.max_line_length + len(delimiter) - 1:
             raise self._overlong(delimiter, -1)
         if self.eof:
             if not self.size:
                 return None
-            raise IncompleteReadError(self._take(self.size), delimiter)
+            raise IncompleteReadError(self.take_now(self.size), delimiter)
         return NEED
 
     def take_exactly(self, n: int) -> Any:
@@ -265,21 +262,22 @@ class RecordBuffer:
         @raise IncompleteReadError: the stream ended first (with the rest).
         """
         if self.size >= n:
-            return self._take(n)
+            return self.take_now(n)
         if self.eof:
-            raise IncompleteReadError(self._take(self.size), n)
+            raise IncompleteReadError(self.take_now(self.size), n)
         return NEED
 
     def take_all(self, _: object = None) -> Any:
         """Every byte of the stream, once it has ended."""
         if self.eof:
-            return self._take(self.size)
+            return self.take_now(self.size)
         return NEED
 
-    # -- internals ---------------------------------------------------------------
-
-    def _take(self, n: int) -> bytes:
-        """Remove and return the first C{n} buffered bytes (C{n <= size})."""
+    def take_now(self, n: int) -> bytes:
+        """
+        Remove and return the first C{n} buffered bytes (C{n <= size}): the
+        fast path of L{take_exactly}, and the last step of every request.
+        """
         if not n:
             return b""
         chunks = self._chunks
@@ -287,7 +285,7 @@ class RecordBuffer:
         first = chunks[0]
         end = pos + n
         self.size -= n
-        self._scan_idx = self._scan_off = 0
+        self._scan = None
         if end < len(first):
             self._pos = end
             return first[pos:end]
@@ -312,6 +310,8 @@ class RecordBuffer:
         del chunks[:taken]
         return b"".join(parts)
 
+    # -- internals ---------------------------------------------------------------
+
     def _take_record(self, n: int, skip: int) -> bytes:
         """Remove C{n + skip} buffered bytes and return the first C{n}."""
         chunks = self._chunks
@@ -321,8 +321,8 @@ class RecordBuffer:
         if end <= len(first):  # the common case: the record lies inside one chunk
             self._took(n + skip)
             return first[pos : pos + n]
-        record = self._take(n)
-        self._take(skip)
+        record = self.take_now(n)
+        self.take_now(skip)
         return record
 
     def _took(self, n: int) -> None:
@@ -334,7 +334,7 @@ class RecordBuffer:
         else:
             self._pos = after
         self.size -= n
-        self._scan_idx = self._scan_off = 0
+        self._scan = None
 
     def _find(self, delimiter: bytes) -> int:
         """
@@ -345,9 +345,11 @@ class RecordBuffer:
         chunks = self._chunks
         if not chunks:
             return -1
-        if delimiter != self._scan_for:
-            self._scan_for = delimiter
-            self._scan_idx = self._scan_off = 0
+        scan = self._scan
+        if scan is not None and scan[0] == delimiter:
+            _, k, offset = scan
+        else:
+            k = offset = 0
         width = len(delimiter)
         if width > 1:
             # The delimiter may straddle chunks: search them joined.
@@ -356,13 +358,11 @@ class RecordBuffer:
                 chunks[:] = [b"".join([first[self._pos :], *chunks[1:]])]
                 self._pos = 0
             pos = self._pos
-            i = chunks[0].find(delimiter, pos + max(0, self._scan_off - width + 1))
+            i = chunks[0].find(delimiter, pos + max(0, offset - width + 1))
             if i < 0:
-                self._scan_off = self.size
+                self._scan = (delimiter, 1, self.size)
                 return -1
             return i - pos
-        k = self._scan_idx
-        offset = self._scan_off
         count = len(chunks)
         while k < count:
             chunk = chunks[k]
@@ -378,8 +378,7 @@ class RecordBuffer:
                     return offset + i
                 offset += len(chunk)
             k += 1
-        self._scan_idx = k
-        self._scan_off = offset
+        self._scan = (delimiter, k, offset)
         return -1
 
     def _overlong(self, delimiter: bytes, found: int) -> LineTooLongError:
@@ -390,22 +389,21 @@ class RecordBuffer:
             width = len(delimiter)
             tail = b"".join(self._chunks)[-(width - 1) :] if width > 1 else b""
             self._chunks.clear()
-            self._pos = self.size = self._scan_idx = self._scan_off = 0
+            self._pos = self.size = 0
+            self._scan = None
             if not self.eof:
                 # Keep dropping what arrives until the record ends.
-                self._discard = delimiter
-                self._discard_tail = tail
+                self._discard = (delimiter, tail)
         return LineTooLongError(self.max_line_length)
 
     def _drop_until_delimiter(self, data: bytes) -> bytes:
-        delimiter = self._discard
-        assert delimiter is not None
-        window = self._discard_tail + data if self._discard_tail else data
+        assert self._discard is not None
+        delimiter, tail = self._discard
+        window = tail + data if tail else data
         i = window.find(delimiter)
         if i < 0:
             width = len(delimiter)
-            self._discard_tail = window[-(width - 1) :] if width > 1 else b""
+            self._discard = (delimiter, window[-(width - 1) :] if width > 1 else b"")
             return b""
         self._discard = None
-        self._discard_tail = b""
         return window[i + len(delimiter) :]

@@ -72,7 +72,9 @@ class Connection(Protocol):
     _secured: OneShot[None] | None = None  # made by secured()
     _handshake_done = False
     _tls: Any = None  # the TLS layer under this protocol, if any
-    _sink: Any = None  # the transport under every wrapper (found with the TLS layer)
+    # The transport under every wrapper (found with the TLS layer); None
+    # where there is none, the transport being a socket's itself.
+    _sink: Any = None
     _lost_calls: list[Callable[[], object]] | None = None  # call_when_lost()
     _close_on_eof = False  # close_when_peer_ends()
     on_made: Callable[[Connection], object] | None = None  # told once it is connected
@@ -107,7 +109,6 @@ class Connection(Protocol):
         """
         transport = self.transport
         if type(transport) in SOCKET_TRANSPORTS:  # the usual case: no layer between
-            self._sink = transport
             return None
         self._sink, self._tls = split_transport(transport)
         tls = self._tls
@@ -132,7 +133,7 @@ class Connection(Protocol):
         by L{_find_tls}): Twisted before 24.11 passes the option on for a
         Unix socket too, and the kernel refuses it there (EOPNOTSUPP).
         """
-        sink = self._sink
+        sink = self.transport if self._sink is None else self._sink
         kind = type(sink)
         if kind is tcp.Server or kind is tcp.Client:  # (unix.Server is a subclass)
             sink.setTcpNoDelay(True)
@@ -357,9 +358,11 @@ class Connection(Protocol):
         self.reader = reader
         self.writer = writer
         writer.start()
-        held, self._held = self._held or [], None
-        for data in held:
-            reader.data_received(data)
+        held = self._held
+        if held is not None:
+            self._held = None
+            for data in held:
+                reader.data_received(data)
         if self._read_eof or self.closed:
             reader.eof_received()
         if self.closed:

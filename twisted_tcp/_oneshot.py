@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
@@ -62,3 +62,44 @@ class OneShot(Generic[T]):
                 d.errback(result)
             else:
                 d.callback(result)
+
+
+PENDING: Any = object()
+"""
+In a slot that holds an outcome (see L{waited}): none yet, and nobody waits
+for it.
+"""
+
+
+def waited(slot: Any) -> tuple[Any, Deferred[Any]]:
+    """
+    Wait on a slot that holds an event's outcome in one attribute: L{PENDING};
+    a L{OneShot}, once somebody waits; or the outcome itself (a value or a
+    L{Failure}), once decided (nothing is allocated for an event that nobody
+    waits for, and most never are).
+
+    @return: the slot's new value, and a Deferred of the outcome.
+    """
+    if slot is PENDING:
+        slot = OneShot()
+    if type(slot) is OneShot:
+        return slot, slot.wait()
+    return slot, fail(slot) if isinstance(slot, Failure) else succeed(slot)
+
+
+def decided(slot: Any, outcome: object) -> Any:
+    """
+    Decide the outcome of such a slot (only the first counts), firing whoever
+    waits; return the slot's new value.
+    """
+    if slot is PENDING:
+        return outcome
+    if type(slot) is OneShot:
+        slot.fire(outcome)
+        return outcome
+    return slot
+
+
+def has_come(slot: Any) -> bool:
+    """Whether the outcome of such a slot is decided."""
+    return slot is not PENDING and type(slot) is not OneShot

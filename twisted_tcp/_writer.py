@@ -44,7 +44,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._errors import BufferAgeLimitError, WriterClosedError
-from ._oneshot import OneShot
+from ._oneshot import PENDING, OneShot, decided, has_come, waited
 from ._settings import DEFAULTS, Settings, check_seconds
 from ._sweeper import GRACE, Deadline, Sweeper, sweeper_for
 from ._tls import split_transport
@@ -62,8 +62,6 @@ if TYPE_CHECKING:
 
     from ._connection import Socket
 
-
-_PENDING: Any = object()  # an outcome that has not come yet
 
 # The writer's states.  Whether written bytes are still draining into the
 # kernel is a separate fact (C{_clean}), since every write changes it.
@@ -114,29 +112,25 @@ class Writer:
         "__weakref__",
         "_age_limit",
         "_age_mark",
-        "_age_timer",
+        "_age_watch",
         "_clean",
         "_clock",
         "_close_deadline",
         "_close_timeout",
         "_connection",
-        "_consumer_left",
-        "_dirty_since",
         "_done",
-        "_drained_at",
-        "_eof_outcome",
-        "_eof_sent",
+        "_eof",
         "_error",
         "_flush_waiters",
         "_flushed_count",
         "_held",
-        "_left_outcome",
+        "_left",
         "_lost_reason",
         "_peer",
         "_registered",
+        "_since",
         "_sink",
         "_state",
-        "_sweeper",
         "_tls",
         "_transport",
         "_written",
@@ -169,9 +163,11 @@ class Writer:
         checked them.
         """
         writer = cls.__new__(cls)
+        transport = connection.transport
+        sink = connection._sink
         writer._setup(
-            connection.transport,
-            connection._sink,
+            transport,
+            transport if sink is None else sink,
             connection._tls,
             connection.clock,
             settings.buffer_age_limit,
@@ -209,21 +205,22 @@ class Writer:
         self._written = 0
         self._held: list[bytes] | None = None  # writes kept by gather() until send_gathered()
         self._flushed_count = 0
-        self._dirty_since = 0.0  # when the last write found the transport drained
-        self._age_mark = 0  # bytes written by _dirty_since, all to be sent in time
-        self._drained_at = 0.0  # when the transport last drained what was written
-        self._age_timer: IDelayedCall | None = None
+        # Clean, when the transport last had nothing of ours waiting (it
+        # drained, or was written to drained); else, when the age of the
+        # bytes waiting counts from.
+        self._since = 0.0
+        self._age_mark = 0  # bytes written by _since, all to be sent in time
+        # How their age is watched: not at all, by the clock's sweeper (the
+        # writer is noted there), or by a timer of its own.
+        self._age_watch: IDelayedCall | Sweeper | None = None
         self._close_deadline: Deadline | None = None  # close() waits for bytes to leave
-        self._sweeper: Sweeper | None = None  # made the first time this writer waits
         self._error: BaseException | None = None
         self._flush_waiters: list[Deferred[None]] | None = None  # made by the first flushed()
         # Made by whoever first waits (most connections never do), each
         # fired with the outcome recorded when it came, if it came before.
-        self._consumer_left: OneShot[None] | None = None
         self._done: OneShot[None] | None = None
-        self._eof_sent: OneShot[None] | None = None
-        self._eof_outcome: Any = _PENDING  # how the end of our stream went
-        self._left_outcome: Any = _PENDING  # the consumer_left outcome
+        self._eof: Any = PENDING  # how the end of our stream went (a slot of waited())
+        self._left: Any = PENDING  # the consumer_left outcome (the same)
         self._connection: Any = None  # the connection's protocol, which sets this
 
     # -- what the user calls -------------------------------------------------
@@ -376,7 +373,7 @@ class Writer:
     @buffer_age_limit.setter
     def buffer_age_limit(self, limit: float | None) -> None:
         self._age_limit = check_seconds("buffer_age_limit", limit, none="unlimited")
-        self._cancel_age_timer()
+        self._stop_age_watch()
         self._refresh()
         if not self._clean and self._state < CLOSED and limit is not None:
             self._check_age()
@@ -424,8 +421,8 @@ class Writer:
         if was == OPEN:
             # (Each call only where it has something to do: this is the
             # path of every connection a server's handler ends.)
-            if self._age_timer is not None:
-                self._cancel_age_timer()
+            if self._age_watch is not None:
+                self._stop_age_watch()
             if self._held is not None:
                 self.send_gathered()
             if self._registered and self._tls is None:
@@ -456,7 +453,7 @@ class Writer:
                 self._wait_for_close()
             if self._tls is None:
                 self._transport.loseConnection()
-            elif self._eof_outcome is not _PENDING:  # close_notify has left: no wait
+            elif has_come(self._eof):  # close_notify has left: no wait
                 self._sink.loseConnection()
             # else resumeProducing closes the socket once close_notify has left
 
@@ -490,12 +487,8 @@ class Writer:
         return self._wait_eof()
 
     def _wait_eof(self) -> Deferred[None]:
-        outcome = self._eof_outcome
-        if outcome is not _PENDING:
-            return fail(outcome) if isinstance(outcome, Failure) else succeed(None)
-        if self._eof_sent is None:
-            self._eof_sent = OneShot()
-        return self._eof_sent.wait()
+        self._eof, d = waited(self._eof)
+        return d
 
     def abort(self) -> None:
         """Close the connection at once, dropping unwritten bytes."""
@@ -517,11 +510,8 @@ class Writer:
         L{BufferAgeLimitError} if the writer closed the connection because the
         peer stopped reading.
         """
-        if self._consumer_left is None:
-            self._consumer_left = OneShot()
-            if self._left_outcome is not _PENDING:
-                self._consumer_left.fire(self._left_outcome)
-        return self._consumer_left.wait()
+        self._left, d = waited(self._left)
+        return d
 
     # -- holding writes while received bytes are handled ------------------------
 
@@ -558,7 +548,7 @@ class Writer:
                 if sent == len(data):
                     # All in the kernel (the transport held nothing before):
                     # drained now, with no age to watch.
-                    self._drained_at = self._clock.seconds()
+                    self._since = self._clock.seconds()
                     self._drained()
                     return
                 data = data[sent:]
@@ -612,7 +602,7 @@ class Writer:
         self._refresh()
         if not self._clean or self._held:
             return None
-        return max(self._dirty_since, self._drained_at)
+        return self._since
 
     def _unregister(self) -> None:
         if self._registered:
@@ -668,7 +658,7 @@ class Writer:
     def _drained(self) -> None:
         if not self._clean:
             self._clean = True
-            self._drained_at = self._clock.seconds()
+            self._since = self._clock.seconds()
         self._flushed_count = self._written
         if self._registered == WAIT_DRAIN:  # (before the waiters: one may wait again)
             self._unregister()
@@ -693,10 +683,7 @@ class Writer:
         self._eof_done(None)
 
     def _eof_done(self, outcome: Any) -> None:
-        if self._eof_outcome is _PENDING:
-            self._eof_outcome = outcome
-            if self._eof_sent is not None:
-                self._eof_sent.fire(outcome)
+        self._eof = decided(self._eof, outcome)
 
     def connection_lost(self, reason: Failure) -> None:
         """The connection is gone: fail pending flushes, report the peer leaving."""
@@ -707,11 +694,9 @@ class Writer:
         if self._held:  # never to be sent: a later flushed() fails
             self._clean = False
         self._held = None
-        if self._sweeper is not None:
-            self._sweeper.forget(self)  # (not held, with its connection, until the sweep)
         self._lost_reason = reason.value
-        if self._age_timer is not None:
-            self._cancel_age_timer()
+        if self._age_watch is not None:  # (nor held by the sweeper, with its connection)
+            self._stop_age_watch()
         if self._close_deadline is not None:
             self._close_deadline.cancel()
             self._close_deadline = None
@@ -731,12 +716,17 @@ class Writer:
         self._flush_waiters = None
         for d in waiters or ():
             d.errback(error or reason)
-        if self._eof_outcome is _PENDING:
-            self._eof_done(Failure(error) if error is not None else reason)
+        outcome = Failure(error) if error is not None else reason
+        if self._eof is PENDING:  # (what decided() does, with no call: the usual case)
+            self._eof = outcome
+        else:
+            self._eof = decided(self._eof, outcome)
         if error is not None or not closed_here:
-            self._left_outcome = Failure(error) if error is not None else None
-            if self._consumer_left is not None:
-                self._consumer_left.fire(self._left_outcome)
+            left = Failure(error) if error is not None else None
+            if self._left is PENDING:  # (as for _eof)
+                self._left = left
+            else:
+                self._left = decided(self._left, left)
         if self._done is not None:
             self._done.fire(None)
 
@@ -771,14 +761,16 @@ class Writer:
     def _became_dirty(self) -> None:
         """Bytes were written to a drained transport: watch their age."""
         self._clean = False
-        self._dirty_since = self._clock.seconds()
+        self._since = self._clock.seconds()
         self._age_mark = self._written
         limit = self._age_limit
-        if limit is not None and self._age_timer is None:
-            if limit > GRACE:
-                self._note()  # a timer only if the bytes wait that long
+        if limit is not None and self._age_watch is None:
+            if limit > GRACE:  # a timer only if the bytes wait that long
+                sweeper = sweeper_for(self._clock)
+                sweeper.note(self)
+                self._age_watch = sweeper
             else:
-                self._age_timer = self._clock.callLater(limit, self._check_age)
+                self._age_watch = self._clock.callLater(limit, self._check_age)
 
     def _wait_for_close(self) -> None:
         """A close waits for bytes to leave: abort it after close_timeout seconds."""
@@ -787,12 +779,6 @@ class Writer:
         if self._close_deadline is not None:
             self._close_deadline.cancel()
         self._close_deadline = Deadline(self._clock, timeout, self.abort)
-
-    def _note(self) -> None:
-        sweeper = self._sweeper
-        if sweeper is None:
-            sweeper = self._sweeper = sweeper_for(self._clock)
-        sweeper.note(self)
 
     def swept(self) -> None:
         """
@@ -804,38 +790,41 @@ class Writer:
         drained unseen since its first byte, and the bytes waiting now are
         at most this old.
         """
+        sweeper = self._age_watch
+        if not isinstance(sweeper, Sweeper):
+            return  # (not noted any more)
+        self._age_watch = None
         state = self._state
         if state >= CLOSED:
             return
         ages = state != CLOSING  # close() ends the age check
         self._refresh()
-        if ages and not self._clean and self._age_limit is not None and self._age_timer is None:
+        if ages and not self._clean and self._age_limit is not None:
             if not self._registered:
-                sweeper = self._sweeper
-                self._dirty_since = sweeper.due if sweeper is not None else self._clock.seconds()
+                self._since = sweeper.due
                 self._age_mark = self._written
             self._check_age()  # closes now if over the limit, else arms the timer for the rest
 
     def _check_age(self) -> None:
-        self._age_timer = None
+        self._age_watch = None
         limit = self._age_limit
         self._refresh()
         if self._clean or self._state >= CLOSED or limit is None:
             return
         self.watch_drains()  # bytes have waited: learn as soon as they leave
         now = self._clock.seconds()
-        age = now - self._dirty_since
+        age = now - self._since
         if age < limit:
-            self._age_timer = self._clock.callLater(limit - age, self._check_age)
+            self._age_watch = self._clock.callLater(limit - age, self._check_age)
             return
         unsent = self._unsent()
         if unsent is not None and self._written - unsent >= self._age_mark:
             # The buffer never drained, but every byte written by then has
             # been sent since: the peer reads, if slowly.  Watch what is
             # pending now.
-            self._dirty_since = now
+            self._since = now
             self._age_mark = self._written
-            self._age_timer = self._clock.callLater(limit, self._check_age)
+            self._age_watch = self._clock.callLater(limit, self._check_age)
             return
         self._error = BufferAgeLimitError(self._peer_text(), limit, self.bytes_to_write)
         waiters = self._flush_waiters
@@ -866,12 +855,14 @@ class Writer:
             held += tls_plaintext_held(self._tls)
         return held
 
-    def _cancel_age_timer(self) -> None:
-        timer = self._age_timer
-        if timer is not None:
-            self._age_timer = None
-            if timer.active():
-                timer.cancel()
+    def _stop_age_watch(self) -> None:
+        watch = self._age_watch
+        if watch is not None:
+            self._age_watch = None
+            if isinstance(watch, Sweeper):
+                watch.forget(self)
+            elif watch.active():
+                watch.cancel()
 
     def _peer_text(self) -> str:
         if self._peer is None:
