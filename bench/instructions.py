@@ -1,8 +1,9 @@
 """
 The CPU instructions that a served connection, a served message and a
 client connection cost, on real sockets over 127.0.0.1: twisted_tcp against
-a raw Twisted protocol doing the same, counted by valgrind's callgrind in
-the process measured (the peer runs outside valgrind).
+a raw Twisted protocol and asyncio streams doing the same, counted by
+valgrind's callgrind in the process measured (the peer runs outside
+valgrind).
 
     python bench/instructions.py                  # about 4 minutes on 2 cores
     python bench/instructions.py --connections 400 --messages 2000
@@ -21,7 +22,8 @@ calls' user-space side included, but not the time spent waiting.
 - ``served_message``: one connection, one line echoed per round trip.
 - ``client_connection``: the client connects, writes one line, reads its
   echo and closes (twisted_tcp: ``with_connection``; raw Twisted:
-  ``connectTCP`` with a ``LineReceiver``), against a raw Twisted echo server.
+  ``connectTCP`` with a ``LineReceiver``; asyncio: ``open_connection``, then
+  ``close`` and ``wait_closed``), against a raw Twisted echo server.
 
 It needs valgrind (Debian: ``apt-get install valgrind``); twisted_tcp is
 imported from this checkout.
@@ -41,7 +43,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LINE = b"x" * 64 + b"\n"
-IMPLS = ("twisted", "twisted_tcp")
+IMPLS = ("twisted", "twisted_tcp", "asyncio")
 WORKLOADS = ("served_connection", "served_message", "client_connection")
 
 
@@ -50,6 +52,9 @@ WORKLOADS = ("served_connection", "served_message", "client_connection")
 
 def serve(impl: str, ends: int, port_file: str) -> None:
     """Serve a line echo until C{ends} connections have ended, then stop."""
+    if impl == "asyncio":
+        serve_asyncio(ends, port_file)
+        return
     from twisted.internet import reactor
 
     ended = [0]
@@ -97,8 +102,48 @@ def serve(impl: str, ends: int, port_file: str) -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
+def serve_asyncio(ends: int, port_file: str) -> None:
+    """As L{serve}, with asyncio streams (as bench/impl_asyncio.py's echo)."""
+    import asyncio
+
+    async def main() -> None:
+        done = asyncio.get_running_loop().create_future()
+        ended = 0
+
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal ended
+            try:
+                async for line in reader:
+                    writer.write(line)
+            finally:
+                writer.close()
+                ended += 1
+                if ended == ends:
+                    done.set_result(None)
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        Path(port_file).write_text(str(server.sockets[0].getsockname()[1]))
+        await done
+        server.close()
+
+    asyncio.run(main())
+
+
 def connect(impl: str, count: int, port: int) -> None:
     """Make C{count} client connections one after the other, each one line echoed."""
+    if impl == "asyncio":
+        import asyncio
+
+        async def all_of_them() -> None:
+            for _ in range(count):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(LINE)
+                await reader.readline()
+                writer.close()
+                await writer.wait_closed()
+
+        asyncio.run(all_of_them())
+        return
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
@@ -292,12 +337,19 @@ def main() -> None:
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"tt-instructions-{os.getpid()}"
     scratch.mkdir()
     try:
-        print("| workload | twisted | twisted_tcp | twisted ÷ twisted_tcp |")
-        print("| --- | ---: | ---: | ---: |")
+        print(
+            "| workload | twisted | twisted_tcp | asyncio "
+            "| twisted ÷ twisted_tcp | asyncio ÷ twisted_tcp |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for workload in workloads:
             n = args.messages if workload == "served_message" else args.connections
-            raw, ours = (per_unit(workload, impl, n, scratch) for impl in IMPLS)
-            print(f"| {workload} | {raw:,.0f} | {ours:,.0f} | {raw / ours:.2f}x |", flush=True)
+            raw, ours, aio = (per_unit(workload, impl, n, scratch) for impl in IMPLS)
+            print(
+                f"| {workload} | {raw:,.0f} | {ours:,.0f} | {aio:,.0f} "
+                f"| {raw / ours:.2f}x | {aio / ours:.2f}x |",
+                flush=True,
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
