@@ -20,6 +20,7 @@ import pytest_twisted
 from twisted.internet import reactor, tcp, unix
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.protocol import Factory, Protocol
 
 import twisted_tcp as tt
 from twisted_tcp import ConnectInterruptedError
@@ -917,3 +918,86 @@ async def test_a_flush_of_a_gathered_reply_that_was_dropped_fails(how: str) -> N
         finally:
             s.close()
     assert len(outcomes) == 1 and isinstance(outcomes[0], Exception), outcomes
+
+
+@pytest.mark.parametrize("empty", ["write", "write_sequence"])
+@pytest_twisted.ensureDeferred
+async def test_a_flush_after_an_empty_gathered_write_fires(empty: str) -> None:
+    # Nothing to send, so nothing to wait for (a decompressor that gave no
+    # bytes yet, say).
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        async for line in reader.lines():
+            if empty == "write":
+                writer.write(b"")
+            else:
+                writer.write_sequence([b"", b""])
+            await writer.flushed()
+            writer.write_line(b"done " + line)
+
+    async with serving(handler) as server:
+        s = raw_tcp(server.listening_on)
+        try:
+            s.sendall(b"hi\n")
+            assert await read_exactly(s, 8) == b"done hi\n"
+        finally:
+            s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_gathered_then_closed_leaves_whole_past_the_age_limit() -> None:
+    # The handler replies and closes as it handles the request; the peer
+    # reads only after the age limit: close_timeout bounds the close, and
+    # every byte arrives.
+    reply = b"x" * (4 << 20)
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.read_line()
+        writer.write(reply)
+        await writer.close()
+
+    async with serving(handler, buffer_age_limit=0.3, close_timeout=20) as server:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect((LOCAL, server.listening_on))
+        s.setblocking(False)
+        try:
+            s.sendall(b"hi\n")
+            await sleep(1.0)  # past the age limit, well within close_timeout
+            assert await read_to_end(s) == reply
+        finally:
+            s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_connection_sends_a_request_whole_to_a_peer_slow_to_read() -> None:
+    # f writes its request and returns in the same turn: the close that
+    # follows is bounded by close_timeout, not by the age limit.
+    request = b"x" * (16 << 20)
+    received: list[int] = [0]
+    lost: Deferred[None] = Deferred()
+
+    class Slow(Protocol):
+        def connectionMade(self) -> None:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            reactor.callLater(1.0, self.transport.resumeProducing)  # type: ignore[attr-defined, union-attr]
+
+        def dataReceived(self, data: bytes) -> None:
+            received[0] += len(data)
+
+        def connectionLost(self, reason: object = None) -> None:
+            lost.callback(None)
+
+    port = reactor.listenTCP(0, Factory.forProtocol(Slow), interface=LOCAL)  # type: ignore[attr-defined]
+    try:
+
+        def send(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> str:
+            writer.write(request)
+            return "sent"
+
+        where = tt.to_host_and_port(LOCAL, port.getHost().port)
+        assert await within(tt.with_connection(where, send, buffer_age_limit=0.5)) == "sent"
+        await within(lost)
+    finally:
+        await port.stopListening()
+    assert received[0] == len(request)

@@ -740,3 +740,26 @@ def test_bytes_an_ended_tls_session_dropped_are_not_called_flushed() -> None:
     assert pending(d) and writer.bytes_to_write == 7
     writer.connection_lost(Failure(ConnectionDone()))
     failure_of(d, ConnectionDone)
+
+
+def test_a_close_in_the_turn_a_reply_is_gathered_ends_the_age_check() -> None:
+    # The handler replies and closes as it handles a request: the reply's
+    # bytes that wait are bounded by close_timeout, not by the age limit.
+    writer, transport, clock = make(buffer_age_limit=0.5, close_timeout=30.0)
+    writer.gather()
+    writer.write(b"reply")
+    closed = writer.close()
+    clock.advance(5)
+    assert writer.error is None
+    assert transport.abort_calls == 0
+    assert pending(closed)
+
+
+def test_close_after_write_eof_ends_the_age_check() -> None:
+    writer, transport, clock = make(buffer_age_limit=0.5, close_timeout=30.0)
+    writer.write(b"reply")
+    writer.write_eof()
+    writer.close()
+    clock.advance(5)
+    assert writer.error is None
+    assert transport.abort_calls == 0

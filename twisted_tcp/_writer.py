@@ -244,7 +244,7 @@ class Writer:
                 self._written += len(data)
                 if self._clean:
                     self._became_dirty()
-        else:
+        elif data:
             held.append(data)
             self._written += len(data)
 
@@ -421,10 +421,10 @@ class Writer:
         if was == OPEN:
             # (Each call only where it has something to do: this is the
             # path of every connection a server's handler ends.)
-            if self._age_watch is not None:
-                self._stop_age_watch()
             if self._held is not None:
                 self.send_gathered()
+            if self._age_watch is not None:  # (after what send_gathered left waiting)
+                self._stop_age_watch()
             if self._registered and self._tls is None:
                 self._unregister()
             if not self._clean:
@@ -494,10 +494,10 @@ class Writer:
         """Close the connection at once, dropping unwritten bytes."""
         was = self._event("close")
         held = self._held
+        self._held = None
         if held:
             # Handed to the transport, which drops them with its own unsent
             # bytes: a later flushed() fails, as for those.
-            self._held = None
             self._transport.writeSequence(held)
             self._clean = False
         if was < CLOSED:
@@ -541,6 +541,8 @@ class Writer:
             self._held = None
             data = held[0] if len(held) == 1 else b"".join(held)
             if not data:
+                if self._clean:  # a flush awaited meanwhile has nothing to wait for
+                    self._drained()
                 return
             transport = self._transport
             if type(transport) in SOCKET_TRANSPORTS and len(data) <= SEND_NOW_MAX:
@@ -809,8 +811,8 @@ class Writer:
         self._age_watch = None
         limit = self._age_limit
         self._refresh()
-        if self._clean or self._state >= CLOSED or limit is None:
-            return
+        if self._clean or self._state >= CLOSING or limit is None:
+            return  # (close() ends the age check: close_timeout bounds the rest)
         self.watch_drains()  # bytes have waited: learn as soon as they leave
         now = self._clock.seconds()
         age = now - self._since
@@ -840,7 +842,7 @@ class Writer:
         Whether the writer was closed (not only half-closed) and every byte
         written has been handed to the kernel, as far as the transport says.
         """
-        return self._state == CLOSING and (self._clean or self._unsent() == 0)
+        return self._state == CLOSING and self._unsent() == 0
 
     def _unsent(self) -> int | None:
         """
