@@ -53,6 +53,16 @@ def raw_tcp(port: int) -> socket.socket:
     return s
 
 
+def small_window_tcp(port: int) -> socket.socket:
+    """A connection whose receive buffer takes little: what it is sent soon waits."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(5)
+    s.connect((LOCAL, port))
+    s.setblocking(False)
+    return s
+
+
 # -- the handler's address ----------------------------------------------------------
 
 
@@ -637,11 +647,7 @@ async def test_replies_to_a_peer_that_does_not_read_keep_their_order(monkeypatch
             writer.write_line(line + b":" + reply)
 
     async with serving(handler) as server:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(5)
-        s.connect((LOCAL, server.listening_on))
-        s.setblocking(False)
+        s = small_window_tcp(server.listening_on)
         try:
             for i in range(12):  # one chunk each, not read
                 s.sendall(b"%02d\n" % i)
@@ -872,11 +878,7 @@ async def test_replies_that_do_not_all_leave_at_once_have_their_age_checked(
     async with serving(
         handler, buffer_age_limit=limit, on_handler_error=lambda a, e: reported.append(e)
     ) as server:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(5)
-        s.connect((LOCAL, server.listening_on))
-        s.setblocking(False)
+        s = small_window_tcp(server.listening_on)
         try:
             s.sendall(b"give\n")
             await until(lambda: reported, 5 + limit)
@@ -956,11 +958,7 @@ async def test_a_reply_gathered_then_closed_leaves_whole_past_the_age_limit() ->
         await writer.close()
 
     async with serving(handler, buffer_age_limit=0.3, close_timeout=20) as server:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.settimeout(5)
-        s.connect((LOCAL, server.listening_on))
-        s.setblocking(False)
+        s = small_window_tcp(server.listening_on)
         try:
             s.sendall(b"hi\n")
             await sleep(1.0)  # past the age limit, well within close_timeout
