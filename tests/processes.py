@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -53,6 +54,10 @@ class Process:
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
+                # A shell starts a background job with SIGINT ignored, which
+                # the child would inherit (and Twisted then leaves ignored):
+                # the process gets the signals a foreground one would.
+                preexec_fn=_default_signals,
             )
 
     @property
@@ -109,3 +114,8 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     finally:
         for process in processes:
             process.stop()
+
+
+def _default_signals() -> None:
+    """In the child, before it runs: SIGINT as a process started from a terminal has it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
