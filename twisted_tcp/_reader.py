@@ -188,11 +188,7 @@ class Reader:
             data = buffer.take_now(n)
             if self._paused:
                 self._update_flow()
-            # (What _fired does, inlined, as in read_line.)
-            d = _Fired() if Deferred.debug else _new_fired()
-            d.called = True
-            d.result = data
-            return d
+            return _fired(data)
         return self._start(RecordBuffer.take_exactly, n)
 
     def contents(self) -> Deferred[bytes]:

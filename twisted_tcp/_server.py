@@ -600,12 +600,12 @@ class Server:
                 pass
             return
         self._connections.discard(connection)
+        received, sent = connection.byte_counts()
+        self._ended_received += received
+        self._ended_sent += sent
         writer = connection.writer
-        if writer is not None:  # (then its reader too: what byte_counts says, with no call)
-            self._ended_received += connection.reader._received  # type: ignore[union-attr]
-            self._ended_sent += writer._written
-            if writer._error is not None:
-                self._report(connection, Failure(writer._error))
+        if writer is not None and writer.error is not None:
+            self._report(connection, Failure(writer.error))
         parked = self._parked
         while parked and len(self._connections) < self._max_connections and not self._closed:
             self._serve(parked.popleft())

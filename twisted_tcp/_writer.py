@@ -718,17 +718,9 @@ class Writer:
         self._flush_waiters = None
         for d in waiters or ():
             d.errback(error or reason)
-        outcome = Failure(error) if error is not None else reason
-        if self._eof is PENDING:  # (what decided() does, with no call: the usual case)
-            self._eof = outcome
-        else:
-            self._eof = decided(self._eof, outcome)
+        self._eof_done(Failure(error) if error is not None else reason)
         if error is not None or not closed_here:
-            left = Failure(error) if error is not None else None
-            if self._left is PENDING:  # (as for _eof)
-                self._left = left
-            else:
-                self._left = decided(self._left, left)
+            self._left = decided(self._left, Failure(error) if error is not None else None)
         if self._done is not None:
             self._done.fire(None)
 
