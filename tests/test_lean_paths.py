@@ -680,6 +680,93 @@ async def test_with_connection_sends_what_f_writes_as_it_starts_at_once(
     assert buffered == []
 
 
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest_twisted.ensureDeferred
+async def test_a_large_write_leaves_at_once_and_small_ones_together(
+    kind: str, tmp_path: Any
+) -> None:
+    # Outside a gather (after a wait the reactor ends), a write of at least
+    # SEND_NOW_MIN bytes goes to the kernel as it is made; smaller ones go to
+    # Twisted's buffer, to leave in its next send.
+    from twisted_tcp._writer import SEND_NOW_MIN
+
+    buffered: list[bytes] = []
+    large, small = b"L" * SEND_NOW_MIN, b"s" * (SEND_NOW_MIN - 1)
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes:
+        record_writes(sock.transport, buffered)
+        await sleep(0)
+        writer.write(large)
+        assert writer.bytes_to_write == 0
+        writer.write(small)
+        writer.write(b"\n")
+        assert writer.bytes_to_write == len(small) + 1
+        await within(writer.flushed())
+        writer.write_eof()
+        return await within(reader.contents())
+
+    where = tt.on_file(str(tmp_path / "s")) if kind == "unix" else None
+    async with serving(echo, where) as server:
+        to = tt.to_file(server.listening_on) if kind == "unix" else where_of(server)
+        assert await within(tt.with_connection(to, f)) == large + small + b"\n"
+    assert buffered == [small, b"\n"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_writes_to_a_peer_that_does_not_read_keep_their_order(
+    monkeypatch: Any,
+) -> None:
+    # Large writes outside a gather, more than the socket takes: the kernel
+    # takes some whole, part of one, then none while Twisted's buffer holds
+    # bytes; every byte arrives, in order.
+    from twisted_tcp import _writer
+
+    sends: list[tuple[int, int]] = []
+
+    def send_now(transport: Any, data: bytes) -> int:
+        sent = _send_now(transport, data)
+        sends.append((sent, len(data)))
+        return sent
+
+    _send_now = _writer.send_now
+    monkeypatch.setattr(_writer, "send_now", send_now)
+    chunks = [bytes([65 + i]) * 40_000 for i in range(26)]
+    received: list[bytes] = []
+    paused: list[Any] = []
+    lost: Deferred[None] = Deferred()
+
+    class Slow(Protocol):
+        def connectionMade(self) -> None:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            paused.append(self.transport)
+
+        def dataReceived(self, data: bytes) -> None:
+            received.append(data)
+
+        def connectionLost(self, reason: object = None) -> None:
+            lost.callback(None)
+
+    async def send(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        await sleep(0)
+        for chunk in chunks:
+            writer.write(chunk)
+        await until(lambda: paused)
+        paused[0].resumeProducing()
+        await within(writer.flushed())
+
+    port = reactor.listenTCP(0, Factory.forProtocol(Slow), interface=LOCAL)  # type: ignore[attr-defined]
+    try:
+        where = tt.to_host_and_port(LOCAL, port.getHost().port)
+        await within(tt.with_connection(where, send))
+        await within(lost)
+    finally:
+        await port.stopListening()
+    assert b"".join(received) == b"".join(chunks)
+    assert any(0 < sent < size for sent, size in sends)  # the kernel took part of one
+    assert any(sent == 0 for sent, _ in sends)  # and then none: Twisted's buffer held bytes
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_reply_sent_at_once_tells_whoever_waits_for_its_drain() -> None:
     # A handler that waits for each flush, on a server with an idle timeout

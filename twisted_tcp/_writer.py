@@ -74,8 +74,14 @@ FAILED = 4  # the connection was lost without this side closing it: writes are d
 
 SEND_NOW_MAX = 64 * 1024
 """
-The most gathered bytes sent at once (L{Writer.send_gathered}); more are
-left to Twisted, which sends them in pieces, with no copy of the rest.
+The most bytes sent to the kernel at once (L{Writer._send}); more are left
+to Twisted, which sends them in pieces, with no copy of the rest.
+"""
+SEND_NOW_MIN = 16 * 1024
+"""
+The least bytes of one L{Writer.write} outside a gather sent to the kernel
+at once, as asyncio's transports send every write: smaller ones wait for
+Twisted's next send, which takes all the small writes of a turn in one call.
 """
 
 # How the writer watches the transport's drains (when registered as its producer).
@@ -227,7 +233,10 @@ class Writer:
 
     def write(self, data: bytes) -> None:
         """
-        Append C{data} to the connection's outgoing bytes.
+        Append C{data} to the connection's outgoing bytes.  Where nothing
+        written before still waits, C{data} of 16 KiB to 64 KiB goes to the
+        kernel at once, as far as it takes it; smaller writes leave in
+        Twisted's next send, together.
 
         @raise WriterClosedError: after L{close}, L{write_eof} or L{abort}.
         @raise TypeError: if C{data} is not bytes.
@@ -237,16 +246,17 @@ class Writer:
         if self._state:
             self._refuse_write()
             return
-        held = self._held
-        if held is None:
-            self._transport.write(data)
-            if data:
-                self._written += len(data)
+        if data:
+            self._written += len(data)
+            held = self._held
+            if held is not None:
+                held.append(data)
+            elif len(data) >= SEND_NOW_MIN:
+                self._send(data)
+            else:  # small writes of one turn leave together, in Twisted's next send
+                self._transport.write(data)
                 if self._clean:
                     self._became_dirty()
-        elif data:
-            held.append(data)
-            self._written += len(data)
 
     def write_line(self, line: bytes) -> None:
         """
@@ -540,23 +550,29 @@ class Writer:
         if held is not None:
             self._held = None
             data = held[0] if len(held) == 1 else b"".join(held)
-            if not data:
-                if self._clean:  # a flush awaited meanwhile has nothing to wait for
-                    self._drained()
+            if data:
+                self._send(data)
+            elif self._clean:  # a flush awaited meanwhile has nothing to wait for
+                self._drained()
+
+    def _send(self, data: bytes) -> None:
+        """
+        Send C{data} (written while open, not gathered): to the kernel at
+        once, where the transport is a socket's and holds nothing unsent
+        (L{send_now}), then drained with no age to watch; what the kernel
+        does not take, or all of C{data} otherwise, to the transport.
+        """
+        transport = self._transport
+        if type(transport) in SOCKET_TRANSPORTS and len(data) <= SEND_NOW_MAX:
+            sent = send_now(transport, data)
+            if sent == len(data):
+                self._since = self._clock.seconds()
+                self._drained()
                 return
-            transport = self._transport
-            if type(transport) in SOCKET_TRANSPORTS and len(data) <= SEND_NOW_MAX:
-                sent = send_now(transport, data)
-                if sent == len(data):
-                    # All in the kernel (the transport held nothing before):
-                    # drained now, with no age to watch.
-                    self._since = self._clock.seconds()
-                    self._drained()
-                    return
-                data = data[sent:]
-            transport.write(data)
-            if self._clean:
-                self._became_dirty()
+            data = data[sent:]
+        transport.write(data)
+        if self._clean:
+            self._became_dirty()
 
     def start(self) -> None:
         """
