@@ -54,8 +54,7 @@ class Driver:
         """Start running C{coroutine}, at once, as C{ensureDeferred} does."""
         self._coroutine = coroutine
         self._context = copy_context()
-        self._waiting = None
-        self._step(None, None)
+        self.resume(None, None)
 
     def driven_ended(self, result: object) -> None:
         """The coroutine returned C{result}, or failed (a L{Failure})."""
@@ -72,21 +71,13 @@ class Driver:
         elif waiting is not None:
             waiting.cancel()
 
-    def send_result(self, value: object) -> None:
-        """The read it awaits returned C{value}: resume with it."""
-        self._waiting = None
-        self._step(value, None)
-
-    def throw_failure(self, failure: Failure) -> None:
-        """Raise C{failure} where it awaits."""
-        self._waiting = None
-        self._step(None, failure)
-
-    def _step(self, value: object, error: Failure | None) -> None:
+    def resume(self, value: object, error: Failure | None) -> None:
         """
-        Run the coroutine until it awaits something that has not ended, or
-        ends: send it C{value}, or raise C{error} where it awaits.
+        Resume the coroutine where it awaits (the read it awaits ended, or
+        it starts): send it C{value}, or raise C{error} there; then run it
+        until it awaits something that has not ended, or ends.
         """
+        self._waiting = None
         coroutine = self._coroutine
         while True:
             try:
@@ -127,11 +118,7 @@ class Driver:
         # inside this callback; a failure is raised into the coroutine, as
         # Twisted's own driver does.  Returning None consumes either, so that
         # a failure is not also logged as unhandled.
-        self._waiting = None
-        if isinstance(result, Failure):
-            self._step(None, result)
-        else:
-            self._step(None, None)
+        self.resume(None, result if isinstance(result, Failure) else None)
 
 
 class Task(Driver):

@@ -274,7 +274,7 @@ class Reader:
         if task is not None:
             self._task = None
             self._cancel(self)
-            task.throw_failure(Failure(CancelledError()))
+            task.resume(None, Failure(CancelledError()))
 
     # -- what the connection calls -------------------------------------------
 
@@ -389,9 +389,9 @@ class Reader:
                 waiter.callback(result)
         if task is not None:
             if isinstance(result, Failure):
-                task.throw_failure(result)
+                task.resume(None, result)
             else:
-                task.send_result(result)
+                task.resume(result, None)
         if self._paused or buffer.size > self.buffer_size:
             self._update_flow()
 
@@ -489,7 +489,7 @@ class ReadDeferred(Deferred[Any]):
         if task is not None and not self.called:
             self._task = None
             self.reader._cancel(self)
-            task.throw_failure(Failure(CancelledError()))
+            task.resume(None, Failure(CancelledError()))
             return
         super().cancel()
 

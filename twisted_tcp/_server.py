@@ -549,7 +549,6 @@ class Server:
         self._connections.add(connection)
         if len(self._connections) >= self._max_connections:
             self._pause_accepting()
-        self._fit_accepts()
         reader, writer = connection.start_stream(self._settings)
         if self._idle_timeout is not None:
             connection.watch_idle(self._idle_timeout)
@@ -626,7 +625,10 @@ class Server:
         the listening socket is readable (a number they adapt): keep it at
         most the free slots, so that a full server holds no accepted
         connection without a handler while another process on the same
-        socket (a worker of C{twistd --workers}) has room for it.
+        socket (a worker of C{twistd --workers}) has room for it.  A port
+        sets the number anew as each read ends, after the connections it
+        accepted started: it is fitted where slots are known before the
+        next read, as the port starts listening and as a slot frees.
         """
         free = self._max_connections - len(self._connections) - len(self._handshakes)
         fit_accepts(self._port, free)
