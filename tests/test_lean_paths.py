@@ -20,7 +20,9 @@ import pytest_twisted
 from twisted.internet import reactor, tcp, unix
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
 
 import twisted_tcp as tt
 from twisted_tcp import ConnectInterruptedError
@@ -632,8 +634,8 @@ async def test_replies_to_a_peer_that_does_not_read_keep_their_order(monkeypatch
 
     sends: list[tuple[int, int]] = []
 
-    def send_now(transport: Any, data: bytes) -> int:
-        sent = _send_now(transport, data)
+    def send_now(transport: Any, data: bytes, producer: object) -> int:
+        sent = _send_now(transport, data, producer)
         sends.append((sent, len(data)))
         return sent
 
@@ -723,8 +725,8 @@ async def test_large_writes_to_a_peer_that_does_not_read_keep_their_order(
 
     sends: list[tuple[int, int]] = []
 
-    def send_now(transport: Any, data: bytes) -> int:
-        sent = _send_now(transport, data)
+    def send_now(transport: Any, data: bytes, producer: object) -> int:
+        sent = _send_now(transport, data, producer)
         sends.append((sent, len(data)))
         return sent
 
@@ -765,6 +767,73 @@ async def test_large_writes_to_a_peer_that_does_not_read_keep_their_order(
     assert b"".join(received) == b"".join(chunks)
     assert any(0 < sent < size for sent, size in sends)  # the kernel took part of one
     assert any(sent == 0 for sent, _ in sends)  # and then none: Twisted's buffer held bytes
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pull_producer_of_large_writes_on_the_transport_is_resumed() -> None:
+    # Somebody's non-streaming producer on the connection's transport, which
+    # writes 20 KB through the writer each time Twisted resumes it (when its
+    # buffer drained): those bytes go through that buffer, or it would never
+    # be resumed again.
+    chunks = [bytes([65 + i]) * 20_000 for i in range(5)]
+    done: Deferred[None] = Deferred()
+
+    @implementer(IPullProducer)
+    class Producer:
+        def __init__(self, writer: tt.Writer) -> None:
+            self.writer = writer
+            self.left = list(chunks)
+
+        def resumeProducing(self) -> None:
+            if self.left:
+                self.writer.write(self.left.pop(0))
+            else:
+                self.writer.socket.transport.unregisterProducer()
+                done.callback(None)
+
+        def stopProducing(self) -> None:
+            pass
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.read_line()
+        await sleep(0)  # (outside the gather)
+        writer.socket.transport.registerProducer(Producer(writer), False)
+        await within(done)
+        await within(writer.close())
+
+    async with serving(handler) as server:
+        s = raw_tcp(server.listening_on)
+        try:
+            s.sendall(b"go\n")
+            got = await read_to_end(s)
+        finally:
+            s.close()
+    assert got == b"".join(chunks)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_line_sent_before_a_reset_that_a_large_write_meets_is_read() -> None:
+    # The peer sends a line, then resets, before the reactor looks.  The
+    # handler, resumed by something else in that turn, writes 32 KB (sent at
+    # once, meeting the reset), then reads: it gets the line the kernel held,
+    # then the end of the stream, and the consumer is known to have left.
+    go: Deferred[None] = Deferred()
+    events: list[object] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        writer.consumer_left().addBoth(lambda _: events.append("lost"))
+        await go
+        writer.write(b"x" * 32768)
+        events.append(await reader.read_line())
+        events.append(await reader.read_line())
+
+    async with serving(handler) as server:
+        s = raw_tcp(server.listening_on)
+        await until(lambda: server.num_connections == 1)
+        reset_after(s, b"last words\n")
+        go.callback(None)
+        await until(lambda: len(events) == 3)
+    assert events == [b"last words", "lost", None]
 
 
 @pytest_twisted.ensureDeferred

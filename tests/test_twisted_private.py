@@ -49,6 +49,16 @@ class Recorded(Protocol):
         self.factory.lost.append(reason)
 
 
+class Producer:
+    """A pull producer with nothing to produce."""
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
 def recording_factory(greeting: bytes = b"") -> Any:
     factory = Factory.forProtocol(Recorded)
     factory.made = []
@@ -104,22 +114,32 @@ async def test_send_now_sends_only_on_a_transport_that_holds_nothing(
 ) -> None:
     async with recorded_connection(family, tmp_path, b"0123456789") as (factory, client):
         transport = factory.made[0].transport
-        for name in ("socket", "dataBuffer", "_tempDataLen", "_writeDisconnected", "TLS"):
+        names = ("socket", "dataBuffer", "_tempDataLen", "_writeDisconnected", "TLS", "producer")
+        for name in names:
             assert hasattr(transport, name), CHANGED + f"FileDescriptor.{name}"
         if family == "unix":  # (the descriptors that wait for the next bytes)
             assert transport._sendmsgQueue == [], CHANGED + "unix.Server._sendmsgQueue"
         assert await read_exactly(client, 10) == b"0123456789"
         # Bytes in Twisted's buffer (until the reactor's next turn): none overtakes them.
         transport.write(b"held")
-        assert private.send_now(transport, b"late") == 0, CHANGED + "FileDescriptor's buffer"
+        assert private.send_now(transport, b"late", None) == 0, CHANGED + "FileDescriptor's buffer"
         transport.write(b"late")
         assert await read_exactly(client, 8) == b"heldlate"
         # Drained: sent at once, with no turn of the reactor.
-        assert private.send_now(transport, b"now") == 3
+        assert private.send_now(transport, b"now", None) == 3
         assert private.unsent_bytes(transport) == 0
         assert await read_exactly(client, 3) == b"now"
+        # Somebody's producer, told of the drains of Twisted's buffer: bytes
+        # go through that buffer, but for the producer named (the writer's).
+        producer = Producer()
+        transport.registerProducer(producer, False)
+        assert transport.producer is producer, CHANGED + "FileDescriptor.producer"
+        assert private.send_now(transport, b"theirs", None) == 0
+        assert private.send_now(transport, b"ours", producer) == 4
+        assert await read_exactly(client, 4) == b"ours"
+        transport.unregisterProducer()
         transport.loseConnection()  # closing: nothing more goes out
-        assert private.send_now(transport, b"after") == 0
+        assert private.send_now(transport, b"after", None) == 0
 
 
 @pytest.mark.parametrize("family", ["tcp", "unix"])
@@ -132,6 +152,11 @@ async def test_a_transport_ended_by_a_reset_reports_its_loss_once(
     async with recorded_connection(family, tmp_path, b"") as (factory, client):
         transport = factory.made[0].transport
         assert transport._aborting is False, CHANGED + "tcp.Connection._aborting"
+        received: list[bytes] = []
+        factory.made[0].dataReceived = received.append
+        transport.stopReading()  # what the peer sent before the error waits in the kernel
+        client.sendall(b"before")
+        await sleep(0.05)
         private._end_for_error(
             transport, ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
         )
@@ -142,6 +167,7 @@ async def test_a_transport_ended_by_a_reset_reports_its_loss_once(
         await until(lambda: factory.lost)
         await sleep(0.05)  # (a second report would come within a turn or two)
         assert len(factory.lost) == 1
+        assert received == [b"before"]  # handed over first, and only what came before
         assert factory.lost[0].check(ConnectionLost)
         assert "Connection reset by peer" in str(factory.lost[0].value)
 

@@ -10,9 +10,10 @@ L{CHECKED_ON}.
       writer asks it instead of registering as the transport's producer on
       every connection (which costs each transport 0.8 KiB), and the
       buffer-age check tells a slow reader from a stuck one by it.
-    - L{send_now}: the bytes a reply to a received chunk is made of, sent
-      on the socket at once when the transport holds none unsent (its
-      C{socket}, C{dataBuffer}, C{_tempDataLen}, C{_writeDisconnected},
+    - L{send_now}: the bytes of a reply to a received chunk, or of a large
+      write, sent on the socket at once when the transport holds none
+      unsent and has no producer of somebody else's (its C{socket},
+      C{dataBuffer}, C{_tempDataLen}, C{_writeDisconnected}, C{producer},
       and a Unix socket's C{_sendmsgQueue} of descriptors to pass; and, to
       end it when a send met an error that ended the connection, C{_aborting}),
       as asyncio's transports do: Twisted's own write always waits for the
@@ -94,15 +95,18 @@ def unsent_bytes(transport: Any) -> int | None:
     return held
 
 
-def send_now(transport: Any, data: bytes) -> int:
+def send_now(transport: Any, data: bytes, producer: object) -> int:
     """
     Send C{data} on the socket of C{transport}, one of Twisted's socket
     transports (L{SOCKET_TRANSPORTS}), as far as the kernel takes it now,
     if the transport is open for writing, not under C{startTLS}, holds no
-    byte unsent (which C{data} would overtake) and no file descriptor to
-    pass with the next bytes (a Unix socket's C{sendFileDescriptor}); else
-    send nothing.  Return the number of bytes sent: the rest is the
-    caller's to write to the transport.
+    byte unsent (which C{data} would overtake), no file descriptor to
+    pass with the next bytes (a Unix socket's C{sendFileDescriptor}) and
+    no producer but C{producer} (another one is told of drains of the
+    transport's buffer, which bytes sent here never fill: a pull producer
+    that writes as it is resumed would not be resumed again); else send
+    nothing.  Return the number of bytes sent: the rest is the caller's to
+    write to the transport.
 
     A send that fails sends nothing.  On a TCP socket, an error that ends
     the connection (the peer's reset, a timeout, an unreachable host) may
@@ -120,6 +124,7 @@ def send_now(transport: Any, data: bytes) -> int:
         and not transport._tempDataLen
         and not transport.dataBuffer  # (b"" once all of it was sent)
         and not getattr(transport, "_sendmsgQueue", None)  # (Unix sockets only)
+        and (transport.producer is None or transport.producer is producer)
     ):
         try:
             sent: int = transport.socket.send(data)
@@ -140,24 +145,44 @@ _TCP_TRANSPORTS = (tcp.Server, tcp.Client)  # (not their subclasses: Unix socket
 def _end_for_error(transport: Any, error: OSError) -> None:
     """
     A send took the kernel's only report of C{error}, which ends the
-    connection of C{transport}: report the connection lost (as a read
-    would have, with C{ConnectionLost}) in the reactor's next turn, reading
-    and writing nothing meanwhile, whoever asks it to (the reader resuming
-    it, the writer closing it), and once only (C{_aborting}, which its
-    C{abortConnection} checks too).
+    connection of C{transport}: in the reactor's next turn, hand the
+    protocol what the peer sent before it (still in the kernel, read now,
+    as much as the socket's receive buffer held), then report the
+    connection lost (as a read would have, with C{ConnectionLost}),
+    reading and writing nothing meanwhile, whoever asks it to (the reader
+    resuming it, the writer closing it), and once only (C{_aborting}, which
+    its C{abortConnection} checks too).
     """
     if transport.disconnected or transport._aborting:
         return
     transport._aborting = True
     transport.stopReading()
     transport.stopWriting()
+    # (Nor polled again: a write would have the reactor report the socket
+    # closed before the bytes unread are handed over.)
     transport.doRead = transport.doWrite = _do_nothing
-    reason = ConnectionLost(error.strerror or str(error))
-    transport.reactor.callLater(0, transport.connectionLost, Failure(reason))
+    transport.startReading = transport.startWriting = _do_nothing
+    unread = []
+    while True:
+        try:
+            data = transport.socket.recv(65536)
+        except OSError:
+            break
+        if not data:
+            break
+        unread.append(data)
+    reason = Failure(ConnectionLost(error.strerror or str(error)))
+    transport.reactor.callLater(0, _lost_after, transport, unread, reason)
+
+
+def _lost_after(transport: Any, unread: list[bytes], reason: Failure) -> None:
+    for data in unread:
+        transport.protocol.dataReceived(data)
+    transport.connectionLost(reason)
 
 
 def _do_nothing() -> None:
-    """What an ended transport does when the reactor finds its socket ready."""
+    """What an ended transport does when asked to read or write."""
 
 
 def fit_accepts(port: Any, free: int) -> None:

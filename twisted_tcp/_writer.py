@@ -8,7 +8,8 @@ the connection hands a received chunk to the reader (a reply to a request)
 is gathered, and sent as one when the chunk is handled: straight to the
 socket, where Twisted's buffer holds nothing and the kernel takes it all,
 as asyncio's transports do (L{Writer.send_gathered}), not in a later turn
-of the reactor, after it has seen the socket writable.  What has reached the
+of the reactor, after it has seen the socket writable.  So is a single
+write of 16 KiB or more made at any other time (L{SEND_NOW_MIN}).  What has reached the
 kernel is asked of Twisted's transport when it matters (it says how many bytes
 it holds); only when somebody waits -- C{flushed()}, bytes that wait past a
 second under the buffer-age limit, an idle timeout -- does the writer register
@@ -233,10 +234,12 @@ class Writer:
 
     def write(self, data: bytes) -> None:
         """
-        Append C{data} to the connection's outgoing bytes.  Where nothing
-        written before still waits, C{data} of 16 KiB to 64 KiB goes to the
-        kernel at once, as far as it takes it; smaller writes leave in
-        Twisted's next send, together.
+        Append C{data} to the connection's outgoing bytes.  Outside the
+        handling of a received chunk (whose writes leave together as it
+        ends), on a plain TCP or Unix socket whose transport holds nothing
+        written before and has no producer of somebody else's, C{data} of
+        16 KiB to 64 KiB goes to the kernel at once, as far as it takes it;
+        other writes leave in Twisted's next send, small ones together.
 
         @raise WriterClosedError: after L{close}, L{write_eof} or L{abort}.
         @raise TypeError: if C{data} is not bytes.
@@ -501,7 +504,10 @@ class Writer:
         return d
 
     def abort(self) -> None:
-        """Close the connection at once, dropping unwritten bytes."""
+        """
+        Close the connection at once, dropping the bytes written that have
+        not reached the kernel yet (L{bytes_to_write}).
+        """
         was = self._event("close")
         held = self._held
         self._held = None
@@ -564,7 +570,7 @@ class Writer:
         """
         transport = self._transport
         if type(transport) in SOCKET_TRANSPORTS and len(data) <= SEND_NOW_MAX:
-            sent = send_now(transport, data)
+            sent = send_now(transport, data, self)
             if sent == len(data):
                 self._since = self._clock.seconds()
                 self._drained()
