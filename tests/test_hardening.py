@@ -529,6 +529,35 @@ async def test_a_full_server_accepts_no_more_than_its_free_slots() -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_server_accepts_no_more_than_its_free_slots_after_a_first_burst() -> None:
+    """
+    A first burst of clients leaves 6 slots free; a second, larger one is
+    accepted 6 at most, though the port raised the number it accepts per read
+    after the first: it is fitted to the free slots after each read.
+    """
+    held: Deferred[None] = Deferred()
+
+    async def hold(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await held
+
+    clients: list[socket.socket] = []
+    async with serving(hold, max_connections=10) as server:
+        try:
+            clients += [raw_client(server.listening_on) for _ in range(4)]
+            await until(lambda: server.num_connections == 4)
+            await sleep(0.05)
+            assert server._port.numberAccepts <= 6
+            clients += [raw_client(server.listening_on) for _ in range(14)]
+            await until(lambda: server.num_connections == 10)
+            await sleep(0.2)
+            assert not server._parked
+        finally:
+            for client in clients:
+                client.close()
+            held.callback(None)
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_backlog_of_a_unix_socket_is_the_one_given(tmp_path: Path) -> None:
     """
     With max_connections=1 held, new clients wait in the kernel's backlog:

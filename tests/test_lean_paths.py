@@ -837,6 +837,33 @@ async def test_a_line_sent_before_a_reset_that_a_large_write_meets_is_read() -> 
 
 
 @pytest_twisted.ensureDeferred
+async def test_what_came_before_a_reset_is_not_handed_over_after_an_abort() -> None:
+    # As above, with much more sent before the reset than one read takes:
+    # once the handler aborts, it reads only what was buffered by then.
+    go: Deferred[None] = Deferred()
+    sizes: list[int] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await go
+        writer.write(b"x" * 32768)
+        sizes.append(len(await reader.read(1000)))
+        writer.abort()
+        while data := await reader.read():
+            sizes.append(len(data))
+        sizes.append(0)
+
+    async with serving(handler, reader_buffer_size=4096) as server:
+        s = raw_tcp(server.listening_on)
+        await until(lambda: server.num_connections == 1)
+        reset_after(s, b"y" * 300_000)
+        go.callback(None)
+        await until(lambda: sizes[-1:] == [0])
+        await until(lambda: server.num_connections == 0)
+    assert sizes[0] == 1000
+    assert sum(sizes) <= 65536  # one read's worth, no more
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_reply_sent_at_once_tells_whoever_waits_for_its_drain() -> None:
     # A handler that waits for each flush, on a server with an idle timeout
     # (whose writers are told of every drain): replies still leave at once,

@@ -142,11 +142,14 @@ async def test_send_now_sends_only_on_a_transport_that_holds_nothing(
         assert private.send_now(transport, b"after", None) == 0
 
 
+@pytest.mark.parametrize("ended_by", [None, "abortConnection", "loseConnection"])
 @pytest.mark.parametrize("family", ["tcp", "unix"])
 @pytest_twisted.ensureDeferred
 async def test_a_transport_ended_by_a_reset_reports_its_loss_once(
-    family: str, tmp_path: Path
+    family: str, ended_by: str | None, tmp_path: Path
 ) -> None:
+    # What the peer sent before the error is handed over first, unless the
+    # protocol ends the connection meanwhile; then the loss, once.
     from twisted.internet.error import ConnectionLost
 
     async with recorded_connection(family, tmp_path, b"") as (factory, client):
@@ -160,14 +163,14 @@ async def test_a_transport_ended_by_a_reset_reports_its_loss_once(
         private._end_for_error(
             transport, ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
         )
-        transport.abortConnection()  # nothing more: it is ending already
-        transport.loseConnection()
+        if ended_by is not None:
+            getattr(transport, ended_by)()  # nothing more than that: it is ending already
         transport.startReading()  # (the reader resuming it): nothing is read
         client.sendall(b"more")
         await until(lambda: factory.lost)
         await sleep(0.05)  # (a second report would come within a turn or two)
         assert len(factory.lost) == 1
-        assert received == [b"before"]  # handed over first, and only what came before
+        assert received == ([b"before"] if ended_by is None else [])
         assert factory.lost[0].check(ConnectionLost)
         assert "Connection reset by peer" in str(factory.lost[0].value)
 
@@ -257,6 +260,27 @@ async def test_a_shared_unix_socket_is_left_as_its_owner_made_it(tmp_path: Path)
         assert os.path.exists(path)  # the owner's to remove
         owner.close()
         os.unlink(path)
+
+
+@pytest_twisted.ensureDeferred
+async def test_fit_accepts_after_reads_fits_what_the_port_sets_as_a_read_ends() -> None:
+    factory = recording_factory()
+    port = reactor.listenTCP(0, factory, interface=LOCAL)
+    clients = []
+    try:
+        private.fit_accepts_after_reads(port, lambda: 3)
+        assert port.numberAccepts == 3
+        # Three clients in the backlog before the port reads: it accepts
+        # all three, as many as it may, and would take 20 more next time.
+        clients = [raw_client(port.getHost().port) for _ in range(3)]
+        await until(lambda: len(factory.made) == 3)
+        assert port.numberAccepts == 3, CHANGED + "tcp.Port.doRead sets numberAccepts"
+    finally:
+        for client in clients:
+            client.close()
+        for protocol in factory.made:
+            protocol.transport.abortConnection()
+        await within(port.stopListening())
 
 
 class FailingListener:

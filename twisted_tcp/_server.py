@@ -36,7 +36,7 @@ from ._settings import DEFAULTS, Settings, settings_with
 from ._stats import DurationCounter, ServerStats
 from ._sweeper import Deadline
 from ._tls import describe_tls_error
-from ._twisted_private import accept_error, fit_accepts
+from ._twisted_private import accept_error, fit_accepts, fit_accepts_after_reads
 from ._where import WhereToListen, show_address
 from ._writer import Writer
 
@@ -337,7 +337,7 @@ class Server:
 
         def listening_now(port: IListeningPort) -> Server:
             server._port = port
-            server._fit_accepts()
+            fit_accepts_after_reads(port, server._free_slots)
             _accept_errors.watch(server)
             return server
 
@@ -619,19 +619,20 @@ class Server:
         if self._closed and not self._connections and not self._handlers_running:
             self._drained.fire(None)
 
+    def _free_slots(self) -> int:
+        return self._max_connections - len(self._connections) - len(self._handshakes)
+
     def _fit_accepts(self) -> None:
         """
         Twisted's ports accept up to C{numberAccepts} connections each time
         the listening socket is readable (a number they adapt): keep it at
         most the free slots, so that a full server holds no accepted
         connection without a handler while another process on the same
-        socket (a worker of C{twistd --workers}) has room for it.  A port
-        sets the number anew as each read ends, after the connections it
-        accepted started: it is fitted where slots are known before the
-        next read, as the port starts listening and as a slot frees.
+        socket (a worker of C{twistd --workers}) has room for it.  It is
+        fitted after each read of the port (L{fit_accepts_after_reads}),
+        and as slots free.
         """
-        free = self._max_connections - len(self._connections) - len(self._handshakes)
-        fit_accepts(self._port, free)
+        fit_accepts(self._port, self._free_slots())
 
     def _pause_accepting(self) -> None:
         if self._accepting and self._port is not None:

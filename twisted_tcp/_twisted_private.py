@@ -39,9 +39,11 @@ L{CHECKED_ON}.
     - L{accept_error}: which resource a failed C{accept()} lacked, read from
       the log event that is the only report Twisted's ports make of it (the
       C{acceptError} key, and the text "EMFILE encountered").
-    - L{fit_accepts}: the number of connections a port accepts each time
-      its socket is readable (C{tcp.Port.numberAccepts}, public but not
-      documented), kept to the free connection slots.
+    - L{fit_accepts}, L{fit_accepts_after_reads}: the number of connections
+      a port accepts each time its socket is readable
+      (C{tcp.Port.numberAccepts}, public but not documented, which its
+      C{doRead} sets anew as each read ends), kept to the free connection
+      slots.
     - L{made_without_init}: a Deferred of a class of ours made with no call to
       C{Deferred.__init__}, whose only work is to give each Deferred its
       list of callbacks (C{_callbacks}, C{callbacks} before Twisted 25.5)
@@ -55,6 +57,7 @@ from __future__ import annotations
 
 import errno
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp, unix
@@ -146,12 +149,13 @@ def _end_for_error(transport: Any, error: OSError) -> None:
     """
     A send took the kernel's only report of C{error}, which ends the
     connection of C{transport}: in the reactor's next turn, hand the
-    protocol what the peer sent before it (still in the kernel, read now,
-    as much as the socket's receive buffer held), then report the
-    connection lost (as a read would have, with C{ConnectionLost}),
-    reading and writing nothing meanwhile, whoever asks it to (the reader
-    resuming it, the writer closing it), and once only (C{_aborting}, which
-    its C{abortConnection} checks too).
+    protocol what the peer sent before it (still in the kernel, read now:
+    at most what the socket's receive buffer held), until the protocol
+    closes or aborts the connection, then report the connection lost (as a
+    read would have, with C{ConnectionLost}); reading and writing nothing
+    meanwhile, whoever asks it to (the reader resuming it, the writer
+    closing it), and once only (C{_aborting}, which its C{abortConnection}
+    checks too).
     """
     if transport.disconnected or transport._aborting:
         return
@@ -171,13 +175,14 @@ def _end_for_error(transport: Any, error: OSError) -> None:
         if not data:
             break
         unread.append(data)
+    transport.abortConnection = unread.clear  # (loseConnection() sets disconnecting)
     reason = Failure(ConnectionLost(error.strerror or str(error)))
     transport.reactor.callLater(0, _lost_after, transport, unread, reason)
 
 
 def _lost_after(transport: Any, unread: list[bytes], reason: Failure) -> None:
-    for data in unread:
-        transport.protocol.dataReceived(data)
+    while unread and not transport.disconnecting:
+        transport.protocol.dataReceived(unread.pop(0))
     transport.connectionLost(reason)
 
 
@@ -194,6 +199,29 @@ def fit_accepts(port: Any, free: int) -> None:
     accepts = getattr(port, "numberAccepts", None)
     if accepts is not None and not 1 <= accepts <= free:  # (else it fits: the usual case)
         port.numberAccepts = max(1, min(accepts, free))
+
+
+def fit_accepts_after_reads(port: Any, free: Callable[[], int]) -> None:
+    """
+    L{fit_accepts} C{port} to C{free()} now, and again after each read of
+    its socket: a port sets the number anew as a read ends, after the
+    connections it accepted started (C{tcp.Port.doRead}, which C{unix.Port}
+    inherits: 20 more after a read that accepted that many, else as many as
+    it accepted), which the free slots may no longer allow.  The port's
+    C{doRead}, which the reactor calls, is wrapped for it.
+    """
+    if getattr(port, "numberAccepts", None) is None:
+        return
+    fit_accepts(port, free())
+    read = port.doRead
+
+    def doRead() -> object:
+        try:
+            return read()
+        finally:
+            fit_accepts(port, free())
+
+    port.doRead = doRead
 
 
 def accept_error(event: dict[str, Any]) -> str | None:
