@@ -62,12 +62,15 @@ def _length(header: bytes, kind: bytes, limit: int, what: str) -> int:
     if header[:1] != kind:
         raise ProtocolError(f"expected '{kind.decode()}', got '{header[:1].decode('latin-1')}'")
     digits = header[1:]
+    if digits.isdigit():
+        if len(digits) <= 10:
+            length = int(digits)
+            if length <= limit:
+                return length
     # Redis reads "*0" and "*-1" as an empty command; "$-1" is not a command's argument.
-    if kind == b"*" and digits[:1] == b"-" and digits[1:].isdigit():
+    elif kind == b"*" and digits[:1] == b"-" and digits[1:].isdigit():
         return 0
-    if not digits.isdigit() or len(digits) > 10 or int(digits) > limit:
-        raise ProtocolError(f"invalid {what}")
-    return int(digits)
+    raise ProtocolError(f"invalid {what}")
 
 
 async def read_command(reader: Reader) -> list[bytes] | None:
