@@ -2,16 +2,16 @@
 The Writer: writes that never block, and a way to learn when they reached the
 kernel.
 
-C{write} is a plain append to the transport, with no Deferred made, so Twisted
-still gathers many small writes into one system call.  What is written while
+A small C{write} is a plain append to the transport, with no Deferred made, so
+Twisted still gathers many small writes into one system call.  What is written while
 the connection hands a received chunk to the reader (a reply to a request)
 is gathered, and sent as one when the chunk is handled: straight to the
 socket, where Twisted's buffer holds nothing and the kernel takes it all,
 as asyncio's transports do (L{Writer.send_gathered}), not in a later turn
-of the reactor, after it has seen the socket writable.  So is a single
-write of 16 KiB or more made at any other time (L{SEND_NOW_MIN}).  What has reached the
-kernel is asked of Twisted's transport when it matters (it says how many bytes
-it holds); only when somebody waits -- C{flushed()}, bytes that wait past a
+of the reactor, after it has seen the socket writable.  So is a single write
+of 16 KiB to 64 KiB made at any other time (L{SEND_NOW_MIN}).  What has
+reached the kernel is asked of Twisted's transport when it matters (it says
+how many bytes it holds); only when somebody waits -- C{flushed()}, bytes that wait past a
 second under the buffer-age limit, an idle timeout -- does the writer register
 with the transport as a non-streaming producer, whose C{resumeProducing} the
 transport then calls every time its buffer has drained into the kernel.  (A
@@ -563,10 +563,11 @@ class Writer:
 
     def _send(self, data: bytes) -> None:
         """
-        Send C{data} (written while open, not gathered): to the kernel at
-        once, where the transport is a socket's and holds nothing unsent
-        (L{send_now}), then drained with no age to watch; what the kernel
-        does not take, or all of C{data} otherwise, to the transport.
+        Send C{data} (a write, or what was gathered): to the kernel at
+        once, where the transport is a socket's, holds nothing unsent and
+        has no producer of somebody else's (L{send_now}), then drained with
+        no age to watch; what the kernel does not take, or all of C{data}
+        otherwise, to the transport.
         """
         transport = self._transport
         if type(transport) in SOCKET_TRANSPORTS and len(data) <= SEND_NOW_MAX:

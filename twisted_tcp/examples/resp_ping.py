@@ -62,11 +62,10 @@ def _length(header: bytes, kind: bytes, limit: int, what: str) -> int:
     if header[:1] != kind:
         raise ProtocolError(f"expected '{kind.decode()}', got '{header[:1].decode('latin-1')}'")
     digits = header[1:]
-    if digits.isdigit():
-        if len(digits) <= 10:
-            length = int(digits)
-            if length <= limit:
-                return length
+    if digits.isdigit() and len(digits) <= 10:
+        length = int(digits)  # (parsed once: this is every request's path)
+        if length <= limit:
+            return length
     # Redis reads "*0" and "*-1" as an empty command; "$-1" is not a command's argument.
     elif kind == b"*" and digits[:1] == b"-" and digits[1:].isdigit():
         return 0
