@@ -28,7 +28,7 @@ import twisted_tcp as tt
 from twisted_tcp import _twisted_private as private
 from twisted_tcp._tls import split_transport
 
-from .conftest import LOCAL, raw_client, read_exactly, sleep, until, within
+from .conftest import LOCAL, logged_errors, raw_client, read_exactly, sleep, until, within
 from .helpers.pki import Pki
 from .test_tls import tls_1_2_where, to
 
@@ -173,6 +173,27 @@ async def test_a_transport_ended_by_a_reset_reports_its_loss_once(
         assert received == ([b"before"] if ended_by is None else [])
         assert factory.lost[0].check(ConnectionLost)
         assert "Connection reset by peer" in str(factory.lost[0].value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transport_ended_by_a_reset_is_lost_though_its_protocol_raises(
+    tmp_path: Path,
+) -> None:
+    async with recorded_connection("tcp", tmp_path, b"") as (factory, client):
+        transport = factory.made[0].transport
+
+        def fails(data: bytes) -> None:
+            raise ValueError("bad bytes")
+
+        factory.made[0].dataReceived = fails
+        transport.stopReading()
+        client.sendall(b"before")
+        await sleep(0.05)
+        with logged_errors() as errors:
+            private._end_for_error(transport, ConnectionResetError(errno.ECONNRESET, "reset"))
+            await until(lambda: factory.lost)
+        assert len(factory.lost) == 1
+        assert [e["log_failure"].type for e in errors] == [ValueError]
 
 
 @pytest_twisted.ensureDeferred

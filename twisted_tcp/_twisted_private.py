@@ -182,9 +182,11 @@ def _end_for_error(transport: Any, error: OSError) -> None:
 
 def _lost_after(transport: Any, unread: list[bytes], reason: Failure) -> None:
     """L{_end_for_error}'s next turn: what came before the error, then the loss."""
-    while unread and not transport.disconnecting:
-        transport.protocol.dataReceived(unread.pop(0))
-    transport.connectionLost(reason)
+    try:
+        while unread and not transport.disconnecting:
+            transport.protocol.dataReceived(unread.pop(0))
+    finally:  # (a protocol that raises is logged by the reactor, and still told)
+        transport.connectionLost(reason)
 
 
 def _do_nothing() -> None:
