@@ -864,6 +864,41 @@ async def test_what_came_before_a_reset_is_not_handed_over_after_an_abort() -> N
 
 
 @pytest_twisted.ensureDeferred
+async def test_what_came_before_a_reset_is_handed_over_one_read_at_most() -> None:
+    # The peer fills the server's receive buffer (its reader is paused past
+    # reader_buffer_size), then resets: a large write meets the reset, and
+    # what the kernel held is handed over as one read would take it, not
+    # all of it, past the reader's limit.
+    go: Deferred[None] = Deferred()
+    buffered: list[int] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await go
+        writer.write(b"x" * 32768)
+        await sleep(0.1)  # (the hand-over, then the loss)
+        buffered.append(reader.bytes_buffered)
+
+    async with serving(handler, reader_buffer_size=4096) as server:
+        s = raw_tcp(server.listening_on)
+        await until(lambda: server.num_connections == 1)
+        sent = 0
+        for _ in range(1000):  # until the kernel takes no more
+            try:
+                sent += s.send(b"y" * 65536)
+            except BlockingIOError:
+                await sleep(0.05)
+                try:
+                    sent += s.send(b"y" * 65536)
+                except BlockingIOError:
+                    break
+        assert sent > 3 * 65536
+        reset_after(s, b"")
+        go.callback(None)
+        await until(lambda: buffered)
+    assert buffered[0] <= 2 * 65536  # one read before the pause, one hand-over
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_reply_sent_at_once_tells_whoever_waits_for_its_drain() -> None:
     # A handler that waits for each flush, on a server with an idle timeout
     # (whose writers are told of every drain): replies still leave at once,

@@ -150,8 +150,9 @@ def _end_for_error(transport: Any, error: OSError) -> None:
     A send took the kernel's only report of C{error}, which ends the
     connection of C{transport}: in the reactor's next turn, hand the
     protocol what the peer sent before it (still in the kernel, read now:
-    at most what the socket's receive buffer held), until the protocol
-    closes or aborts the connection, then report the connection lost (as a
+    as much as one read of the transport takes, the rest being dropped
+    with the connection), unless the protocol closes or aborts the
+    connection first, then report the connection lost (as a
     read would have, with C{ConnectionLost}); reading and writing nothing
     meanwhile, whoever asks it to (the reader resuming it, the writer
     closing it), and once only (C{_aborting}, which its C{abortConnection}
@@ -167,13 +168,11 @@ def _end_for_error(transport: Any, error: OSError) -> None:
     transport.doRead = transport.doWrite = _do_nothing
     transport.startReading = transport.startWriting = _do_nothing
     unread = []
-    while True:
-        try:
-            data = transport.socket.recv(65536)
-        except OSError:
-            break
-        if not data:
-            break
+    try:  # (what one of Twisted's reads takes: the reader's buffer limit holds as ever)
+        data = transport.socket.recv(transport.bufferSize)
+    except OSError:
+        data = b""
+    if data:
         unread.append(data)
     transport.abortConnection = unread.clear  # (loseConnection() sets disconnecting)
     reason = Failure(ConnectionLost(error.strerror or str(error)))
