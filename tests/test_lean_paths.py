@@ -65,6 +65,21 @@ def small_window_tcp(port: int) -> socket.socket:
     return s
 
 
+def listening(kind: str, tmp_path: Any) -> tt.WhereToListen:
+    """Where a test server listens: a Unix socket under C{tmp_path}, or a port of 127.0.0.1."""
+    return tt.on_file(str(tmp_path / "s")) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+
+
+def connecting(kind: str, server: tt.Server) -> tt.WhereToConnect:
+    """Where to connect to a test server that listens where L{listening} says."""
+    return tt.to_file(server.listening_on) if kind == "unix" else where_of(server)
+
+
+def raw_client_of(kind: str, server: tt.Server) -> socket.socket:
+    """A plain non-blocking socket connected to that server."""
+    return raw_unix(server.listening_on) if kind == "unix" else raw_tcp(server.listening_on)
+
+
 # -- the handler's address ----------------------------------------------------------
 
 
@@ -94,16 +109,13 @@ async def test_unix_handler_address_is_what_getpeer_says(tmp_path: Any) -> None:
 @pytest.mark.parametrize("how", ["cancel", "interrupt", "with_connection_cancel"])
 @pytest_twisted.ensureDeferred
 async def test_stop_an_attempt_in_the_turn_it_started(kind: str, how: str, tmp_path: Any) -> None:
-    path = str(tmp_path / "s")
-    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    where_listen = listening(kind, tmp_path)
 
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
         await reader.read_line()
 
     async with serving(handler, where_listen) as server:
-        where = (
-            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
-        )
+        where = connecting(kind, server)
         if how == "cancel":
             d = tt.connect(where, timeout=5)
             d.cancel()
@@ -127,12 +139,9 @@ async def test_stop_an_attempt_in_the_turn_it_started(kind: str, how: str, tmp_p
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 @pytest_twisted.ensureDeferred
 async def test_connect_with_an_interrupt_already_fired(kind: str, tmp_path: Any) -> None:
-    path = str(tmp_path / "s")
-    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    where_listen = listening(kind, tmp_path)
     async with serving(lambda a, r, w: None, where_listen) as server:
-        where = (
-            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
-        )
+        where = connecting(kind, server)
         with pytest.raises(ConnectInterruptedError):
             await within(tt.connect(where, timeout=5, interrupt=succeed(None)))
 
@@ -185,11 +194,10 @@ async def close_and_wait(address: Any, reader: tt.Reader, writer: tt.Writer) -> 
 async def test_handler_ending_at_the_peers_eof(
     handler: Any, expect: bytes, kind: str, tmp_path: Any
 ) -> None:
-    path = str(tmp_path / "s")
-    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    where_listen = listening(kind, tmp_path)
     with logged_errors() as errors:
         async with serving(handler, where_listen) as server:
-            s = raw_unix(path) if kind == "unix" else raw_tcp(server.listening_on)
+            s = raw_client_of(kind, server)
             try:
                 s.sendall(b"one\ntwo\n")
                 s.shutdown(socket.SHUT_WR)
@@ -203,8 +211,7 @@ async def test_handler_ending_at_the_peers_eof(
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 @pytest_twisted.ensureDeferred
 async def test_with_connection_f_ends_at_the_servers_close(kind: str, tmp_path: Any) -> None:
-    path = str(tmp_path / "s")
-    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    where_listen = listening(kind, tmp_path)
 
     async def server_handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
         await reader.read_line()
@@ -222,9 +229,7 @@ async def test_with_connection_f_ends_at_the_servers_close(kind: str, tmp_path: 
         return n
 
     async with serving(server_handler, where_listen, max_line_length=10**6) as server:
-        where = (
-            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
-        )
+        where = connecting(kind, server)
         assert await within(tt.with_connection(where, f, timeout=5)) == 300000
         n = await within(tt.with_connection(where, f_lines, timeout=5, max_line_length=10**6))
         assert n == 300000
@@ -233,8 +238,7 @@ async def test_with_connection_f_ends_at_the_servers_close(kind: str, tmp_path: 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 @pytest_twisted.ensureDeferred
 async def test_cancel_with_connection_while_f_waits_in_lines(kind: str, tmp_path: Any) -> None:
-    path = str(tmp_path / "s")
-    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    where_listen = listening(kind, tmp_path)
     f_saw: list[Any] = []
     started: list[tt.Socket] = []
 
@@ -253,9 +257,7 @@ async def test_cancel_with_connection_while_f_waits_in_lines(kind: str, tmp_path
             raise
 
     async with serving(server_handler, where_listen) as server:
-        where = (
-            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
-        )
+        where = connecting(kind, server)
         d = tt.with_connection(where, f, timeout=5)
         await until(lambda: f_saw)
         d.cancel()
@@ -375,8 +377,7 @@ def test_a_direct_attempt_stops_on_a_reactor_whose_connector_reports_later(how: 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 @pytest_twisted.ensureDeferred
 async def test_client_half_closes_then_reads_the_reply(kind: str, tmp_path: Any) -> None:
-    path = str(tmp_path / "s")
-    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    where_listen = listening(kind, tmp_path)
 
     async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes:
         writer.write(b"request " * 10000)
@@ -385,11 +386,7 @@ async def test_client_half_closes_then_reads_the_reply(kind: str, tmp_path: Any)
 
     with logged_errors() as errors:
         async with serving(reply_at_eof, where_listen) as server:
-            where = (
-                tt.to_file(path)
-                if kind == "unix"
-                else tt.to_host_and_port(LOCAL, server.listening_on)
-            )
+            where = connecting(kind, server)
             for _ in range(5):
                 assert await within(tt.with_connection(where, f, timeout=5)) == b"REQUEST " * 10000
             await until(lambda: server.num_connections == 0)
@@ -524,17 +521,14 @@ async def test_a_client_connection_that_ended_leaves_no_cycle_of_ours(
         writer.write_line(b"one")
         return await reader.read_line()
 
-    path = str(tmp_path / "s")
-    where_listen = tt.on_file(path) if kind == "unix" else tt.on_port(0, interface=LOCAL)
+    where_listen = listening(kind, tmp_path)
 
     async def echo(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
         async for line in reader.lines():
             writer.write_line(line)
 
     async with serving(echo, where_listen) as server:
-        where = (
-            tt.to_file(path) if kind == "unix" else tt.to_host_and_port(LOCAL, server.listening_on)
-        )
+        where = connecting(kind, server)
         gc.collect()
         gc.disable()
         try:
@@ -614,9 +608,9 @@ async def test_a_reply_to_a_received_line_leaves_without_twisted_buffering_it(
             writer.write_line(line + b"!")
             writer.write_line(line + b"?")
 
-    where = tt.on_file(str(tmp_path / "s")) if kind == "unix" else None
+    where = listening(kind, tmp_path)
     async with serving(handler, where) as server:
-        s = raw_unix(server.listening_on) if kind == "unix" else raw_tcp(server.listening_on)
+        s = raw_client_of(kind, server)
         try:
             for i in range(3):
                 s.sendall(b"%d\n" % i)
@@ -675,9 +669,9 @@ async def test_with_connection_sends_what_f_writes_as_it_starts_at_once(
         writer.write_line(b"two")
         return await reader.read_line()
 
-    where = tt.on_file(str(tmp_path / "s")) if kind == "unix" else None
+    where = listening(kind, tmp_path)
     async with serving(echo, where) as server:
-        to = tt.to_file(server.listening_on) if kind == "unix" else where_of(server)
+        to = connecting(kind, server)
         assert await within(tt.with_connection(to, f)) == b"one"
     assert buffered == []
 
@@ -707,9 +701,9 @@ async def test_a_large_write_leaves_at_once_and_small_ones_together(
         writer.write_eof()
         return await within(reader.contents())
 
-    where = tt.on_file(str(tmp_path / "s")) if kind == "unix" else None
+    where = listening(kind, tmp_path)
     async with serving(echo, where) as server:
-        to = tt.to_file(server.listening_on) if kind == "unix" else where_of(server)
+        to = connecting(kind, server)
         assert await within(tt.with_connection(to, f)) == large + small + b"\n"
     assert buffered == [small, b"\n"]
 
