@@ -152,11 +152,10 @@ def _end_for_error(transport: Any, error: OSError) -> None:
     protocol what the peer sent before it (still in the kernel, read now:
     as much as one read of the transport takes, the rest being dropped
     with the connection), unless the protocol closes or aborts the
-    connection first, then report the connection lost (as a
-    read would have, with C{ConnectionLost}); reading and writing nothing
-    meanwhile, whoever asks it to (the reader resuming it, the writer
-    closing it), and once only (C{_aborting}, which its C{abortConnection}
-    checks too).
+    connection first, then report the connection lost (as a read would
+    have, with C{ConnectionLost}); reading and writing nothing meanwhile,
+    whoever asks it to (the reader resuming it, the writer closing it), and
+    once only (C{_aborting}, which its C{abortConnection} checks too).
     """
     if transport.disconnected or transport._aborting:
         return
@@ -167,13 +166,11 @@ def _end_for_error(transport: Any, error: OSError) -> None:
     # closed before the bytes unread are handed over.)
     transport.doRead = transport.doWrite = _do_nothing
     transport.startReading = transport.startWriting = _do_nothing
-    unread = []
     try:  # (what one of Twisted's reads takes: the reader's buffer limit holds as ever)
         data = transport.socket.recv(transport.bufferSize)
     except OSError:
         data = b""
-    if data:
-        unread.append(data)
+    unread = [data] if data else []
     transport.abortConnection = unread.clear  # (loseConnection() sets disconnecting)
     reason = Failure(ConnectionLost(error.strerror or str(error)))
     transport.reactor.callLater(0, _lost_after, transport, unread, reason)
@@ -182,8 +179,8 @@ def _end_for_error(transport: Any, error: OSError) -> None:
 def _lost_after(transport: Any, unread: list[bytes], reason: Failure) -> None:
     """L{_end_for_error}'s next turn: what came before the error, then the loss."""
     try:
-        while unread and not transport.disconnecting:
-            transport.protocol.dataReceived(unread.pop(0))
+        if unread and not transport.disconnecting:
+            transport.protocol.dataReceived(unread.pop())
     finally:  # (a protocol that raises is logged by the reactor, and still told)
         transport.connectionLost(reason)
 

@@ -2,22 +2,23 @@
 The Writer: writes that never block, and a way to learn when they reached the
 kernel.
 
-A small C{write} is a plain append to the transport, with no Deferred made, so
-Twisted still gathers many small writes into one system call.  What is written while
-the connection hands a received chunk to the reader (a reply to a request)
-is gathered, and sent as one when the chunk is handled: straight to the
-socket, where Twisted's buffer holds nothing and the kernel takes it all,
-as asyncio's transports do (L{Writer.send_gathered}), not in a later turn
-of the reactor, after it has seen the socket writable.  So is a single write
-of 16 KiB to 64 KiB made at any other time (L{SEND_NOW_MIN}).  What has
-reached the kernel is asked of Twisted's transport when it matters (it says
-how many bytes it holds); only when somebody waits -- C{flushed()}, bytes that wait past a
-second under the buffer-age limit, an idle timeout -- does the writer register
-with the transport as a non-streaming producer, whose C{resumeProducing} the
-transport then calls every time its buffer has drained into the kernel.  (A
-streaming producer would only be resumed after a pause, that is after 64 KiB
-were buffered, so a flush of a small write would never be reported.)  An echo
-that never waits thus costs no call per drain, and the transport no producer.
+A small C{write} is a plain append to the transport, with no Deferred made,
+so Twisted still gathers many small writes into one system call.  What is
+written while the connection hands a received chunk to the reader (a reply
+to a request) is gathered, and sent as one when the chunk is handled:
+straight to the socket, where Twisted's buffer holds nothing and the kernel
+takes it all, as asyncio's transports do (L{Writer.send_gathered}), not in a
+later turn of the reactor, after it has seen the socket writable.  So is a
+single write of 16 KiB to 64 KiB made at any other time (L{SEND_NOW_MIN}).
+What has reached the kernel is asked of Twisted's transport when it matters
+(it says how many bytes it holds); only when somebody waits -- C{flushed()},
+bytes that wait past a second under the buffer-age limit, an idle timeout --
+does the writer register with the transport as a non-streaming producer,
+whose C{resumeProducing} the transport then calls every time its buffer has
+drained into the kernel.  (A streaming producer would only be resumed after
+a pause, that is after 64 KiB were buffered, so a flush of a small write
+would never be reported.)  An echo that never waits thus costs no call per
+drain, and the transport no producer.
 
 The buffer-age check costs no timer per write: a writer whose bytes wait is
 noted with a sweeper, and gets a timer of its own only if they still wait a
