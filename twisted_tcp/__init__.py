@@ -14,6 +14,7 @@ Deferred, and the reactor is only imported when a function is called
 without one.
 """
 
+from ._buffer import Stop
 from ._connect import connect, connect_sock, with_connection
 from ._connection import Socket
 from ._errors import (
@@ -71,6 +72,7 @@ __all__ = [
     "ServerStats",
     "Settings",
     "Socket",
+    "Stop",
     "TLSHandshakeError",
     "ToEndpoint",
     "ToFile",

@@ -15,7 +15,8 @@ being buffered.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ._errors import IncompleteReadError, LineTooLongError
 from ._settings import DEFAULTS, check_count
@@ -31,10 +32,23 @@ bytes objects, several times the size of the bytes they were split from.
 """
 
 
+class Stop(NamedTuple):
+    """
+    What a chunk handler (see L{twisted_tcp.Reader.read_one_chunk_at_a_time})
+    returns to end the read: it consumed the first C{consumed} bytes of the
+    chunk it was given, the rest stay unread for the next read, and the
+    read returns C{value}.
+    """
+
+    consumed: int
+    value: Any = None
+
+
 class RecordBuffer:
     """
     Received bytes, taken by requests: L{take_some}, L{take_line},
-    L{take_until}, L{take_exactly}, L{take_all}.
+    L{take_until}, L{take_exactly}, L{take_all}, and L{take_chunk}, which
+    lets a parser of the caller's say what it takes.
 
     Each request either takes its record from the front of the buffer, or
     raises, or returns L{NEED} and takes nothing.  A request repeated after
@@ -265,6 +279,63 @@ class RecordBuffer:
             return self.take_now(n)
         if self.eof:
             raise IncompleteReadError(self.take_now(self.size), n)
+        return NEED
+
+    def take_chunk(self, handle_chunk: Callable[[bytes], Any]) -> Any:
+        """
+        Call C{handle_chunk} with every byte buffered, as one bytes object
+        (if there is any), and take the bytes it says it consumed: it
+        returns their number, then this returns L{NEED} (it is to be called
+        again with more), or a L{Stop}, whose value this returns.  At the end
+        of the stream, with nothing left, C{None}.
+
+        @raise IncompleteReadError: the stream ended with bytes the handler
+            left unconsumed (they are taken, as its C{partial}).
+        @raise TypeError: C{handle_chunk} returned neither an int (not a
+            bool) nor a L{Stop} of one.
+        @raise ValueError: it consumed less than none or more than it was
+            given.  After either error, or what C{handle_chunk} raises, the
+            bytes of that call are all still buffered.
+        """
+        size = self.size
+        if size:
+            chunks = self._chunks
+            pos = self._pos
+            if len(chunks) == 1 and not pos:
+                data = chunks[0]  # (the usual case: one chunk, untouched, is passed as it is)
+            else:
+                first = chunks[0][pos:] if pos else chunks[0]
+                data = b"".join([first, *chunks[1:]]) if len(chunks) > 1 else first
+                chunks[:] = [data]  # joined once: what the handler leaves is not joined again
+                self._pos = 0
+                self._scan = None
+            result = handle_chunk(data)
+            if type(result) is int:
+                consumed, value = result, NEED
+            elif isinstance(result, Stop):
+                consumed, value = result
+            else:
+                raise TypeError(
+                    "handle_chunk must return the number of bytes it consumed, "
+                    f"or a Stop; it returned {result!r:.80}"
+                )
+            if type(consumed) is not int or not 0 <= consumed <= size:
+                if type(consumed) is not int:
+                    raise TypeError(
+                        f"handle_chunk's consumed must be an int, not {type(consumed).__name__}: "
+                        f"{consumed!r:.80}"
+                    )
+                raise ValueError(
+                    f"handle_chunk consumed {consumed} bytes of the {size} it was given"
+                )
+            if consumed:
+                self._took(consumed)
+            if value is not NEED:
+                return value
+        if self.eof:
+            if self.size:
+                raise IncompleteReadError(self.take_now(self.size), None)
+            return None
         return NEED
 
     def take_all(self, _: object = None) -> Any:

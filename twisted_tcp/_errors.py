@@ -107,12 +107,18 @@ class IncompleteReadError(EOFError):
     The stream ended before a read could be satisfied.
 
     @ivar partial: the bytes that were read before the end of the stream.
-    @ivar expected: the number of bytes asked for (C{really_read}) or the
-        delimiter looked for (C{read_until}).
+    @ivar expected: the number of bytes asked for (C{really_read}), the
+        delimiter looked for (C{read_until}), or C{None}: the rest of what
+        a chunk handler left unconsumed (C{read_one_chunk_at_a_time}).
     """
 
-    def __init__(self, partial: bytes, expected: int | bytes) -> None:
-        what = f"{expected} bytes" if isinstance(expected, int) else f"delimiter {expected!r}"
+    def __init__(self, partial: bytes, expected: int | bytes | None) -> None:
+        if expected is None:
+            what = "the chunk handler consumed them"
+        elif isinstance(expected, int):
+            what = f"{expected} bytes"
+        else:
+            what = f"delimiter {expected!r}"
         super().__init__(f"end of stream after {len(partial)} bytes, before {what}")
         self.partial = partial
         self.expected = expected

@@ -20,7 +20,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
-from ._buffer import NEED, RecordBuffer
+from ._buffer import NEED, RecordBuffer, Stop
 from ._errors import ReadInProgressError
 from ._settings import DEFAULTS, check_count
 from ._twisted_private import made_without_init
@@ -190,6 +190,52 @@ class Reader:
                 self._update_flow()
             return _fired(data)
         return self._start(RecordBuffer.take_exactly, n)
+
+    def read_one_chunk_at_a_time(
+        self, handle_chunk: Callable[[bytes], int | Stop]
+    ) -> Deferred[Any]:
+        """
+        Give the bytes to C{handle_chunk} as they arrive, until it stops:
+        a parser of a protocol's messages, called once per chunk received
+        instead of a read per field, the cheapest way to read messages that
+        come many at a time (requests a client pipelines).
+
+        C{handle_chunk(data)} is called with every unread byte, as one bytes
+        object: at once if any are buffered, then each time more arrive
+        (what it left, followed by the new bytes), and once more at the end
+        of the stream if it left any.  It returns either:
+
+          - the number of bytes it consumed, from the front of C{data}
+            (from 0 to C{len(data)}): it is called again when more arrive;
+          - or L{Stop}C{(consumed, value)}: the read ends with C{value}, and
+            the bytes after the first C{consumed} are the next read's.
+
+        The returned Deferred fires with that C{value}.  At the end of the
+        stream it fires with C{None} if every byte was consumed (L{at_eof}
+        then says so), and fails with L{IncompleteReadError}, whose
+        C{partial} holds the bytes left, if not.  What C{handle_chunk}
+        raises fails the read, and the bytes of that call stay unread.
+        Inside C{handle_chunk}, writing is allowed, and another read of this
+        reader fails with L{ReadInProgressError}.
+
+        The bytes C{handle_chunk} leaves are kept whatever C{buffer_size}
+        says, as for L{really_read}: it sees their number, C{len(data)},
+        each time, and must raise once a message is longer than its
+        protocol allows, to keep memory bounded.
+
+        @raise TypeError: if C{handle_chunk} is not callable.
+        """
+        if not callable(handle_chunk):
+            raise TypeError(f"handle_chunk must be callable, not {handle_chunk!r:.80}")
+        if self._waiter is not None:
+            return self._start(_take_chunk, handle_chunk)  # fails: a read is pending
+        # Pending before the handler runs even once, so that a read started
+        # inside it fails instead of taking the bytes it is given.
+        pending = self._wait(_take_chunk, handle_chunk)
+        buffer = self._buffer
+        if buffer.size or buffer.eof:
+            self._serve()
+        return pending
 
     def contents(self) -> Deferred[bytes]:
         """
@@ -562,6 +608,7 @@ class _LineBatches:
 
 _take_line = RecordBuffer.take_line
 _take_lines = RecordBuffer.take_lines
+_take_chunk = RecordBuffer.take_chunk
 
 
 def _consumed(failure: Failure) -> None:
