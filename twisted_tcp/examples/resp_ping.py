@@ -30,18 +30,23 @@ print "WARNING: Could not fetch server CONFIG", and it goes on.)
 
 A malformed request -- an array or bulk-string header that is not a number,
 more than L{MAX_ELEMENTS} elements, a bulk string longer than
-L{MAX_BULK_LENGTH} or not followed by CRLF, a line longer than the reader's
-C{max_line_length} -- is answered with ``-ERR Protocol error: ...`` and the
-connection is closed, as Redis does.  Each reply is written as soon as its
-command has been read, so pipelined commands are answered in order, with the
-replies to one batch gathered into few system calls by Twisted.
+L{MAX_BULK_LENGTH} or not followed by CRLF, an inline command longer than
+L{MAX_INLINE} or a command longer than L{MAX_REQUEST} -- is answered with
+``-ERR Protocol error: ...`` and the connection is closed, as Redis does.
+
+Commands are parsed as a hand-written Twisted protocol parses them, from the
+bytes received, every whole one in a chunk at once, with
+L{Reader.read_one_chunk_at_a_time}: a read per field would cost more than the
+PING itself when a client pipelines.  Each reply is written as soon as its
+command has been parsed, so pipelined commands are answered in order, and
+the replies to one chunk leave in one system call.
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IAddress
 
-from twisted_tcp import IncompleteReadError, LineTooLongError, Reader, Writer
+from twisted_tcp import IncompleteReadError, Reader, Stop, Writer
 
 MAX_ELEMENTS = 1024
 """The most elements an array command may have."""
@@ -49,8 +54,17 @@ MAX_ELEMENTS = 1024
 MAX_BULK_LENGTH = 1 << 20
 """The longest bulk string a command may hold, in bytes (it is read whole into memory)."""
 
+MAX_INLINE = 64 * 1024
+"""The longest inline command, in bytes (as Redis's limit)."""
+
+MAX_REQUEST = MAX_BULK_LENGTH + 64 * 1024
+"""The most bytes a command may span: what one connection holds unparsed."""
+
 PONG = b"+PONG\r\n"
 OK = b"+OK\r\n"
+
+_QUIT = "quit"
+_FLUSH = "flush"
 
 
 class ProtocolError(Exception):
@@ -72,31 +86,41 @@ def _length(header: bytes, kind: bytes, limit: int, what: str) -> int:
     raise ProtocolError(f"invalid {what}")
 
 
-async def read_command(reader: Reader) -> list[bytes] | None:
+def parse_command(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
     """
-    Read one command, inline or an array of bulk strings, and return its
-    words; C{[]} for an empty line or array (to be ignored); C{None} at the
-    end of the stream.
+    The command that starts at C{data[pos]}, inline or an array of bulk
+    strings: its words (C{[]} for an empty line or array, to be ignored) and
+    the offset after it; C{(None, pos)} if it has not all arrived yet.
 
     @raise ProtocolError: the request is malformed.
     """
-    line = await reader.read_line()
-    if line is None:
-        return None
-    if line[:1] != b"*":
-        return line.split()
-    count = _length(line, b"*", MAX_ELEMENTS, "multibulk length")
+    if data[pos] != 42:  # not b"*": inline
+        eol = data.find(b"\n", pos)
+        if eol < 0:
+            if len(data) - pos > MAX_INLINE:
+                raise ProtocolError("too big inline request")
+            return None, pos
+        return data[pos:eol].split(), eol + 1
+    eol = data.find(b"\r\n", pos)
+    if eol < 0:
+        return None, pos
+    count = _length(data[pos:eol], b"*", MAX_ELEMENTS, "multibulk length")
     words = []
+    at = eol + 2
     for _ in range(count):
-        header = await reader.read_line()
-        if header is None:
-            return None  # the client left in the middle of a command
-        size = _length(header, b"$", MAX_BULK_LENGTH, "bulk length")
-        data = await reader.really_read(size + 2)
-        if data[size:] != b"\r\n":
+        eol = data.find(b"\r\n", at)
+        if eol < 0:
+            return None, pos
+        size = _length(data[at:eol], b"$", MAX_BULK_LENGTH, "bulk length")
+        start = eol + 2
+        end = start + size
+        if len(data) < end + 2:
+            return None, pos
+        if data[end : end + 2] != b"\r\n":
             raise ProtocolError("expected CRLF after a bulk string")
-        words.append(data[:size])
-    return words
+        words.append(data[start:end])
+        at = end + 2
+    return words, at
 
 
 def _bulk(data: bytes) -> bytes:
@@ -124,25 +148,36 @@ def execute(words: list[bytes]) -> bytes | None:
 
 async def handle(address: IAddress, reader: Reader, writer: Writer) -> None:
     """Answer each command until QUIT, the end of the stream or a protocol error."""
+
+    def answer(data: bytes) -> int | Stop:
+        """Answer every whole command in C{data}; say how far they go."""
+        pos = 0
+        size = len(data)
+        while pos < size:
+            words, end = parse_command(data, pos)
+            if words is None:
+                if size - pos > MAX_REQUEST:
+                    raise ProtocolError("too big request")
+                break
+            pos = end
+            if words:
+                reply = execute(words)
+                if reply is None:
+                    writer.write(OK)
+                    return Stop(pos, _QUIT)
+                writer.write(reply)
+        if writer.bytes_to_write > 1 << 20:  # a client that sends but does not read
+            return Stop(pos, _FLUSH)
+        return pos
+
     while True:
         try:
-            words = await read_command(reader)
+            stopped = await reader.read_one_chunk_at_a_time(answer)
         except ProtocolError as exc:
             writer.write(b"-ERR Protocol error: %s\r\n" % str(exc).encode("latin-1"))
             return
-        except LineTooLongError:
-            writer.write(b"-ERR Protocol error: too big inline request\r\n")
-            return
         except IncompleteReadError:
-            return  # the client left in the middle of a bulk string
-        if words is None:
-            return
-        if not words:
-            continue
-        reply = execute(words)
-        if reply is None:
-            writer.write(OK)
-            return  # the server flushes the +OK, then closes the connection
-        writer.write(reply)
-        if writer.bytes_to_write > 1 << 20:  # a client that sends but does not read
-            await writer.flushed()
+            return  # the client left in the middle of a command
+        if stopped is not _FLUSH:
+            return  # QUIT (the server flushes the +OK, then closes), or the end of the stream
+        await writer.flushed()
