@@ -37,7 +37,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 import twisted_tcp as tt
 
-from .conftest import WAIT, sleep, until, within
+from .conftest import WAIT, raw_client, read_to_end, sleep, until, within
 from .processes import Process, start, subprocess_env, twistd_command
 
 __all__ = ["start"]  # the fixture, imported for the tests below
@@ -542,6 +542,44 @@ async def test_line_limits_strict() -> None:
     async with no_logged_errors(), started(limits.serve(where, limits.handle_strict)) as s:
         replies = await within(tt.with_connection(where_of(s), talk))
     assert replies == [b"OK 4", b"ERR line too long, goodbye"]
+
+
+# -- how-to: parsing one chunk at a time ---------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_netstrings_as_they_arrive() -> None:
+    ns = example("netstrings")
+
+    async def talk(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> bytes:
+        writer.write(b"5:hel")
+        await sleep(0.05)  # the start of a netstring, alone
+        writer.write(b"lo,3:abc,0:,9:never rea")
+        return await reader.contents()
+
+    async with no_logged_errors(), serving(ns.handle) as server:
+        assert await within(tt.with_connection(where_of(server), talk)) == b"5:HELLO,3:ABC,0:,"
+
+
+@pytest.mark.parametrize(
+    ("sent", "answer"),
+    [
+        (b"2:ok,65537:", b"2:OK,ERR bad length b'65537'"),
+        (b"x" * 7, b"ERR a length, then ':' was expected"),  # before any ':' comes
+        (b"3:abc;", b"ERR ',' was expected after the text"),
+        (b"2:ok,6:cut sh", b"2:OK,"),  # the peer left in the middle of one
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_netstrings_bad_or_cut(sent: bytes, answer: bytes) -> None:
+    async with no_logged_errors(), serving(example("netstrings").handle) as server:
+        s = raw_client(server.listening_on)  # type: ignore[arg-type]
+        try:
+            s.sendall(sent)
+            s.shutdown(socket.SHUT_WR)
+            assert await read_to_end(s) == answer
+        finally:
+            s.close()
 
 
 # -- how-to: back-pressure -----------------------------------------------------
