@@ -100,6 +100,7 @@ PYTHON_NAMES = [
     "typing.Any",
     "typing.Generic",
     "typing.Literal",
+    "typing.NamedTuple",
     "typing.Protocol",
     "typing.TypeVar",
     "typing.overload",
