@@ -234,6 +234,21 @@ def test_http_pipelined_requests_head_and_body() -> None:
     assert rest == b"" and not run.ended
 
 
+def test_http_requests_cut_anywhere_get_the_same_responses() -> None:
+    # Heads are parsed from the bytes received, whole ones at once: cut in
+    # three anywhere, the requests get the same responses as sent in one go.
+    data = (
+        b"\r\n" + GET + b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab\r\nc"
+        b"GET / HTTP/1.1\nHost: y\n\n" + GET
+    )
+    whole = served(http_hello.handle, data).written
+    assert whole.count(b"HTTP/1.1 200 OK") == 3 and whole.count(b"HTTP/1.1 405") == 1
+    for cut in range(1, len(data)):
+        for cut2 in (cut + 1, cut + 7):
+            parts = [data[:cut], data[cut:cut2], data[cut2:]]
+            assert served(http_hello.handle, parts).written == whole, (cut, cut2)
+
+
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request"
 
 

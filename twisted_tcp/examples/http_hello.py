@@ -10,9 +10,13 @@ then (Debian: ``apt-get install wrk``):
     curl -i http://127.0.0.1:8080/
     wrk -t1 -c50 -d5s http://127.0.0.1:8080/
 
-For each request it reads the request line and the header lines up to the
-blank line that ends them (and a body, if a C{Content-Length} announces one:
-it is read and ignored), then writes one response with a C{Content-Length}.
+For each request it reads the head -- the request line and the header lines,
+up to the blank line that ends them -- and a body if a C{Content-Length}
+announces one (it is read and ignored), then writes one response with a
+C{Content-Length}.  Heads are parsed as a hand-written Twisted protocol parses
+them, every whole one in a received chunk at once, with
+L{Reader.read_one_chunk_at_a_time}: a read per header line would cost more
+than the response.
 The connection stays open for the next request -- requests may be pipelined --
 unless the client asked otherwise: C{Connection: close}, or HTTP/1.0 without
 C{Connection: keep-alive}; then the response says C{Connection: close} and the
@@ -24,8 +28,8 @@ server closes the connection after it.
                             not "METHOD TARGET HTTP/1.x", a header line
                             without a colon or with a space before it, a
                             folded header line, a bad Content-Length, more
-                            than L{MAX_HEADERS} header lines, a line longer
-                            than the reader's C{max_line_length}
+                            than L{MAX_HEADERS} header lines, a head longer
+                            than L{MAX_HEAD}
     a body over L{MAX_BODY}  413 Content Too Large, then the connection is closed
     Transfer-Encoding       501 Not Implemented (a chunked body is not read),
                             then the connection is closed
@@ -38,13 +42,16 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IAddress
 
-from twisted_tcp import IncompleteReadError, LineTooLongError, Reader, Writer
+from twisted_tcp import IncompleteReadError, Reader, Stop, Writer
 
 BODY = b"Hello, world!\n"
 """The body of every 200 response."""
 
 MAX_HEADERS = 100
 """The most header lines a request may have."""
+
+MAX_HEAD = 64 * 1024
+"""The longest request head (the request line and the header lines), in bytes."""
 
 MAX_BODY = 1 << 20
 """The longest request body read (and ignored), in bytes."""
@@ -138,61 +145,98 @@ def parse_request_line(line: bytes) -> Request:
     return Request(parts[0], parts[1], parts[2])
 
 
-async def read_request(reader: Reader) -> Request | None:
+def parse_request(data: bytes, pos: int) -> tuple[Request | None, int]:
     """
-    Read one request (its body, if any, is read and dropped); C{None} at the
-    end of the stream, or if it ends in the middle of a request.
+    The request whose head starts at C{data[pos]} (after one blank line,
+    which may come before a request), and the offset after its head;
+    C{(None, pos)} if the head has not all arrived yet.
 
-    @raise BadRequest: the request is malformed, or not supported.
+    @raise BadRequest: the head is malformed, not supported, or longer than
+        L{MAX_HEAD} (said as soon as that many bytes have arrived).
     """
-    line = await reader.read_line()
-    if line == b"":  # one blank line before a request is allowed (RFC 9112, 2.2)
-        line = await reader.read_line()
-    if line is None:
-        return None
-    request = parse_request_line(line)
-    for _ in range(MAX_HEADERS + 1):
-        line = await reader.read_line()
-        if line is None:
-            return None
-        if not line:
-            break
+    start = pos
+    if data.startswith(b"\r\n", pos):  # one blank line is allowed (RFC 9112, 2.2)
+        start += 2
+    elif data.startswith(b"\n", pos):
+        start += 1
+    # The head ends with an empty line: after CRLF or a bare LF.
+    end = data.find(b"\n\r\n", start, start + MAX_HEAD + 3)
+    bare = data.find(b"\n\n", start, end + 2 if end >= 0 else start + MAX_HEAD + 2)
+    if bare >= 0:
+        end, after = bare, bare + 2
+    elif end >= 0:
+        after = end + 3
+    else:
+        if len(data) - start > MAX_HEAD + 2:
+            raise BadRequest(400, "the request head is too long")
+        return None, pos
+    if end - start > MAX_HEAD:
+        raise BadRequest(400, "the request head is too long")
+    lines = data[start:end].split(b"\n")
+    if len(lines) > MAX_HEADERS + 1:
+        raise BadRequest(400, f"more than {MAX_HEADERS} header lines")
+    lines = [line[:-1] if line[-1:] == b"\r" else line for line in lines]
+    request = parse_request_line(lines[0])
+    for line in lines[1:]:
         if line[:1] in (b" ", b"\t"):
             raise BadRequest(400, "folded header lines are not accepted")
         request.header(line)
-    else:
-        raise BadRequest(400, f"more than {MAX_HEADERS} header lines")
-    if request.content_length:
-        await reader.really_read(request.content_length)
-    return request
+    return request, after
+
+
+def response_to(request: Request) -> bytes:
+    """The response to C{request}, which has no body left to read."""
+    if request.method not in (b"GET", b"HEAD"):
+        return error_response(405, "only GET and HEAD", close=not request.keep_alive)
+    if not request.keep_alive:
+        response = OK_CLOSE
+    elif request.version == b"HTTP/1.1":
+        response = OK
+    else:  # an HTTP/1.0 client that asked for keep-alive is told it has it
+        response = OK_KEEP_ALIVE
+    return response if request.method == b"GET" else response[: -len(BODY)]
+
+
+_FLUSH = "flush"
 
 
 async def handle(address: IAddress, reader: Reader, writer: Writer) -> None:
     """Answer each request on the connection until it is to be closed."""
+
+    def answer(data: bytes) -> int | Stop:
+        """
+        Answer every whole request in C{data}, but stop at one with a body
+        to read, or after which the connection is to close.
+        """
+        pos = 0
+        size = len(data)
+        while pos < size:
+            request, end = parse_request(data, pos)
+            if request is None:
+                break
+            if request.content_length or not request.keep_alive:
+                return Stop(end, request)
+            writer.write(response_to(request))
+            pos = end
+        if writer.bytes_to_write > 1 << 20:  # a client that sends but does not read
+            return Stop(pos, _FLUSH)
+        return pos
+
     while True:
         try:
-            request = await read_request(reader)
+            request = await reader.read_one_chunk_at_a_time(answer)
+            if isinstance(request, Request) and request.content_length:
+                await reader.really_read(request.content_length)  # read, and dropped
         except BadRequest as exc:
             writer.write(error_response(exc.status, str(exc), close=True))
             return  # the server flushes the response, then closes the connection
-        except LineTooLongError:
-            writer.write(error_response(400, "a line is too long", close=True))
-            return
         except IncompleteReadError:
-            return  # the client left in the middle of a body
+            return  # the client left in the middle of a request
         if request is None:
-            return
-        if request.method in (b"GET", b"HEAD"):
-            if not request.keep_alive:
-                response = OK_CLOSE
-            elif request.version == b"HTTP/1.1":
-                response = OK
-            else:  # an HTTP/1.0 client that asked for keep-alive is told it has it
-                response = OK_KEEP_ALIVE
-            writer.write(response if request.method == b"GET" else response[: -len(BODY)])
-        else:
-            writer.write(error_response(405, "only GET and HEAD", close=not request.keep_alive))
+            return  # the end of the stream
+        if request is _FLUSH:
+            await writer.flushed()
+            continue
+        writer.write(response_to(request))
         if not request.keep_alive:
             return  # the server flushes the response, then closes the connection
-        if writer.bytes_to_write > 1 << 20:  # a client that sends but does not read
-            await writer.flushed()
