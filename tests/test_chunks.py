@@ -19,10 +19,20 @@ from hypothesis import strategies as st
 from twisted.internet.defer import CancelledError
 
 import twisted_tcp as tt
-from twisted_tcp import IncompleteReadError, ReadInProgressError, Stop
+from twisted_tcp import IncompleteReadError, Need, ReadInProgressError, Stop
 from twisted_tcp._buffer import NEED, RecordBuffer
 
-from .conftest import LOCAL, failure_of, raw_client, read_to_end, result_of, serving, within
+from .conftest import (
+    LOCAL,
+    failure_of,
+    logged_errors,
+    raw_client,
+    read_to_end,
+    result_of,
+    serving,
+    sleep,
+    within,
+)
 from .test_reader import Watched, feed, make
 
 
@@ -156,6 +166,69 @@ def test_a_handler_that_answers_wrongly_is_told_and_takes_nothing(
     assert buffer.take_some(10) == b"abcd"
 
 
+class Lengths(Frames):
+    """L{Frames}, saying with a L{Need} how many bytes the frame it has begun needs."""
+
+    def __call__(self, data: bytes) -> int | Stop | Need:
+        pos = super().__call__(data)
+        if isinstance(pos, int) and len(data) - pos >= 2:
+            (n,) = struct.unpack_from(">H", data, pos)
+            return Need(pos, 2 + n)
+        return pos
+
+
+def test_a_need_holds_the_handler_back_until_its_bytes_are_there() -> None:
+    buffer = RecordBuffer()
+    handler = Lengths()
+    buffer.feed(framed([b"ab"]) + b"\x00\x0a" + b"x")
+    assert buffer.take_chunk(handler) is NEED
+    for piece in [b"x" * 3, b"x" * 5]:  # 9 of the 12 bytes it needs
+        buffer.feed(piece)
+        assert buffer.take_chunk(handler) is NEED
+    assert handler.calls == [framed([b"ab"]) + b"\x00\x0ax"]  # not called for those
+    assert buffer.take_chunk(Frames()) is NEED  # another handler is called: the Need was not its
+    buffer.feed(b"x" + framed([b"c"]))
+    assert buffer.take_chunk(handler) is NEED
+    assert handler.got == [b"ab", b"x" * 10, b"c"] and len(handler.calls) == 2
+    buffer.feed(b"\x00\x05ab")
+    assert buffer.take_chunk(handler) is NEED
+    buffer.feed_eof()
+    with pytest.raises(IncompleteReadError) as info:  # the end, before the bytes it needs
+        buffer.take_chunk(handler)
+    assert info.value.partial == b"\x00\x05ab" and len(handler.calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("returned", "error", "words"),
+    [
+        (Need(0, 0), ValueError, "at_least must be at least 1, not 0"),
+        (Need(0, True), TypeError, "at_least must be an int, not bool"),
+        (Need(9, 1), ValueError, "consumed 9 bytes of the 4"),
+    ],
+)
+def test_a_wrong_need_is_told_and_takes_nothing(
+    returned: Any, error: type[Exception], words: str
+) -> None:
+    buffer = RecordBuffer()
+    buffer.feed(b"abcd")
+    with pytest.raises(error, match=words):
+        buffer.take_chunk(lambda data: returned)
+    assert buffer.take_some(10) == b"abcd"
+
+
+def test_a_handler_that_reads_the_buffer_itself_is_told() -> None:
+    buffer = RecordBuffer()
+    buffer.feed(b"abcd")
+
+    def reads(data: bytes) -> int:
+        buffer.take_some(1)
+        return 2
+
+    with pytest.raises(RuntimeError, match="read while handle_chunk ran"):
+        buffer.take_chunk(reads)
+    assert buffer.take_some(10) == b"bcd"  # what it took, and no more
+
+
 # -- the Reader ----------------------------------------------------------------------
 
 
@@ -265,6 +338,39 @@ def test_a_pending_read_keeps_reading_and_a_stop_with_much_left_pauses() -> None
     assert not producer.paused
 
 
+def test_a_handler_that_cancels_its_read_is_not_served() -> None:
+    reader, _ = make()
+    reads: list[Any] = []
+
+    def cancels(data: bytes) -> Stop:
+        reads[0].cancel()
+        return Stop(1, "never seen")
+
+    reads.append(reader.read_one_chunk_at_a_time(cancels))
+    feed(reader, b"abc")  # nothing raised
+    failure_of(reads[0], CancelledError)
+    assert result_of(reader.read()) == b"bc"  # what it consumed is gone, the rest is there
+
+
+def test_bytes_and_the_end_fed_while_the_handler_runs_wait_for_it() -> None:
+    reader, _ = make()
+    handler = Frames()
+    fed = [b"\x00\x02x", b"y", None]
+
+    def feeding(data: bytes) -> int | Stop:
+        # As a close inside a handler can end the stream at once.
+        if fed:
+            more = fed.pop(0)
+            reader.eof_received() if more is None else feed(reader, more)
+        return handler(data)
+
+    w = Watched(reader.read_one_chunk_at_a_time(feeding))
+    feed(reader, framed([b"a"]))
+    assert handler.got == [b"a", b"xy"]
+    assert handler.calls == [framed([b"a"]), b"\x00\x02x", b"\x00\x02xy"]  # once per arrival
+    assert w.value is None and reader.at_eof
+
+
 # -- over real sockets ---------------------------------------------------------------
 
 
@@ -333,3 +439,32 @@ async def test_a_peer_leaving_mid_frame_is_an_incomplete_read() -> None:
             assert await read_to_end(s) == b"ok\neof\n"
         finally:
             s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_close_in_the_handler_that_ends_the_stream_at_once() -> None:
+    # After write_eof, Twisted reports a close as lost at once, from inside
+    # the handler: the end of the stream waits for the handler to return.
+    async def sends(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.contents()
+        writer.write(b"abc")
+        await sleep(0.2)
+
+    async with serving(sends) as server:
+        to = tt.to_host_and_port(LOCAL, server.listening_on)
+        sock, reader, writer = await within(tt.connect(to))
+        try:
+            await within(writer.write_eof())
+            calls: list[bytes] = []
+
+            def closes(data: bytes) -> int:
+                calls.append(data)
+                writer.close()
+                return len(data)
+
+            with logged_errors() as errors:
+                assert await within(reader.read_one_chunk_at_a_time(closes)) is None
+            assert calls == [b"abc"] and reader.at_eof
+            assert not errors, errors
+        finally:
+            await within(sock.close())

@@ -14,7 +14,7 @@ Deferred, and the reactor is only imported when a function is called
 without one.
 """
 
-from ._buffer import Stop
+from ._buffer import Need, Stop
 from ._connect import connect, connect_sock, with_connection
 from ._connection import Socket
 from ._errors import (
@@ -62,6 +62,7 @@ __all__ = [
     "DurationHistogram",
     "IncompleteReadError",
     "LineTooLongError",
+    "Need",
     "OnEndpoint",
     "OnFile",
     "OnPort",

@@ -44,6 +44,21 @@ class Stop(NamedTuple):
     value: Any = None
 
 
+class Need(NamedTuple):
+    """
+    What a chunk handler (see L{twisted_tcp.Reader.read_one_chunk_at_a_time})
+    returns to go on reading when it knows how many more bytes the next
+    message needs: it consumed the first C{consumed} bytes of the chunk it
+    was given, and is not to be called again before at least C{at_least}
+    bytes are there after them (the rest of this chunk counted).  A large
+    message arriving in small pieces is then handed over once, not once per
+    piece.
+    """
+
+    consumed: int
+    at_least: int
+
+
 class RecordBuffer:
     """
     Received bytes, taken by requests: L{take_some}, L{take_line},
@@ -82,8 +97,10 @@ class RecordBuffer:
         self.eof = False
         """Whether the end of the stream was fed (bytes may still be buffered)."""
         # What _find searched with nothing taken since, or None: the
-        # delimiter, the chunks searched for it, and the unread bytes they hold.
-        self._scan: tuple[bytes, int, int] | None = None
+        # delimiter, the chunks searched for it, and the unread bytes they
+        # hold; or what a chunk handler's Need said: (the handler, the bytes
+        # it needs, 0).
+        self._scan: tuple[Any, int, int] | None = None
         # Dropping an overlong record: up to this delimiter, with these last
         # bytes maybe its start.
         self._discard: tuple[bytes, bytes] | None = None
@@ -284,21 +301,25 @@ class RecordBuffer:
     def take_chunk(self, handle_chunk: Callable[[bytes], Any]) -> Any:
         """
         Call C{handle_chunk} with every byte buffered, as one bytes object
-        (if there is any), and take the bytes it says it consumed: it
-        returns their number, then this returns L{NEED} (it is to be called
-        again with more), or a L{Stop}, whose value this returns.  At the end
-        of the stream, with nothing left, C{None}.
+        (if there is any, and as many as a L{Need} it returned asked for),
+        and take the bytes it says it consumed.  It returns their number or
+        a L{Need}, then this returns L{NEED} (it is to be called again with
+        more); or a L{Stop}, whose value this returns.  At the end of the
+        stream, with nothing left, C{None}.
 
         @raise IncompleteReadError: the stream ended with bytes the handler
             left unconsumed (they are taken, as its C{partial}).
         @raise TypeError: C{handle_chunk} returned neither an int (not a
-            bool) nor a L{Stop} of one.
+            bool) nor a L{Stop} or L{Need} of ints.
         @raise ValueError: it consumed less than none or more than it was
-            given.  After either error, or what C{handle_chunk} raises, the
-            bytes of that call are all still buffered.
+            given, or needs less than one byte.
+        @raise RuntimeError: the buffer was read while it ran.  After any of
+            these errors, or what C{handle_chunk} raises, the bytes of that
+            call are all still buffered.
         """
         size = self.size
-        if size:
+        scan = self._scan  # (handle_chunk, at_least, 0) after a Need from it, nothing taken since
+        if size and (scan is None or scan[0] is not handle_chunk or size >= scan[1]):
             chunks = self._chunks
             pos = self._pos
             if len(chunks) == 1 and not pos:
@@ -310,15 +331,22 @@ class RecordBuffer:
                 self._pos = 0
                 self._scan = None
             result = handle_chunk(data)
+            need = 0
             if type(result) is int:
                 consumed, value = result, NEED
             elif isinstance(result, Stop):
                 consumed, value = result
+            elif isinstance(result, Need):
+                (consumed, need), value = result, NEED
+                if type(need) is not int or need < 1:
+                    check_count("handle_chunk's at_least", need)  # raises
             else:
                 raise TypeError(
                     "handle_chunk must return the number of bytes it consumed, "
-                    f"or a Stop; it returned {result!r:.80}"
+                    f"a Stop or a Need; it returned {result!r:.80}"
                 )
+            if not chunks or chunks[0] is not data or self._pos:
+                raise RuntimeError("the reader was read while handle_chunk ran")
             if type(consumed) is not int or not 0 <= consumed <= size:
                 if type(consumed) is not int:
                     raise TypeError(
@@ -332,6 +360,8 @@ class RecordBuffer:
                 self._took(consumed)
             if value is not NEED:
                 return value
+            if need:
+                self._scan = (handle_chunk, need, 0)
         if self.eof:
             if self.size:
                 raise IncompleteReadError(self.take_now(self.size), None)

@@ -20,7 +20,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 
-from ._buffer import NEED, RecordBuffer, Stop
+from ._buffer import NEED, Need, RecordBuffer, Stop
 from ._errors import ReadInProgressError
 from ._settings import DEFAULTS, check_count
 from ._twisted_private import made_without_init
@@ -192,7 +192,7 @@ class Reader:
         return self._start(RecordBuffer.take_exactly, n)
 
     def read_one_chunk_at_a_time(
-        self, handle_chunk: Callable[[bytes], int | Stop]
+        self, handle_chunk: Callable[[bytes], int | Need | Stop]
     ) -> Deferred[Any]:
         """
         Give the bytes to C{handle_chunk} as they arrive, until it stops:
@@ -203,25 +203,33 @@ class Reader:
         C{handle_chunk(data)} is called with every unread byte, as one bytes
         object: at once if any are buffered, then each time more arrive
         (what it left, followed by the new bytes), and once more at the end
-        of the stream if it left any.  It returns either:
+        of the stream if it left any.  It returns one of:
 
           - the number of bytes it consumed, from the front of C{data}
             (from 0 to C{len(data)}): it is called again when more arrive;
-          - or L{Stop}C{(consumed, value)}: the read ends with C{value}, and
+          - L{Need}C{(consumed, at_least)}: the same, but it is called again
+            only once at least C{at_least} bytes are there after the
+            consumed ones (the length of a message it has begun, say);
+          - L{Stop}C{(consumed, value)}: the read ends with C{value}, and
             the bytes after the first C{consumed} are the next read's.
 
-        The returned Deferred fires with that C{value}.  At the end of the
-        stream it fires with C{None} if every byte was consumed (L{at_eof}
-        then says so), and fails with L{IncompleteReadError}, whose
-        C{partial} holds the bytes left, if not.  What C{handle_chunk}
-        raises fails the read, and the bytes of that call stay unread.
-        Inside C{handle_chunk}, writing is allowed, and another read of this
-        reader fails with L{ReadInProgressError}.
+        Consume every whole message in C{data} in one call: the bytes left
+        are copied when more arrive.  The returned Deferred fires with the
+        L{Stop}'s C{value}.  At the end of the stream it fires with C{None}
+        if every byte was consumed (L{at_eof} then says so), and fails with
+        L{IncompleteReadError}, whose C{partial} holds the bytes left, if
+        not.  What C{handle_chunk} raises fails the read, and the bytes of
+        that call stay unread.  Inside C{handle_chunk}, writing is allowed,
+        and another read of this reader fails with L{ReadInProgressError}.
 
-        The bytes C{handle_chunk} leaves are kept whatever C{buffer_size}
-        says, as for L{really_read}: it sees their number, C{len(data)},
-        each time, and must raise once a message is longer than its
-        protocol allows, to keep memory bounded.
+        While the read waits, it does not hold the peer back: the bytes
+        C{handle_chunk} leaves are kept whatever C{buffer_size} says, as for
+        L{really_read}.  It sees their number, C{len(data)}, each time, and
+        must raise once a message is longer than its protocol allows.  A
+        handler that writes replies should return a L{Stop} when
+        L{twisted_tcp.Writer.bytes_to_write} grows large, and await
+        L{twisted_tcp.Writer.flushed} before reading on: a peer that sends
+        without reading then stops being read.
 
         @raise TypeError: if C{handle_chunk} is not callable.
         """
@@ -413,13 +421,18 @@ class Reader:
         buffer = self._buffer
         result: Any = buffer.line_now() if op is _take_line and buffer.size else None
         if result is None:
-            try:
-                result = op(buffer, self._op_arg)
-            except Exception:
-                result = Failure()
-            else:
+            if op is _take_chunk:
+                result = self._chunk_result()
                 if result is NEED:
                     return
+            else:
+                try:
+                    result = op(buffer, self._op_arg)
+                except Exception:
+                    result = Failure()
+                else:
+                    if result is NEED:
+                        return
         waiter = self._waiter
         assert waiter is not None
         self._waiter = self._op = self._op_arg = None
@@ -440,6 +453,34 @@ class Reader:
                 task.resume(result, None)
         if self._paused or buffer.size > self.buffer_size:
             self._update_flow()
+
+    def _chunk_result(self) -> Any:
+        """
+        Call the pending chunk read's handler (user code) as its request
+        says: return the read's result, a Failure, or L{NEED}, also when the
+        read was cancelled meanwhile (then it is no longer pending).  While
+        the handler runs, the pending read is marked busy: bytes or the end
+        of the stream fed meanwhile (a close in the handler can end the
+        stream at once) wait, and are given to it when it returns.
+        """
+        waiter = self._waiter
+        buffer = self._buffer
+        self._op = _busy
+        try:
+            while True:
+                received = self._received
+                eof = buffer.eof
+                try:
+                    result = _take_chunk(buffer, self._op_arg)
+                except Exception:
+                    result = Failure()
+                if self._waiter is not waiter:
+                    return NEED  # cancelled by the handler: no longer to be served
+                if result is not NEED or (received == self._received and eof == buffer.eof):
+                    return result
+        finally:
+            if self._waiter is waiter:
+                self._op = _take_chunk
 
     def _cancel(self, d: object) -> None:
         if self._waiter is d:
@@ -609,6 +650,11 @@ class _LineBatches:
 _take_line = RecordBuffer.take_line
 _take_lines = RecordBuffer.take_lines
 _take_chunk = RecordBuffer.take_chunk
+
+
+def _busy(buffer: RecordBuffer, arg: object) -> Any:
+    """The request of a chunk read whose handler is running: it waits."""
+    return NEED
 
 
 def _consumed(failure: Failure) -> None:
