@@ -107,6 +107,28 @@ def test_resp_command_split_across_packets() -> None:
         assert served(resp_ping.handle, [data[:cut], data[cut:]]).written == run.written
 
 
+def test_resp_large_string_in_small_pieces() -> None:
+    # The command's length is known from its header: it is parsed once,
+    # when all of it is there, not once per piece.
+    value = bytes(range(256)) * 800
+    data = b"*2\r\n$4\r\nECHO\r\n$%d\r\n%s\r\nPING\r\n" % (len(value), value)
+    pieces = [data[i : i + 1000] for i in range(0, len(data), 1000)]
+    calls = []
+    parse = resp_ping.parse_command
+
+    def counted(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
+        calls.append(len(data))
+        return parse(data, pos)
+
+    resp_ping.parse_command = counted
+    try:
+        run = served(resp_ping.handle, pieces)
+    finally:
+        resp_ping.parse_command = parse
+    assert run.written == b"$%d\r\n%s\r\n+PONG\r\n" % (len(value), value)
+    assert len(calls) < 10, calls
+
+
 def test_resp_unknown_command_and_wrong_arity_keep_the_connection() -> None:
     run = served(
         resp_ping.handle,
@@ -134,6 +156,10 @@ def test_resp_unknown_command_and_wrong_arity_keep_the_connection() -> None:
         (b"*1\r\n$2\r\nPING\r\n", b"expected CRLF after a bulk string"),
         (b"*1\r\n$99999999999\r\n", b"invalid bulk length"),
         (b"*5000\r\n", b"invalid multibulk length"),
+        (b"*" + b"1" * 70000, b"too big mbulk count string"),  # a header line never ending
+        (b"*1\r\n$" + b"1" * 70000, b"too big bulk count string"),
+        (b"x" * 70000, b"too big inline request"),
+        (b"*2\r\n$1048576\r\n" + b"x" * 1048576 + b"\r\n$70000\r\n", b"too big request"),
     ],
 )
 def test_resp_protocol_error_answers_then_closes(request_: bytes, error: bytes) -> None:

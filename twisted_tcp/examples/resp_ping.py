@@ -30,9 +30,10 @@ print "WARNING: Could not fetch server CONFIG", and it goes on.)
 
 A malformed request -- an array or bulk-string header that is not a number,
 more than L{MAX_ELEMENTS} elements, a bulk string longer than
-L{MAX_BULK_LENGTH} or not followed by CRLF, an inline command longer than
-L{MAX_INLINE} or a command longer than L{MAX_REQUEST} -- is answered with
-``-ERR Protocol error: ...`` and the connection is closed, as Redis does.
+L{MAX_BULK_LENGTH} or not followed by CRLF, an inline command or a header
+line longer than L{MAX_INLINE}, a command longer than L{MAX_REQUEST} -- is
+answered with ``-ERR Protocol error: ...`` and the connection is closed, as
+Redis does.
 
 Commands are parsed as a hand-written Twisted protocol parses them, from the
 bytes received, every whole one in a chunk at once, with
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IAddress
 
-from twisted_tcp import IncompleteReadError, Reader, Stop, Writer
+from twisted_tcp import IncompleteReadError, Need, Reader, Stop, Writer
 
 MAX_ELEMENTS = 1024
 """The most elements an array command may have."""
@@ -90,7 +91,8 @@ def parse_command(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
     """
     The command that starts at C{data[pos]}, inline or an array of bulk
     strings: its words (C{[]} for an empty line or array, to be ignored) and
-    the offset after it; C{(None, pos)} if it has not all arrived yet.
+    the offset after it; or, if it has not all arrived yet, C{None} and how
+    many bytes from C{pos} it needs at least.
 
     @raise ProtocolError: the request is malformed.
     """
@@ -99,28 +101,36 @@ def parse_command(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
         if eol < 0:
             if len(data) - pos > MAX_INLINE:
                 raise ProtocolError("too big inline request")
-            return None, pos
+            return None, len(data) - pos + 1
         return data[pos:eol].split(), eol + 1
-    eol = data.find(b"\r\n", pos)
+    eol = _header_end(data, pos, "too big mbulk count string")
     if eol < 0:
-        return None, pos
+        return None, len(data) - pos + 1
     count = _length(data[pos:eol], b"*", MAX_ELEMENTS, "multibulk length")
     words = []
     at = eol + 2
     for _ in range(count):
-        eol = data.find(b"\r\n", at)
+        eol = _header_end(data, at, "too big bulk count string")
         if eol < 0:
-            return None, pos
+            return None, len(data) - pos + 1
         size = _length(data[at:eol], b"$", MAX_BULK_LENGTH, "bulk length")
         start = eol + 2
         end = start + size
         if len(data) < end + 2:
-            return None, pos
+            return None, end + 2 - pos  # (a large string is handed over once, whole)
         if data[end : end + 2] != b"\r\n":
             raise ProtocolError("expected CRLF after a bulk string")
         words.append(data[start:end])
         at = end + 2
     return words, at
+
+
+def _header_end(data: bytes, pos: int, too_big: str) -> int:
+    """Where the header line at C{data[pos]} ends (its CRLF), or -1 if it has not all arrived."""
+    eol = data.find(b"\r\n", pos)
+    if eol < 0 and len(data) - pos > MAX_INLINE:
+        raise ProtocolError(too_big)
+    return eol
 
 
 def _bulk(data: bytes) -> bytes:
@@ -149,15 +159,17 @@ def execute(words: list[bytes]) -> bytes | None:
 async def handle(address: IAddress, reader: Reader, writer: Writer) -> None:
     """Answer each command until QUIT, the end of the stream or a protocol error."""
 
-    def answer(data: bytes) -> int | Stop:
+    def answer(data: bytes) -> int | Need | Stop:
         """Answer every whole command in C{data}; say how far they go."""
         pos = 0
         size = len(data)
+        need = 0
         while pos < size:
             words, end = parse_command(data, pos)
             if words is None:
-                if size - pos > MAX_REQUEST:
+                if end > MAX_REQUEST:
                     raise ProtocolError("too big request")
+                need = end
                 break
             pos = end
             if words:
@@ -168,6 +180,8 @@ async def handle(address: IAddress, reader: Reader, writer: Writer) -> None:
                 writer.write(reply)
         if writer.bytes_to_write > 1 << 20:  # a client that sends but does not read
             return Stop(pos, _FLUSH)
+        if need:
+            return Need(pos, need)  # called again once the command is all there
         return pos
 
     while True:
