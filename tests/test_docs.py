@@ -32,10 +32,12 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, error, reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 import twisted_tcp as tt
+from twisted_tcp.testing import connected_pair
 
 from .conftest import WAIT, raw_client, read_to_end, sleep, until, within
 from .processes import Process, start, subprocess_env, twistd_command
@@ -559,6 +561,25 @@ async def test_netstrings_as_they_arrive() -> None:
 
     async with no_logged_errors(), serving(ns.handle) as server:
         assert await within(tt.with_connection(where_of(server), talk)) == b"5:HELLO,3:ABC,0:,"
+
+
+def test_netstrings_a_peer_that_does_not_read_is_not_read() -> None:
+    ns = example("netstrings")
+    pair = connected_pair(settings=tt.Settings(reader_buffer_size=1024))
+    handling = ensureDeferred(ns.handle(None, pair.server.reader, pair.server.writer))
+    text = b"x" * 10_000
+    for _ in range(200):  # 2 MB, to a client that reads 1 KiB and stops
+        pair.client.writer.write(b"%d:%s," % (len(text), text))
+        pair.flush()  # (one netstring per delivery, as a socket's reads are bounded)
+    # The server waits for its replies to leave, and stops reading.
+    assert pair.server.writer.bytes_to_write <= ns.HIGH_WATER + len(text) + 10
+    assert pair.client.writer.bytes_to_write > 1_000_000  # still at the client's end
+    assert pair.server.reader.bytes_buffered <= 2 * len(text)
+    pair.client.writer.abort()
+    pair.flush()
+    ended: list[Any] = []
+    handling.addBoth(ended.append)  # (the failure of the flush it awaited, consumed)
+    assert isinstance(ended[0], Failure) and ended[0].check(error.ConnectionLost), ended
 
 
 @pytest.mark.parametrize(
