@@ -352,6 +352,26 @@ def test_a_handler_that_cancels_its_read_is_not_served() -> None:
     assert result_of(reader.read()) == b"bc"  # what it consumed is gone, the rest is there
 
 
+def test_no_read_starts_inside_a_handler_that_cancelled_its_read() -> None:
+    # As a task cancelled under the lean driver is resumed inside the handler.
+    reader, _ = make()
+    reads: list[Any] = []
+    inside: list[BaseException] = []
+
+    def cancels(data: bytes) -> int:
+        reads[0].cancel()
+        for read in (lambda: reader.read_one_chunk_at_a_time(Frames()), reader.read_line):
+            inside.append(failure_of(read(), ReadInProgressError))
+        return 2
+
+    reads.append(reader.read_one_chunk_at_a_time(cancels))
+    feed(reader, b"ab\ncdef")
+    failure_of(reads[0], CancelledError)
+    assert len(inside) == 2
+    assert result_of(reader.read_line()) == b""  # what the handler consumed, and no more
+    assert result_of(reader.read()) == b"cdef"
+
+
 def test_bytes_and_the_end_fed_while_the_handler_runs_wait_for_it() -> None:
     reader, _ = make()
     handler = Frames()

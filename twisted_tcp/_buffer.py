@@ -319,7 +319,7 @@ class RecordBuffer:
         """
         size = self.size
         scan = self._scan  # (handle_chunk, at_least, 0) after a Need from it, nothing taken since
-        if size and (scan is None or scan[0] is not handle_chunk or size >= scan[1]):
+        if size and (scan is None or scan[0] != handle_chunk or size >= scan[1]):
             chunks = self._chunks
             pos = self._pos
             if len(chunks) == 1 and not pos:

@@ -203,7 +203,8 @@ class Reader:
         C{handle_chunk(data)} is called with every unread byte, as one bytes
         object: at once if any are buffered, then each time more arrive
         (what it left, followed by the new bytes), and once more at the end
-        of the stream if it left any.  It returns one of:
+        of the stream if it left any (but for a L{Need} not met).  It
+        returns one of:
 
           - the number of bytes it consumed, from the front of C{data}
             (from 0 to C{len(data)}): it is called again when more arrive;
@@ -461,7 +462,11 @@ class Reader:
         read was cancelled meanwhile (then it is no longer pending).  While
         the handler runs, the pending read is marked busy: bytes or the end
         of the stream fed meanwhile (a close in the handler can end the
-        stream at once) wait, and are given to it when it returns.
+        stream at once) wait, and are given to it when it returns.  If the
+        handler cancels the read (under the lean driver, cancelling resumes
+        the awaiting task inside the handler), the read ends cancelled,
+        whatever the handler then returns or raises, and no other read can
+        start before the handler returns.
         """
         waiter = self._waiter
         buffer = self._buffer
@@ -481,9 +486,17 @@ class Reader:
         finally:
             if self._waiter is waiter:
                 self._op = _take_chunk
+            elif self._waiter is _CANCELLED:
+                self._waiter = self._op = self._op_arg = None
+                self._update_flow()
 
     def _cancel(self, d: object) -> None:
         if self._waiter is d:
+            if self._op is _busy:
+                # Cancelled from inside its handler: the reader stays busy
+                # (a read started there fails) until the handler returns.
+                self._waiter = _CANCELLED
+                return
             self._waiter = self._op = self._op_arg = None
             self._update_flow()
 
@@ -655,6 +668,10 @@ _take_chunk = RecordBuffer.take_chunk
 def _busy(buffer: RecordBuffer, arg: object) -> Any:
     """The request of a chunk read whose handler is running: it waits."""
     return NEED
+
+
+_CANCELLED: Any = object()
+"""The pending read of a reader whose chunk handler cancelled it while running."""
 
 
 def _consumed(failure: Failure) -> None:
