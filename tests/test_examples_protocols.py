@@ -116,9 +116,9 @@ def test_resp_large_string_in_small_pieces() -> None:
     calls = []
     parse = resp_ping.parse_command
 
-    def counted(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
+    def counted(data: bytes, pos: int, begun: Any = None) -> Any:
         calls.append(len(data))
-        return parse(data, pos)
+        return parse(data, pos, begun)
 
     resp_ping.parse_command = counted
     try:
@@ -127,6 +127,28 @@ def test_resp_large_string_in_small_pieces() -> None:
         resp_ping.parse_command = parse
     assert run.written == b"$%d\r\n%s\r\n+PONG\r\n" % (len(value), value)
     assert len(calls) < 10, calls
+
+
+def test_resp_command_of_many_strings_in_pieces_is_parsed_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each string's header is parsed once or twice (once more if its body
+    # was not all there), however many pieces the command comes in: an
+    # array begun is resumed where it stopped, not parsed from its start.
+    args = [b"%04d" % i + b"x" * 1000 for i in range(600)]
+    data = b"*%d\r\n" % (len(args) + 1) + b"$4\r\nPING\r\n"
+    data += b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    lengths = []
+    length = resp_ping._length
+
+    def counted(header: bytes, kind: bytes, limit: int, what: str) -> int:
+        lengths.append(header)
+        return length(header, kind, limit, what)
+
+    monkeypatch.setattr(resp_ping, "_length", counted)
+    run = served(resp_ping.handle, [data[i : i + 700] for i in range(0, len(data), 700)])
+    assert run.written == b"-ERR wrong number of arguments for 'ping' command\r\n"
+    assert len(lengths) <= 2 * (len(args) + 2)  # (from its start each time: 100,000)
 
 
 def test_resp_unknown_command_and_wrong_arity_keep_the_connection() -> None:
@@ -301,6 +323,15 @@ def test_http_malformed_request_answers_then_closes(request_: bytes, status: byt
     assert got == status
     assert headers[b"connection"] == b"close"
     assert rest == b"" and run.ended  # closed of its own accord
+
+
+@pytest.mark.parametrize("line", [b"GET /\r\n", b"HELLO\n", b"GET / HTTP/1.1 extra\r\nHost: x"])
+def test_http_a_bad_request_line_is_answered_before_the_head_ends(line: bytes) -> None:
+    run = served(http_hello.handle, [GET, line])  # and nothing more, the client waiting
+    (_, _, _), rest = split_response(run.written)
+    (status, headers, _), rest = split_response(rest)
+    assert status == BAD_REQUEST and headers[b"connection"] == b"close"
+    assert run.ended
 
 
 def test_http_1_0_closes_unless_keep_alive() -> None:

@@ -40,6 +40,8 @@ no files: it is the smallest server a real HTTP client can be pointed at.
 
 from __future__ import annotations
 
+import re
+
 from twisted.internet.interfaces import IAddress
 
 from twisted_tcp import IncompleteReadError, Reader, Stop, Writer
@@ -145,14 +147,17 @@ def parse_request_line(line: bytes) -> Request:
     return Request(parts[0], parts[1], parts[2])
 
 
-def parse_request(data: bytes, pos: int) -> tuple[Request | None, int]:
+def parse_request(data: bytes, pos: int, searched: int = 0) -> tuple[Request | None, int]:
     """
     The request whose head starts at C{data[pos]} (after one blank line,
-    which may come before a request), and the offset after its head;
-    C{(None, pos)} if the head has not all arrived yet.
+    which may come before a request), and the offset after its head; or,
+    while the head has not all arrived, C{None} and how many bytes from
+    C{pos} have been searched for its end: given back as C{searched} once
+    more bytes have arrived, they are not searched again.
 
     @raise BadRequest: the head is malformed, not supported, or longer than
-        L{MAX_HEAD} (said as soon as that many bytes have arrived).
+        L{MAX_HEAD} (said as soon as that many bytes have arrived); or its
+        request line is malformed (said as soon as that line has arrived).
     """
     start = pos
     if data.startswith(b"\r\n", pos):  # one blank line is allowed (RFC 9112, 2.2)
@@ -160,16 +165,15 @@ def parse_request(data: bytes, pos: int) -> tuple[Request | None, int]:
     elif data.startswith(b"\n", pos):
         start += 1
     # The head ends with an empty line: after CRLF or a bare LF.
-    end = data.find(b"\n\r\n", start, start + MAX_HEAD + 3)
-    bare = data.find(b"\n\n", start, end + 2 if end >= 0 else start + MAX_HEAD + 2)
-    if bare >= 0:
-        end, after = bare, bare + 2
-    elif end >= 0:
-        after = end + 3
-    else:
+    found = _HEAD_END.search(data, max(start, pos + searched - 2), start + MAX_HEAD + 3)
+    if found is None:
         if len(data) - start > MAX_HEAD + 2:
             raise BadRequest(400, "the request head is too long")
-        return None, pos
+        eol = data.find(b"\n", start, start + 8192)
+        if eol >= 0:  # the request line has arrived: is it one?
+            parse_request_line(data[start:eol].removesuffix(b"\r"))
+        return None, len(data) - pos
+    end, after = found.span()
     if end - start > MAX_HEAD:
         raise BadRequest(400, "the request head is too long")
     lines = data[start:end].split(b"\n")
@@ -199,21 +203,28 @@ def response_to(request: Request) -> bytes:
 
 _FLUSH = "flush"
 
+_HEAD_END = re.compile(rb"\n\r?\n")
+"""The empty line that ends a request head (and the line ending before it)."""
+
 
 async def handle(address: IAddress, reader: Reader, writer: Writer) -> None:
     """Answer each request on the connection until it is to be closed."""
+    searched = 0  # of the head begun at the start of the bytes left, how much was searched
 
     def answer(data: bytes) -> int | Stop:
         """
         Answer every whole request in C{data}, but stop at one with a body
         to read, or after which the connection is to close.
         """
+        nonlocal searched
         pos = 0
         size = len(data)
         while pos < size:
-            request, end = parse_request(data, pos)
+            request, end = parse_request(data, pos, searched)
             if request is None:
+                searched = end  # the request not all there starts the next call's data
                 break
+            searched = 0
             if request.content_length or not request.keep_alive:
                 return Stop(end, request)
             writer.write(response_to(request))

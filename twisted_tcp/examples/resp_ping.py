@@ -87,42 +87,60 @@ def _length(header: bytes, kind: bytes, limit: int, what: str) -> int:
     raise ProtocolError(f"invalid {what}")
 
 
-def parse_command(data: bytes, pos: int) -> tuple[list[bytes] | None, int]:
+Begun = tuple[list[bytes], int, int]
+"""
+An array command parsed part of the way: its words so far, how many it has,
+and where the next one starts, from the command's start.
+"""
+
+
+def parse_command(
+    data: bytes, pos: int, begun: Begun | None = None
+) -> tuple[list[bytes] | None, int, Begun | None]:
     """
     The command that starts at C{data[pos]}, inline or an array of bulk
-    strings: its words (C{[]} for an empty line or array, to be ignored) and
-    the offset after it; or, if it has not all arrived yet, C{None} and how
-    many bytes from C{pos} it needs at least.
+    strings: its words (C{[]} for an empty line or array, to be ignored),
+    the offset after it and C{None}; or, if it has not all arrived yet,
+    C{None}, how many bytes from C{pos} it needs at least, and how far an
+    array command was parsed: given back as C{begun} once more bytes are
+    there, the parsing goes on from there (a command of many strings
+    arriving in many pieces costs time linear in its length).
 
     @raise ProtocolError: the request is malformed.
     """
-    if data[pos] != 42:  # not b"*": inline
+    if begun is not None:
+        words, count, offset = begun
+        at = pos + offset
+    elif data[pos] != 42:  # not b"*": inline
         eol = data.find(b"\n", pos)
         if eol < 0:
             if len(data) - pos > MAX_INLINE:
                 raise ProtocolError("too big inline request")
-            return None, len(data) - pos + 1
-        return data[pos:eol].split(), eol + 1
-    eol = _header_end(data, pos, "too big mbulk count string")
-    if eol < 0:
-        return None, len(data) - pos + 1
-    count = _length(data[pos:eol], b"*", MAX_ELEMENTS, "multibulk length")
-    words = []
-    at = eol + 2
-    for _ in range(count):
+            return None, len(data) - pos + 1, None
+        return data[pos:eol].split(), eol + 1, None
+    else:
+        eol = _header_end(data, pos, "too big mbulk count string")
+        if eol < 0:
+            return None, len(data) - pos + 1, None
+        count = _length(data[pos:eol], b"*", MAX_ELEMENTS, "multibulk length")
+        words = []
+        at = eol + 2
+    while len(words) < count:
+        # At least the rest of this string, and 6 bytes ("$0\r\n\r\n") for each after it.
+        after = 6 * (count - len(words) - 1)
         eol = _header_end(data, at, "too big bulk count string")
         if eol < 0:
-            return None, len(data) - pos + 1
+            return None, len(data) - pos + 1 + after, (words, count, at - pos)
         size = _length(data[at:eol], b"$", MAX_BULK_LENGTH, "bulk length")
         start = eol + 2
         end = start + size
         if len(data) < end + 2:
-            return None, end + 2 - pos  # (a large string is handed over once, whole)
+            return None, end + 2 - pos + after, (words, count, at - pos)
         if data[end : end + 2] != b"\r\n":
             raise ProtocolError("expected CRLF after a bulk string")
         words.append(data[start:end])
         at = end + 2
-    return words, at
+    return words, at, None
 
 
 def _header_end(data: bytes, pos: int, too_big: str) -> int:
@@ -159,13 +177,16 @@ def execute(words: list[bytes]) -> bytes | None:
 async def handle(address: IAddress, reader: Reader, writer: Writer) -> None:
     """Answer each command until QUIT, the end of the stream or a protocol error."""
 
+    begun: Begun | None = None  # the command at the start of the bytes left, parsed so far
+
     def answer(data: bytes) -> int | Need | Stop:
         """Answer every whole command in C{data}; say how far they go."""
+        nonlocal begun
         pos = 0
         size = len(data)
         need = 0
         while pos < size:
-            words, end = parse_command(data, pos)
+            words, end, begun = parse_command(data, pos, begun)
             if words is None:
                 if end > MAX_REQUEST:
                     raise ProtocolError("too big request")
