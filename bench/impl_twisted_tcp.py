@@ -1,6 +1,7 @@
 """
 twisted_tcp, used as its documentation says a user would: clients from
-C{twisted_tcp.connect} with C{async def} code over the Reader and Writer, and
+C{twisted_tcp.with_connection} with C{async def} code over the Reader and
+Writer (as the tutorial's client), and
 a C{Server} whose handler is the line echo of C{twisted_tcp.examples.echo}
 (over TLS, for the C{tls_*} workloads, C{to_host_and_port(..., tls=...)}, and
 C{on_port(..., tls=(certificate, key))} for the TLS line echo);
@@ -172,24 +173,24 @@ async def client(reactor: Any, workload: str, port: int, params: dict[str, Any])
         )
     else:
         where = twisted_tcp.to_host_and_port(HOST, port)
-    sock, reader, writer = await twisted_tcp.connect(where, timeout=10, reactor=reactor)
-    try:
+    # As the tutorial's async def client: with_connection runs the function
+    # with the lean driver (a read resumes it directly), then closes.
+
+    async def run(sock: Any, reader: Any, writer: Any) -> tuple[int, float]:
         if workload == "bulk_send":
-            work = params["total"]
-            elapsed = await _bulk_send(reader, writer, work)
-        elif workload == "bulk_recv":
-            work = params["total"]
-            elapsed = await _bulk_recv(reader, writer, work)
-        elif workload == "pingpong":
-            work = params["count"]
-            elapsed = await _pingpong(reader, writer, work)
-        elif workload == "pipelined":
-            work = params["count"]
-            elapsed = await _pipelined(reader, writer, work, params["batch"], params["window"])
-        else:
-            raise ValueError(f"unknown client workload {workload!r}")
-    finally:
-        await sock.close()
+            return params["total"], await _bulk_send(reader, writer, params["total"])
+        if workload == "bulk_recv":
+            return params["total"], await _bulk_recv(reader, writer, params["total"])
+        if workload == "pingpong":
+            return params["count"], await _pingpong(reader, writer, params["count"])
+        if workload == "pipelined":
+            elapsed = await _pipelined(
+                reader, writer, params["count"], params["batch"], params["window"]
+            )
+            return params["count"], elapsed
+        raise ValueError(f"unknown client workload {workload!r}")
+
+    work, elapsed = await twisted_tcp.with_connection(where, run, timeout=10, reactor=reactor)
     return {"work": work, "elapsed": elapsed}
 
 
