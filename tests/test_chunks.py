@@ -198,6 +198,16 @@ def test_a_need_holds_the_handler_back_until_its_bytes_are_there() -> None:
     assert info.value.partial == b"\x00\x05ab" and len(handler.calls) == 3
 
 
+def test_a_need_holds_for_the_same_bound_method_taken_again() -> None:
+    buffer = RecordBuffer()
+    parser = Lengths()
+    buffer.feed(b"\x00\x0aabc")
+    assert buffer.take_chunk(parser.__call__) is NEED  # (a new bound method each time)
+    buffer.feed(b"de")
+    assert buffer.take_chunk(parser.__call__) is NEED
+    assert len(parser.calls) == 1
+
+
 @pytest.mark.parametrize(
     ("returned", "error", "words"),
     [

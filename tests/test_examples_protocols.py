@@ -105,6 +105,13 @@ def test_resp_command_split_across_packets() -> None:
     data = b"".join(parts)
     for cut in range(1, len(data)):  # and cut in two anywhere
         assert served(resp_ping.handle, [data[:cut], data[cut:]]).written == run.written
+    # The shortest strings there are: what a command not all there says it
+    # needs is never more than it needs.
+    data = b"*3\r\n$4\r\nECHO\r\n$0\r\n\r\n$0\r\n\r\n*2\r\n$4\r\nECHO\r\n$0\r\n\r\n"
+    whole = served(resp_ping.handle, data).written
+    assert whole == b"-ERR wrong number of arguments for 'echo' command\r\n$0\r\n\r\n"
+    for cut in range(1, len(data)):
+        assert served(resp_ping.handle, [data[:cut], data[cut:]]).written == whole, cut
 
 
 def test_resp_large_string_in_small_pieces() -> None:

@@ -222,6 +222,9 @@ class Reader:
         not.  What C{handle_chunk} raises fails the read, and the bytes of
         that call stay unread.  Inside C{handle_chunk}, writing is allowed,
         and another read of this reader fails with L{ReadInProgressError}.
+        A read cancelled from inside C{handle_chunk} (cancelling the task
+        that awaits it) ends cancelled, whatever C{handle_chunk} then
+        returns or raises; the bytes it consumed are taken.
 
         While the read waits, it does not hold the peer back: the bytes
         C{handle_chunk} leaves are kept whatever C{buffer_size} says, as for
