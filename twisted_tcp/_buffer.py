@@ -321,14 +321,10 @@ class RecordBuffer:
         scan = self._scan  # (handle_chunk, at_least, 0) after a Need from it, nothing taken since
         if size and (scan is None or scan[0] != handle_chunk or size >= scan[1]):
             chunks = self._chunks
-            pos = self._pos
-            if len(chunks) == 1 and not pos:
+            if len(chunks) == 1 and not self._pos:
                 data = chunks[0]  # (the usual case: one chunk, untouched, is passed as it is)
             else:
-                first = chunks[0][pos:] if pos else chunks[0]
-                data = b"".join([first, *chunks[1:]]) if len(chunks) > 1 else first
-                chunks[:] = [data]  # joined once: what the handler leaves is not joined again
-                self._pos = 0
+                data = self._join()  # joined once: what the handler leaves is not joined again
                 self._scan = None
             result = handle_chunk(data)
             need = 0
@@ -426,6 +422,14 @@ class RecordBuffer:
         self.take_now(skip)
         return record
 
+    def _join(self) -> bytes:
+        """Make the buffered bytes one chunk, taken from its start, and return it."""
+        chunks = self._chunks
+        first = chunks[0][self._pos :] if self._pos else chunks[0]
+        chunks[:] = [b"".join([first, *chunks[1:]]) if len(chunks) > 1 else first]
+        self._pos = 0
+        return chunks[0]
+
     def _took(self, n: int) -> None:
         """C{n} bytes were taken from the first chunk (no more than it holds)."""
         after = self._pos + n
@@ -455,9 +459,7 @@ class RecordBuffer:
         if width > 1:
             # The delimiter may straddle chunks: search them joined.
             if len(chunks) > 1:
-                first = chunks[0]
-                chunks[:] = [b"".join([first[self._pos :], *chunks[1:]])]
-                self._pos = 0
+                self._join()
             pos = self._pos
             i = chunks[0].find(delimiter, pos + max(0, offset - width + 1))
             if i < 0:

@@ -179,7 +179,7 @@ def parse_request(data: bytes, pos: int, searched: int = 0) -> tuple[Request | N
     lines = data[start:end].split(b"\n")
     if len(lines) > MAX_HEADERS + 1:
         raise BadRequest(400, f"more than {MAX_HEADERS} header lines")
-    lines = [line[:-1] if line[-1:] == b"\r" else line for line in lines]
+    lines = [line.removesuffix(b"\r") for line in lines]
     request = parse_request_line(lines[0])
     for line in lines[1:]:
         if line[:1] in (b" ", b"\t"):
