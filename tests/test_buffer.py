@@ -6,6 +6,7 @@ way the stream is cut into chunks.
 
 from __future__ import annotations
 
+import gc
 import itertools
 from typing import Any
 
@@ -163,9 +164,33 @@ def test_requests_match_the_model(
             assert ask(buffer, op, arg) == model.attempt(op, arg), (op, arg)
         assert buffer.size == len(model.buf)
         assert buffer.eof == model.eof
+        assert holds_a_list(buffer) == (buffer.size > 0), (op, arg)
     # At the end of the stream, nothing waits: everything is taken.
     assert ask(buffer, "contents", None) == ("ok", model.buf)
     assert buffer.size == 0
+    assert not holds_a_list(buffer)
+
+
+def holds_a_list(buffer: RecordBuffer) -> bool:
+    """Whether C{buffer} holds a list (of chunks) for the garbage collector to track."""
+    return any(isinstance(o, list) for o in gc.get_referents(buffer))
+
+
+def test_an_emptied_buffer_holds_no_list() -> None:
+    # What an idle connection's reader keeps: no list of no chunks (72 bytes,
+    # one more object for the garbage collector to track per connection).
+    buffer = RecordBuffer()
+    assert not holds_a_list(buffer)
+    buffer.feed(b"one\ntw")
+    buffer.feed(b"o\nthree\n")
+    assert holds_a_list(buffer)
+    assert lines_of(buffer) == [b"one", b"two", b"three"]
+    assert not holds_a_list(buffer)
+    buffer.feed(b"abcdef")
+    assert buffer.take_now(2) == b"ab" and holds_a_list(buffer)
+    buffer.feed(b"gh")
+    assert buffer.take_now(6) == b"cdefgh"
+    assert not holds_a_list(buffer)
 
 
 @settings(max_examples=300, deadline=None)
