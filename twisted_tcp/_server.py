@@ -36,7 +36,7 @@ from ._settings import DEFAULTS, Settings, settings_with
 from ._stats import DurationCounter, ServerStats
 from ._sweeper import Deadline
 from ._tls import describe_tls_error
-from ._twisted_private import accept_error, fit_accepts, fit_accepts_after_reads
+from ._twisted_private import accept_error, fit_accepts_after_reads
 from ._where import WhereToListen, show_address
 from ._writer import Writer
 
@@ -592,26 +592,30 @@ class Server:
             if not self._closed:
                 self._handshake_failed(connection, _handshake_error(reason))
             return
-        if connection not in self._connections:
+        connections = self._connections
+        try:
+            connections.remove(connection)
+        except KeyError:  # parked, or never admitted
             try:
                 self._parked.remove(connection)
             except ValueError:
                 pass
             return
-        self._connections.discard(connection)
-        received, sent = connection.byte_counts()
-        self._ended_received += received
-        self._ended_sent += sent
-        writer = connection.writer
-        if writer is not None and writer.error is not None:
-            self._report(connection, Failure(writer.error))
+        reader, writer = connection.reader, connection.writer
+        if reader is not None and writer is not None:  # (what byte_counts says, with no call)
+            self._ended_received += reader._received
+            self._ended_sent += writer._written
+            if writer._error is not None:
+                self._report(connection, Failure(writer._error))
         parked = self._parked
-        while parked and len(self._connections) < self._max_connections and not self._closed:
-            self._serve(parked.popleft())
-        if len(self._connections) < self._max_connections and not parked:
-            self._fit_accepts()
-            if not self._accepting:
-                self._resume_accepting()
+        if parked:
+            while parked and len(connections) < self._max_connections and not self._closed:
+                self._serve(parked.popleft())
+        # (The port's accepts need no fitting as a slot frees: they are
+        # fitted after each read of its socket, and free slots only grow
+        # between reads.)
+        elif not self._accepting and len(connections) < self._max_connections:
+            self._resume_accepting()
         if self._closed:
             self._maybe_drained()
 
@@ -621,18 +625,6 @@ class Server:
 
     def _free_slots(self) -> int:
         return self._max_connections - len(self._connections) - len(self._handshakes)
-
-    def _fit_accepts(self) -> None:
-        """
-        Twisted's ports accept up to C{numberAccepts} connections each time
-        the listening socket is readable (a number they adapt): keep it at
-        most the free slots, so that a full server holds no accepted
-        connection without a handler while another process on the same
-        socket (a worker of C{twistd --workers}) has room for it.  It is
-        fitted after each read of the port (L{fit_accepts_after_reads}),
-        and as slots free.
-        """
-        fit_accepts(self._port, self._free_slots())
 
     def _pause_accepting(self) -> None:
         if self._accepting and self._port is not None:
