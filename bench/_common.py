@@ -18,7 +18,13 @@ import struct
 import sys
 from types import ModuleType
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.environ.get("BENCH_PACKAGE_TREE") or os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))
+)
+"""
+Where C{twisted_tcp} is imported from: this checkout, or for run.py's
+C{--before} the tree it exported (named by C{BENCH_PACKAGE_TREE}).
+"""
 
 HOST = "127.0.0.1"
 LINE_BYTES = 64  # on the wire, b"\n" included
@@ -28,13 +34,13 @@ BULK_HEADER = struct.Struct("!Q")  # bulk_send: the byte count, before the bytes
 
 
 def use_repo_package() -> None:
-    """Import C{twisted_tcp} from this checkout (it need not be installed)."""
+    """Import C{twisted_tcp} from L{REPO} (it need not be installed)."""
     if REPO not in sys.path:
         sys.path.insert(0, REPO)
 
 
 def load_example(name: str) -> ModuleType:
-    """The module C{twisted_tcp.examples.NAME} of this checkout."""
+    """The module C{twisted_tcp.examples.NAME} of L{REPO}."""
     use_repo_package()
     return importlib.import_module(f"twisted_tcp.examples.{name}")
 

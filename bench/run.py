@@ -10,6 +10,7 @@ and ratios to raw Twisted, and writes it to bench/RESULTS.md.
     python bench/run.py --smoke --results /tmp/R.md   # a few KiB, 1 round (the smoke test)
     python bench/run.py --only workers  # twistd tcpserver --workers 1 and 2, and uvloop
     python bench/run.py --only tls      # the TLS rows: client side, server side, server memory
+    python bench/run.py --only conc --before HEAD~3   # against this checkout's HEAD~3
     bench/setup.sh                      # installs redis-benchmark and wrk (Debian)
 
 Processes: every client and every server is a worker process of its own
@@ -20,7 +21,10 @@ server.  The real-client workloads run redis-benchmark and wrk (from the
 load-generator process) and are skipped, with a note, where they are not
 installed.  The last workload, workers_conc_conns, runs real
 `twistd tcpserver --workers N` processes (N = 1 and 2) as the servers, next
-to the uvloop streams server, and has a table of its own.  See
+to the uvloop streams server, and has a table of its own.  With --before
+REF, the twisted_tcp of git revision REF (exported with git archive) is one
+more implementation, "before", measured with this tree's benchmark code in
+the same interleaved rounds: the way to see what a change did.  See
 bench/README.md.
 """
 
@@ -51,6 +55,7 @@ from typing import Any
 import _tls  # the test PKI of the TLS workloads (trustme is imported only to make it)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(HERE)
 WORKER = os.path.join(HERE, "worker.py")
 DEFAULT_RESULTS = os.path.join(HERE, "RESULTS.md")
 
@@ -58,12 +63,15 @@ IMPLS = ["twisted", "twisted_tcp", "asyncio", "uvloop"]
 IMPL_TITLES = {
     "twisted": "raw Twisted",
     "twisted_tcp": "twisted_tcp",
+    "before": "twisted_tcp before",
     "asyncio": "asyncio streams",
     "uvloop": "uvloop streams",
     "twistd_w1": "twistd --workers 1",
     "twistd_w2": "twistd --workers 2",
 }
 BASELINE = "twisted"
+BEFORE = "before"  # the implementation of --before: twisted_tcp at an older revision
+BEFORE_ENV = "BENCH_PACKAGE_TREE"  # the tree a worker imports twisted_tcp from (_common.REPO)
 MiB = 1 << 20
 TLS_ENV = _tls.ENV  # names the directory of the test PKI, for the workers
 
@@ -533,7 +541,12 @@ class Worker:
     """A bench/worker.py process, driven by JSON lines over its stdin/stdout."""
 
     def __init__(
-        self, args: list[str], logdir: str, cpu: int | None = None, tls_dir: str | None = None
+        self,
+        args: list[str],
+        logdir: str,
+        cpu: int | None = None,
+        tls_dir: str | None = None,
+        package_tree: str | None = None,
     ) -> None:
         self.args = args
         self.name = " ".join(args)
@@ -542,6 +555,9 @@ class Worker:
         env = dict(os.environ)
         env.pop("BENCH_CPU", None)
         env.pop(TLS_ENV, None)
+        env.pop(BEFORE_ENV, None)
+        if package_tree is not None:
+            env[BEFORE_ENV] = package_tree
         if cpu is not None:
             env["BENCH_CPU"] = str(cpu)
         if tls_dir is not None:
@@ -637,8 +653,10 @@ class Workers:
         ready_timeout: float,
         cpus: tuple[int, int] | None,
         tls_dir: str | None = None,
+        before_tree: str | None = None,
     ) -> None:
         self.logdir = logdir
+        self.before_tree = before_tree  # the exported tree of --before, or None
         self.ready_timeout = ready_timeout
         self.cpus = cpus  # (the clients' CPU, the servers' CPU), or None: not pinned
         self.tls_dir = tls_dir  # the test PKI of the TLS workloads, or None: none measured
@@ -649,7 +667,8 @@ class Workers:
         cpu = None
         if self.cpus is not None:
             cpu = self.cpus[1] if key[0] == "server" else self.cpus[0]
-        return Worker(list(key), self.logdir, cpu, self.tls_dir)
+        tree = self.before_tree if key[-1] == BEFORE else None
+        return Worker(list(key), self.logdir, cpu, self.tls_dir, tree)
 
     def start(self, keys: list[tuple[str, ...]]) -> None:
         """Start these workers all at once, then wait until each is ready."""
@@ -671,6 +690,14 @@ class Workers:
         except WorkerError:
             self.discard(key)
             raise
+        if key[-1] == BEFORE and not str(ready.get("package", "")).startswith(
+            str(self.before_tree)
+        ):
+            self.discard(key)
+            raise WorkerError(
+                f"{worker.name}: twisted_tcp came from {ready.get('package')}, "
+                f"not from the tree of --before ({self.before_tree})"
+            )
         for name in ("reactor", "loop"):
             if name in ready:
                 self.info[" ".join(key)] = ready[name]
@@ -703,10 +730,10 @@ class Results:
         if detail:
             self.details.setdefault(workload, {}).setdefault(impl, []).append(detail)
 
-    def paired_ratios(self, workload: str, impl: str) -> list[float]:
-        """C{impl} over raw Twisted, round by round (measured minutes apart at most)."""
+    def paired_ratios(self, workload: str, impl: str, over: str = BASELINE) -> list[float]:
+        """C{impl} over C{over}, round by round (measured minutes apart at most)."""
         mine = self.by_round.get(workload, {}).get(impl, {})
-        base = self.by_round.get(workload, {}).get(BASELINE, {})
+        base = self.by_round.get(workload, {}).get(over, {})
         return [mine[r] / base[r] for r in sorted(mine) if base.get(r)]
 
     def fail(self, workload: str, impl: str, error: str) -> None:
@@ -1043,6 +1070,9 @@ def table(results: Results, workloads: list[Workload], impls: list[str]) -> str:
     others = [i for i in impls if i != BASELINE]
     head = ["workload", "unit", *impls]
     head += [f"{i} ÷ {BASELINE}" for i in others]
+    versus_before = "twisted_tcp" in impls and BEFORE in impls
+    if versus_before:
+        head += [f"twisted_tcp ÷ {BEFORE}"]
     if "twisted_tcp" in impls:
         head += ["target (twisted_tcp ÷ twisted)"]
         if "asyncio" in impls:
@@ -1053,6 +1083,7 @@ def table(results: Results, workloads: list[Workload], impls: list[str]) -> str:
         unit = f"{wl.unit} (lower is better)" if wl.lower_is_better else wl.unit
         if wl.name in results.skipped:
             row = [wl.name, unit] + ["skipped"] * len(impls) + ["—"] * len(others)
+            row += ["—"] * versus_before
             if "twisted_tcp" in impls:
                 row += ["—"] * (1 + ("asyncio" in impls))
                 row.append("skipped: " + results.skipped[wl.name])
@@ -1061,6 +1092,8 @@ def table(results: Results, workloads: list[Workload], impls: list[str]) -> str:
         med = {i: results.median(wl.name, i) for i in impls}
         row = [wl.name, unit] + [fmt_value(med[i]) for i in impls]
         row += [fmt_ratio(med[i], med.get(BASELINE)) for i in others]
+        if versus_before:
+            row.append(fmt_ratio(med["twisted_tcp"], med[BEFORE]))
         if "twisted_tcp" in impls:
             row.append(f"{'≤' if wl.lower_is_better else '≥'} {wl.target:.2f}x")
             tcp = med["twisted_tcp"]
@@ -1098,14 +1131,15 @@ def spread_table(results: Results, workloads: list[Workload], impls: list[str]) 
     twisted_tcp's ratio to raw Twisted computed round by round.
     """
     paired = "twisted_tcp" in impls
+    bases = [BASELINE, BEFORE] if paired and BEFORE in impls else [BASELINE]
     head = ["workload", *impls] + (
-        ["twisted_tcp ÷ twisted per round: median (min-max)"] if paired else []
+        [f"twisted_tcp ÷ {base} per round: median (min-max)" for base in bases] if paired else []
     )
     rows = [head, ["---"] + ["---:"] * (len(head) - 1)]
     for wl in workloads:
         row = [wl.name]
         if wl.name in results.skipped:
-            rows.append(row + ["skipped"] * len(impls) + (["—"] if paired else []))
+            rows.append(row + ["skipped"] * len(impls) + ["—"] * (len(bases) if paired else 0))
             continue
         for impl in impls:
             values = results.samples.get(wl.name, {}).get(impl)
@@ -1115,8 +1149,8 @@ def spread_table(results: Results, workloads: list[Workload], impls: list[str]) 
             med = statistics.median(values)
             spread = (max(values) - min(values)) / med * 100 if med else 0.0
             row.append(f"{fmt_value(min(values))}-{fmt_value(max(values))} (±{spread / 2:.0f}%)")
-        if paired:
-            ratios = results.paired_ratios(wl.name, "twisted_tcp")
+        for base in bases if paired else ():
+            ratios = results.paired_ratios(wl.name, "twisted_tcp", base)
             row.append(
                 f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
                 if ratios
@@ -1362,8 +1396,49 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="pin every client (and the load generator) to one CPU and every "
         "server to another (default: the scheduler places them)",
     )
+    p.add_argument(
+        "--before",
+        metavar="REF",
+        help="also measure the twisted_tcp of git revision REF of this checkout "
+        '(a column "before", and twisted_tcp\'s ratios to it), in the same rounds',
+    )
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     return p.parse_args(argv)
+
+
+def resolve_revision(ref: str) -> str:
+    """The commit that C{ref} names in this checkout; exit with why if none."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", REPO_DIR, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise SystemExit(f"--before {ref}: git cannot run here ({exc})") from None
+    if done.returncode != 0:
+        raise SystemExit(f"--before {ref}: not a commit of the git checkout {REPO_DIR}")
+    return done.stdout.strip()
+
+
+def export_package(commit: str, dest: str) -> str:
+    """
+    Write the C{twisted_tcp} package of C{commit} under C{dest} (with git
+    archive: no worktree, nothing left in the checkout) and return C{dest}.
+    """
+    os.makedirs(dest)
+    archive = subprocess.run(
+        ["git", "-C", REPO_DIR, "archive", "--format=tar", commit, "twisted_tcp"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise SystemExit(
+            f"--before: git archive of {commit[:12]} failed: {archive.stderr.decode()[:300]}"
+        )
+    subprocess.run(["tar", "-x", "-C", dest], input=archive.stdout, check=True)
+    return dest
 
 
 @contextmanager
@@ -1420,6 +1495,16 @@ def main(argv: list[str]) -> int:
     if BASELINE not in impls:
         impls = [BASELINE, *impls]
     impls = [i for i in IMPLS if i in impls]  # a fixed column order
+    before_commit = None
+    if args.before:
+        if "twisted_tcp" not in impls:
+            raise SystemExit("--before compares with twisted_tcp: keep it in --impls")
+        before_commit = resolve_revision(args.before)
+        impls.insert(impls.index("twisted_tcp") + 1, BEFORE)
+        notes.append(
+            f"{BEFORE}: the twisted_tcp of {args.before} ({before_commit[:10]}), "
+            "run by this tree's benchmark code"
+        )
     if "uvloop" in impls and (args.no_uvloop or importlib.util.find_spec("uvloop") is None):
         impls.remove("uvloop")
         if not args.no_uvloop:
@@ -1467,7 +1552,12 @@ def main(argv: list[str]) -> int:
             # directory (removed at the end), named to the workers by TLS_ENV.
             tls_dir = os.path.join(logdir, "tls")
             _tls.make_pki(tls_dir)
-        workers = Workers(logdir, ready_timeout=30.0, cpus=cpus, tls_dir=tls_dir)
+        before_tree = None
+        if before_commit is not None:
+            before_tree = export_package(before_commit, os.path.join(logdir, "before"))
+        workers = Workers(
+            logdir, ready_timeout=30.0, cpus=cpus, tls_dir=tls_dir, before_tree=before_tree
+        )
         try:
             keys: list[tuple[str, ...]] = []
             if any(wl.side == "client" for wl in measured):

@@ -1,8 +1,8 @@
 """
 One benchmark process, started and driven by run.py over its stdin/stdout:
 
-    worker.py server KIND     KIND: fixed, twisted, twisted_tcp, asyncio, uvloop
-    worker.py client IMPL     IMPL: twisted, twisted_tcp, asyncio, uvloop
+    worker.py server KIND     KIND: fixed, twisted, twisted_tcp, before, asyncio, uvloop
+    worker.py client IMPL     IMPL: twisted, twisted_tcp, before, asyncio, uvloop
     worker.py loadgen
 
 Each prints one JSON line when ready (a server: the ports it listens on: the
@@ -13,9 +13,11 @@ and a TLS byte echo, and the others a TLS line echo).
 A client or the load generator then reads one JSON command per line,
 C{{"workload": ..., "port": ..., "params": {...}}}, runs it and answers one
 JSON line, C{{"ok": true, "work": n, "elapsed": seconds}} or C{{"ok": false,
-"error": ...}}.  Every worker exits when its stdin closes, so none outlives
-the harness.  Each raises its limit on open files (the soft limit, up to the
-hard one) for the idle-connections workload.
+"error": ...}}.  C{before} is C{twisted_tcp} imported from the tree that
+C{BENCH_PACKAGE_TREE} names (run.py's C{--before}).  Every worker exits when
+its stdin closes, so none outlives the harness.  Each raises its limit on
+open files (the soft limit, up to the hard one) for the idle-connections
+workload.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def twisted_main(role: str, kind: str) -> None:
 
     async def start() -> None:
         ready: dict[str, Any] = {"ready": True, "reactor": reactor_name}
+        if kind == "twisted_tcp":  # where it came from (run.py checks that of --before)
+            ready["package"] = os.path.dirname(os.path.abspath(impl.twisted_tcp.__file__))
         if role == "server":
             if kind == "fixed":
                 ready["ports"] = {
@@ -245,6 +249,8 @@ def main(argv: list[str]) -> None:
         asyncio_main(role, kind)
     elif kind in ("fixed", "twisted", "twisted_tcp"):
         twisted_main(role, kind)
+    elif kind == "before":  # twisted_tcp, imported from the tree BENCH_PACKAGE_TREE names
+        twisted_main(role, "twisted_tcp")
     else:
         raise SystemExit(f"usage: worker.py server|client KIND, or worker.py loadgen (not {argv})")
 

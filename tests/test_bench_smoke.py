@@ -16,6 +16,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "bench" / "run.py"
 
@@ -112,3 +114,56 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     if os.path.isdir("/proc"):
         assert not _tagged_pids(tag)
     assert set(os.listdir(ROOT / "bench")) <= bench_files
+
+
+def _git_checkout() -> bool:
+    """Whether the tree under test is a git checkout that git can read."""
+    if shutil.which("git") is None:
+        return False
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(not _git_checkout(), reason="needs git and a git checkout")
+def test_benchmark_before_measures_another_revision(tmp_path: Path) -> None:
+    # --before REF: the twisted_tcp of REF is one more column, measured in the
+    # same rounds (the worker refuses to count if it imported another one).
+    tag = uuid.uuid4().hex
+    bench_files = set(os.listdir(ROOT / "bench"))
+    only = "server_seq_conns,client_seq_conns"
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--only", only, "--before", "HEAD", "--no-results"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TWISTED_TCP_BENCH_SMOKE": tag},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "note: before: the twisted_tcp of HEAD (" in proc.stderr
+    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert "before" in header and "twisted_tcp ÷ before" in header, header
+    for line in table[2:4]:
+        row = dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=True))
+        assert NUMBER.match(row["before"]), row
+        assert row["twisted_tcp ÷ before"].endswith("x"), row
+    if os.path.isdir("/proc"):
+        assert not _tagged_pids(tag)
+    assert set(os.listdir(ROOT / "bench")) <= bench_files
+
+
+def test_benchmark_before_refuses_an_unknown_revision(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--before", "no-such-revision-here"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    assert "--before no-such-revision-here:" in proc.stderr, proc.stderr
