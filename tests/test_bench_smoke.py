@@ -70,12 +70,15 @@ def _tagged_pids(tag: str) -> set[int]:
     return pids
 
 
-def test_benchmark_smoke(tmp_path: Path) -> None:
-    results = tmp_path / "RESULTS.md"
-    tag = uuid.uuid4().hex
-    bench_files = set(os.listdir(ROOT / "bench"))
+def _run(
+    tmp_path: Path, tag: str, *args: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """
+    Run bench/run.py with C{args} (its processes tagged with C{tag}), which
+    must succeed; return it and the lines of its first table.
+    """
     proc = subprocess.run(
-        [sys.executable, str(RUN), "--smoke", "--results", str(results)],
+        [sys.executable, str(RUN), *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -83,14 +86,24 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TWISTED_TCP_BENCH_SMOKE": tag},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, [line for line in proc.stdout.splitlines() if line.startswith("| ")]
 
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_benchmark_smoke(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    tag = uuid.uuid4().hex
+    bench_files = set(os.listdir(ROOT / "bench"))
+    proc, table = _run(tmp_path, tag, "--smoke", "--results", str(results))
+    header = _cells(table[0])
     impls = [name for name in ("twisted", "twisted_tcp", "asyncio", "uvloop") if name in header]
     assert impls[:3] == ["twisted", "twisted_tcp", "asyncio"], header
     rows = {}
     for line in table[2:]:
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        cells = _cells(line)
         if len(cells) == len(header):
             rows.setdefault(cells[0], dict(zip(header, cells, strict=True)))
     for workload in WORKLOADS:
@@ -135,21 +148,14 @@ def test_benchmark_before_measures_another_revision(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     bench_files = set(os.listdir(ROOT / "bench"))
     only = "server_seq_conns,client_seq_conns"
-    proc = subprocess.run(
-        [sys.executable, str(RUN), "--smoke", "--only", only, "--before", "HEAD", "--no-results"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TWISTED_TCP_BENCH_SMOKE": tag},
+    proc, table = _run(
+        tmp_path, tag, "--smoke", "--only", only, "--before", "HEAD", "--no-results"
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "note: before: the twisted_tcp of HEAD (" in proc.stderr
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
-    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    header = _cells(table[0])
     assert "before" in header and "twisted_tcp ÷ before" in header, header
     for line in table[2:4]:
-        row = dict(zip(header, [c.strip() for c in line.strip("|").split("|")], strict=True))
+        row = dict(zip(header, _cells(line), strict=True))
         assert NUMBER.match(row["before"]), row
         assert row["twisted_tcp ÷ before"].endswith("x"), row
     if os.path.isdir("/proc"):
