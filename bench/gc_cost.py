@@ -55,11 +55,20 @@ def _helper(code: str, cpu: int | None) -> subprocess.Popen[str]:
     )
 
 
+def cpus() -> tuple[int, int]:
+    """The CPUs of --pin: the load's, then the server's (the first two allowed)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        raise SystemExit("--pin needs two CPUs")
+    return allowed[0], allowed[1]
+
+
 def serve(impl: str, collector: bool, clients: int, per_client: int, pin: bool) -> dict[str, Any]:
     """In this (fresh) process: listen, serve the load, and return what was measured."""
+    load_cpu = None
     if pin:
-        os.sched_setaffinity(0, {1})
-    load_cpu = 0 if pin else None
+        load_cpu, server_cpu = cpus()
+        os.sched_setaffinity(0, {server_cpu})
     sys.path.insert(0, HERE)
     from twisted.internet import epollreactor
 
@@ -148,10 +157,15 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=200)
     p.add_argument("--per-client", type=int, default=50)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--pin", action="store_true", help="the server on CPU 1, the load on CPU 0")
+    p.add_argument("--pin", action="store_true", help="the load on one CPU, the server on another")
     p.add_argument("--serve", choices=IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--collector", choices=("on", "off"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    for name in ("clients", "per_client", "rounds"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.pin:
+        cpus()  # (exits here, not in every server, on a machine without two)
     if args.serve:
         result = serve(args.serve, args.collector == "on", args.clients, args.per_client, args.pin)
         print(json.dumps(result))
@@ -163,7 +177,12 @@ def main() -> None:
                 command = [sys.executable, __file__, "--serve", impl, "--collector", collector]
                 command += ["--clients", str(args.clients), "--per-client", str(args.per_client)]
                 command += ["--pin"] * args.pin
-                out = subprocess.run(command, capture_output=True, text=True, check=True)
+                out = subprocess.run(command, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    raise SystemExit(
+                        f"the {impl} server (collector {collector}) failed "
+                        f"({out.returncode}):\n{out.stderr[-2000:]}"
+                    )
                 runs.setdefault((impl, collector), []).append(json.loads(out.stdout))
                 print(f"round {r + 1}: {impl}, collector {collector}", file=sys.stderr)
 

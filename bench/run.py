@@ -1418,6 +1418,11 @@ def resolve_revision(ref: str) -> str:
     except OSError as exc:
         raise SystemExit(f"--before {ref}: git cannot run here ({exc})") from None
     if done.returncode != 0:
+        inside = subprocess.run(
+            ["git", "-C", REPO_DIR, "rev-parse", "--git-dir"], capture_output=True, check=False
+        )
+        if inside.returncode != 0:
+            raise SystemExit(f"--before {ref}: {REPO_DIR} is not a git checkout")
         raise SystemExit(f"--before {ref}: not a commit of the git checkout {REPO_DIR}")
     return done.stdout.strip()
 
@@ -1437,7 +1442,14 @@ def export_package(commit: str, dest: str) -> str:
         raise SystemExit(
             f"--before: git archive of {commit[:12]} failed: {archive.stderr.decode()[:300]}"
         )
-    subprocess.run(["tar", "-x", "-C", dest], input=archive.stdout, check=True)
+    try:
+        unpacked = subprocess.run(
+            ["tar", "-x", "-C", dest], input=archive.stdout, capture_output=True, check=False
+        )
+    except OSError as exc:
+        raise SystemExit(f"--before: tar cannot run here ({exc})") from None
+    if unpacked.returncode != 0:
+        raise SystemExit(f"--before: tar -x failed: {unpacked.stderr.decode()[:300]}")
     return dest
 
 

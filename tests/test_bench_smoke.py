@@ -71,14 +71,14 @@ def _tagged_pids(tag: str) -> set[int]:
 
 
 def _run(
-    tmp_path: Path, tag: str, *args: str
+    tmp_path: Path, tag: str, *args: str, script: Path = RUN
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """
-    Run bench/run.py with C{args} (its processes tagged with C{tag}), which
-    must succeed; return it and the lines of its first table.
+    Run C{script} (bench/run.py) with C{args} (its processes tagged with
+    C{tag}), which must succeed; return it and the lines of its tables.
     """
     proc = subprocess.run(
-        [sys.executable, str(RUN), *args],
+        [sys.executable, str(script), *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -173,3 +173,17 @@ def test_benchmark_before_refuses_an_unknown_revision(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert "--before no-such-revision-here:" in proc.stderr, proc.stderr
+
+
+def test_gc_cost_runs(tmp_path: Path) -> None:
+    # bench/gc_cost.py end to end, on a few connections: a row per server,
+    # numbers in every cell (none is checked: a benchmark is not a test).
+    tag = uuid.uuid4().hex
+    few = ("--clients", "2", "--per-client", "3", "--rounds", "1")
+    proc, table = _run(tmp_path, tag, *few, script=ROOT / "bench" / "gc_cost.py")
+    rows = {cells[0]: cells[1:] for cells in map(_cells, table[2:])}
+    assert set(rows) == {"twisted", "twisted_tcp"}, proc.stdout
+    for cells in rows.values():
+        assert all(re.fullmatch(r"[0-9./ ]+", cell) for cell in cells), cells
+    if os.path.isdir("/proc"):
+        assert not _tagged_pids(tag)

@@ -612,8 +612,10 @@ class Server:
             while parked and len(connections) < self._max_connections and not self._closed:
                 self._serve(parked.popleft())
         # (The port's accepts need no fitting as a slot frees: they are
-        # fitted after each read of its socket, and free slots only grow
-        # between reads.)
+        # fitted after each read of its socket, and a freed slot leaves
+        # them fitting.  Behind the PROXY protocol a connection takes its
+        # slot when its header arrives, after the read that accepted it,
+        # which no fitting here would follow either.)
         elif not self._accepting and len(connections) < self._max_connections:
             self._resume_accepting()
         if self._closed:
