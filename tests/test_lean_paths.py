@@ -1211,3 +1211,34 @@ async def test_with_connection_sends_a_request_whole_to_a_peer_slow_to_read() ->
     finally:
         await port.stopListening()
     assert received[0] == len(request)
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytes_to_write_after_the_kernel_took_part_of_a_write() -> None:
+    # A write sent at once of which the kernel takes only part: what the
+    # kernel took is no longer to write, also while the writer is told of
+    # every drain (an idle timeout has it watch them), when it does not ask
+    # the transport.
+    seen: list[tuple[int, int]] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await reader.read_line()
+        transport = writer.socket.transport
+        chunk = b"x" * (64 * 1024)
+        for _ in range(64):  # (the window is small: one of these is sent in part)
+            await sleep(0)  # (out of the reader's gather: each write is sent as it is made)
+            writer.write(chunk)
+            held = transport._tempDataLen + len(transport.dataBuffer) - transport.offset
+            if held:
+                seen.append((writer.bytes_to_write, held))
+                return
+
+    async with serving(handler, idle_timeout=30.0) as server:
+        s = small_window_tcp(server.listening_on)
+        try:
+            s.sendall(b"go\n")
+            await until(lambda: seen)
+        finally:
+            s.close()
+    [(to_write, held)] = seen
+    assert to_write == held

@@ -577,7 +577,11 @@ class Writer:
                 self._since = self._clock.seconds()
                 self._drained()
                 return
-            data = data[sent:]
+            if sent:
+                # The transport held nothing, and the kernel took part: all
+                # but the rest has left (as the transport would say if asked).
+                data = data[sent:]
+                self._flushed_count = self._written - len(data)
         transport.write(data)
         if self._clean:
             self._became_dirty()
