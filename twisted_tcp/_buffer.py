@@ -148,7 +148,7 @@ class RecordBuffer:
         if not 0 <= end - pos <= self.max_line_length:
             return None
         after = end + 1
-        # (What _took does, inlined: this is the path of every line.)
+        # (What _took and _drop_first do, inlined: this is the path of every line.)
         if after == len(first):
             if len(chunks) == 1:
                 self._chunks = _NO_CHUNKS
@@ -399,11 +399,7 @@ class RecordBuffer:
             self._pos = end
             return first[pos:end]
         if end == len(first):
-            if len(chunks) == 1:
-                self._chunks = _NO_CHUNKS
-            else:
-                del chunks[0]
-            self._pos = 0
+            self._drop_first()
             return first[pos:] if pos else first
         parts = [first[pos:] if pos else first]
         need = end - len(first)
@@ -448,16 +444,20 @@ class RecordBuffer:
         self._pos = 0
         return chunks[0]
 
+    def _drop_first(self) -> None:
+        """The first chunk was taken to its end: drop it (and the list, with the last one)."""
+        chunks = self._chunks
+        if len(chunks) == 1:
+            self._chunks = _NO_CHUNKS
+        else:
+            del chunks[0]
+        self._pos = 0
+
     def _took(self, n: int) -> None:
         """C{n} bytes were taken from the first chunk (no more than it holds)."""
         after = self._pos + n
-        chunks = self._chunks
-        if after == len(chunks[0]):
-            if len(chunks) == 1:
-                self._chunks = _NO_CHUNKS
-            else:
-                del chunks[0]
-            self._pos = 0
+        if after == len(self._chunks[0]):
+            self._drop_first()
         else:
             self._pos = after
         self.size -= n
