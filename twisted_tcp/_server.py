@@ -601,22 +601,21 @@ class Server:
             except ValueError:
                 pass
             return
-        reader, writer = connection.reader, connection.writer
-        if reader is not None and writer is not None:  # (what byte_counts says, with no call)
-            self._ended_received += reader._received
-            self._ended_sent += writer._written
-            if writer._error is not None:
-                self._report(connection, Failure(writer._error))
+        received, sent = connection.byte_counts()
+        self._ended_received += received
+        self._ended_sent += sent
+        writer = connection.writer
+        if writer is not None and writer.error is not None:
+            self._report(connection, Failure(writer.error))
         parked = self._parked
-        if parked:
-            while parked and len(connections) < self._max_connections and not self._closed:
-                self._serve(parked.popleft())
+        while parked and len(connections) < self._max_connections and not self._closed:
+            self._serve(parked.popleft())
         # (The port's accepts need no fitting as a slot frees: they are
         # fitted after each read of its socket, and a freed slot leaves
         # them fitting.  Behind the PROXY protocol a connection takes its
         # slot when its header arrives, after the read that accepted it,
         # which no fitting here would follow either.)
-        elif not self._accepting and len(connections) < self._max_connections:
+        if not parked and not self._accepting and len(connections) < self._max_connections:
             self._resume_accepting()
         if self._closed:
             self._maybe_drained()
