@@ -18,19 +18,29 @@ import struct
 import sys
 from types import ModuleType
 
-REPO = os.environ.get("BENCH_PACKAGE_TREE") or os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))
-)
-"""
-Where C{twisted_tcp} is imported from: this checkout, or for run.py's
-C{--before} the tree it exported (named by C{BENCH_PACKAGE_TREE}).
-"""
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""This checkout: the repository that bench/ is in."""
+PACKAGE_TREE_ENV = "BENCH_PACKAGE_TREE"
+"""Names another tree to import C{twisted_tcp} from (run.py's C{--before})."""
+REPO = os.environ.get(PACKAGE_TREE_ENV) or CHECKOUT
+"""Where C{twisted_tcp} is imported from: L{CHECKOUT}, or the tree L{PACKAGE_TREE_ENV} names."""
 
 HOST = "127.0.0.1"
 LINE_BYTES = 64  # on the wire, b"\n" included
 CHUNK = 64 * 1024  # the size of every bulk write
 CHUNK_DATA = b"x" * CHUNK
 BULK_HEADER = struct.Struct("!Q")  # bulk_send: the byte count, before the bytes
+
+
+def two_cpus() -> tuple[int, int] | None:
+    """
+    The first two CPUs this process may run on (for the clients, then the
+    servers, when pinned), or None where there are fewer or none to know.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else None
 
 
 def use_repo_package() -> None:

@@ -36,6 +36,8 @@ import sys
 import time
 from typing import Any
 
+from _common import two_cpus
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMPLS = ("twisted", "twisted_tcp")
 IDLE = 200  # idle connections held open to count the objects each keeps
@@ -56,11 +58,11 @@ def _helper(code: str, cpu: int | None) -> subprocess.Popen[str]:
 
 
 def cpus() -> tuple[int, int]:
-    """The CPUs of --pin: the load's, then the server's (the first two allowed)."""
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
+    """The CPUs of --pin: the load's, then the server's."""
+    pair = two_cpus()
+    if pair is None:
         raise SystemExit("--pin needs two CPUs")
-    return allowed[0], allowed[1]
+    return pair
 
 
 def serve(impl: str, collector: bool, clients: int, per_client: int, pin: bool) -> dict[str, Any]:

@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import _tls  # the test PKI of the TLS workloads (trustme is imported only to make it)
+from _common import CHECKOUT, PACKAGE_TREE_ENV, two_cpus
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_DIR = os.path.dirname(HERE)
 WORKER = os.path.join(HERE, "worker.py")
 DEFAULT_RESULTS = os.path.join(HERE, "RESULTS.md")
 
@@ -71,7 +71,6 @@ IMPL_TITLES = {
 }
 BASELINE = "twisted"
 BEFORE = "before"  # the implementation of --before: twisted_tcp at an older revision
-BEFORE_ENV = "BENCH_PACKAGE_TREE"  # the tree a worker imports twisted_tcp from (_common.REPO)
 MiB = 1 << 20
 TLS_ENV = _tls.ENV  # names the directory of the test PKI, for the workers
 
@@ -555,9 +554,9 @@ class Worker:
         env = dict(os.environ)
         env.pop("BENCH_CPU", None)
         env.pop(TLS_ENV, None)
-        env.pop(BEFORE_ENV, None)
+        env.pop(PACKAGE_TREE_ENV, None)
         if package_tree is not None:
-            env[BEFORE_ENV] = package_tree
+            env[PACKAGE_TREE_ENV] = package_tree
         if cpu is not None:
             env["BENCH_CPU"] = str(cpu)
         if tls_dir is not None:
@@ -1410,7 +1409,7 @@ def resolve_revision(ref: str) -> str:
     """The commit that C{ref} names in this checkout; exit with why if none."""
     try:
         done = subprocess.run(
-            ["git", "-C", REPO_DIR, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            ["git", "-C", CHECKOUT, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
             capture_output=True,
             text=True,
             check=False,
@@ -1419,11 +1418,11 @@ def resolve_revision(ref: str) -> str:
         raise SystemExit(f"--before {ref}: git cannot run here ({exc})") from None
     if done.returncode != 0:
         inside = subprocess.run(
-            ["git", "-C", REPO_DIR, "rev-parse", "--git-dir"], capture_output=True, check=False
+            ["git", "-C", CHECKOUT, "rev-parse", "--git-dir"], capture_output=True, check=False
         )
         if inside.returncode != 0:
-            raise SystemExit(f"--before {ref}: {REPO_DIR} is not a git checkout")
-        raise SystemExit(f"--before {ref}: not a commit of the git checkout {REPO_DIR}")
+            raise SystemExit(f"--before {ref}: {CHECKOUT} is not a git checkout")
+        raise SystemExit(f"--before {ref}: not a commit of the git checkout {CHECKOUT}")
     return done.stdout.strip()
 
 
@@ -1434,7 +1433,7 @@ def export_package(commit: str, dest: str) -> str:
     """
     os.makedirs(dest)
     archive = subprocess.run(
-        ["git", "-C", REPO_DIR, "archive", "--format=tar", commit, "twisted_tcp"],
+        ["git", "-C", CHECKOUT, "archive", "--format=tar", commit, "twisted_tcp"],
         capture_output=True,
         check=False,
     )
@@ -1532,9 +1531,8 @@ def main(argv: list[str]) -> int:
 
     cpus = None
     if args.pin and hasattr(os, "sched_getaffinity"):
-        allowed = sorted(os.sched_getaffinity(0))
-        if len(allowed) >= 2:
-            cpus = (allowed[0], allowed[1])
+        cpus = two_cpus()
+        if cpus is not None:
             notes.append(f"clients pinned to CPU {cpus[0]}, servers to CPU {cpus[1]}")
         else:
             notes.append("one CPU only: client and server share it")
