@@ -35,6 +35,7 @@ from twisted_tcp._tls import split_transport
 from .conftest import LOCAL, WAIT, echo, logged_errors, serving, sleep, until, within
 from .helpers.pki import Pki
 from .processes import Process, start
+from .test_lean_paths import record_writes
 from .test_plugin import ECHO, listening, twistd
 
 __all__ = ["start"]  # the fixture, imported for the tests below
@@ -365,6 +366,65 @@ async def test_tls_server_half_closes_first(pki: Pki) -> None:
             await within(writer.close())
         await until(lambda: answers)
     assert answers == [b"something"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_replies_leave_without_twisted_buffering_them(pki: Pki) -> None:
+    """
+    Over our TLS layer, as on a plain socket, what a handler writes as it
+    handles a line, and what with_connection's f writes as it starts, is
+    encrypted and handed to the kernel in that turn: nothing reaches the
+    TCP transport's buffer, and each writer knows its bytes have left.
+    """
+    buffered: list[bytes] = []
+    drained: list[int] = []
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        record_writes(split_transport(writer.socket.transport)[0], buffered)
+        async for line in reader.lines():
+            drained.append(writer.bytes_to_write)  # (the replies before, all gone)
+            writer.write_line(line + b"!")
+            writer.write(b"x" * 20000 + b"\n")
+
+    async def f(sock: tt.Socket, reader: tt.Reader, writer: tt.Writer) -> list[bytes]:
+        record_writes(split_transport(sock.transport)[0], buffered)
+        got = []
+        for i in range(3):
+            writer.write_line(b"%d" % i)
+            got.append(await reader.read_line())
+            drained.append(writer.bytes_to_write)
+            assert await reader.read_line() == b"x" * 20000
+        return got
+
+    async with serving(handler, tls_server_where(pki)) as server:
+        got = await within(tt.with_connection(to(server, pki), f))
+    assert got == [b"0!", b"1!", b"2!"]
+    assert drained == [0] * 6
+    # Only the close_notify alerts went through a buffer (24 bytes each).
+    assert all(len(data) < 100 for data in buffered), [len(data) for data in buffered]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_large_replies_to_a_peer_that_reads_late_keep_their_order(pki: Pki) -> None:
+    """
+    Replies the kernel cannot take at once: the rest waits in the transport,
+    and the replies after it wait behind it, whole and in order.
+    """
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        async for line in reader.lines():
+            writer.write(line * 4096 + b"\n")
+
+    async with serving(handler, tls_server_where(pki)) as server:
+        _, reader, writer = await within(tt.connect(to(server, pki), reader_buffer_size=1024))
+        try:
+            for i in range(40):
+                writer.write_line(b"%03d" % i)
+            await sleep(0.2)  # the server replies to a peer that reads nothing meanwhile
+            for i in range(40):
+                assert await within(reader.read_line()) == b"%03d" % i * 4096
+        finally:
+            await within(writer.close())
 
 
 @pytest_twisted.ensureDeferred

@@ -249,6 +249,14 @@ def test_half_closeable_tls_overrides_what_twisted_still_calls() -> None:
     for name in ("_lostTLSConnection", "_aborted"):
         assert name in inspect.getsource(TLSMemoryBIOProtocol), CHANGED + name
     assert "_aggregator" in inspect.getsource(BufferingTLSTransport), CHANGED + "_aggregator"
+    # write_now: the records OpenSSL makes of a write are read from the
+    # connection's memory BIO by _flushSendBIO, which _write calls.
+    assert "_flushSendBIO" in inspect.getsource(TLSMemoryBIOProtocol._write), (
+        CHANGED + "TLSMemoryBIOProtocol._write no longer calls _flushSendBIO"
+    )
+    assert "self._tlsConnection.bio_read(" in inspect.getsource(
+        TLSMemoryBIOProtocol._flushSendBIO
+    ), CHANGED + "_tlsConnection.bio_read in _flushSendBIO"
     layer = private.half_closeable_tls()
     assert issubclass(layer, BufferingTLSTransport)
 

@@ -29,7 +29,11 @@ L{CHECKED_ON}.
       Twisted's closes at the peer's close_notify.  It overrides
       C{_flushReceiveBIO} (where close_notify is read) and uses
       C{_lostTLSConnection}, C{_shutdownTLS}, C{_tlsShutdownFinished},
-      C{_flushSendBIO}, C{_aborted} and C{_aggregator.flush()}.
+      C{_flushSendBIO}, C{_aborted} and C{_aggregator.flush()}.  Its
+      C{write_now} encrypts a write at once and sends the records in one
+      send (L{send_now}), gathering them from C{_flushSendBIO}, which
+      C{TLSMemoryBIOProtocol._write} calls for each, as C{_tlsConnection}'s
+      C{bio_read}.
     - L{adopt_shared_unix_socket}: a Unix listening socket adopted as it is,
       shared by the workers of C{twistd tcpserver --workers}
       (C{unix.Port._fromListeningDescriptor}, C{_preexistingSocket},
@@ -331,7 +335,7 @@ def half_closeable_tls() -> type:
     does under TLS 1.2, or when the protocol above cannot half-close).
     """
     from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
-    from twisted.protocols.tls import BufferingTLSTransport
+    from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
 
     @implementer(IHalfCloseableProtocol)
     class HalfCloseableTLS(BufferingTLSTransport):
@@ -348,6 +352,50 @@ def half_closeable_tls() -> type:
             if self._read_closed:
                 return  # after close_notify: ignored (RFC 8446, 6.1), not buffered
             super().dataReceived(data)
+
+        _records: list[bytes] | None = None  # what write_now gathers of OpenSSL's output
+
+        def write_now(self, data: bytes, producer: object = None) -> None:
+            """
+            Encrypt C{data} now, after what the layer still gathers for its
+            next turn, and hand the records made to the kernel at once, in
+            one send, where the transport below is a socket's that holds
+            nothing unsent and has no producer but C{producer} (L{send_now});
+            the rest, or all of them otherwise, to the transport below.
+            Twisted's own write waits for its next turn, then for the
+            reactor to see the socket writable: two turns and two
+            epoll_ctl calls per reply.  (The writer gathers small writes
+            itself.)
+            """
+            self._aggregator.flush()
+            records: list[bytes] = []
+            self._records = records
+            try:
+                TLSMemoryBIOProtocol.write(self, data)
+            finally:
+                self._records = None
+            if records:
+                data = records[0] if len(records) == 1 else b"".join(records)
+                below: Any = self.transport
+                if type(below) in SOCKET_TRANSPORTS:
+                    sent = send_now(below, data, producer)
+                    if sent == len(data):
+                        return
+                    if sent:
+                        data = data[sent:]
+                below.write(data)
+
+        def _flushSendBIO(self) -> None:
+            # What OpenSSL made, to the transport below as Twisted's layer
+            # hands it, or to write_now's one send.
+            records = self._records
+            if records is None:
+                super()._flushSendBIO()
+                return
+            try:
+                records.append(self._tlsConnection.bio_read(2**15))
+            except WantReadError:
+                pass  # nothing made
 
         def _flushReceiveBIO(self) -> None:
             # Hand the protocol above every record decrypted so far; at the

@@ -140,6 +140,7 @@ class Writer:
         "_sink",
         "_state",
         "_tls",
+        "_tls_sends_now",
         "_transport",
         "_written",
     )
@@ -199,6 +200,7 @@ class Writer:
         # The transport that writes to the kernel, and the TLS layer between.
         self._sink = sink
         self._tls = tls
+        self._tls_sends_now = False  # (start)
         self._clock = clock
         self._peer = None
         self._state = OPEN
@@ -571,17 +573,28 @@ class Writer:
         otherwise, to the transport.
         """
         transport = self._transport
-        if type(transport) in SOCKET_TRANSPORTS and len(data) <= SEND_NOW_MAX:
-            sent = send_now(transport, data, self)
-            if sent == len(data):
-                self._since = self._clock.seconds()
-                self._drained()
+        if len(data) <= SEND_NOW_MAX:
+            if type(transport) in SOCKET_TRANSPORTS:
+                sent = send_now(transport, data, self)
+                if sent == len(data):
+                    self._since = self._clock.seconds()
+                    self._drained()
+                    return
+                if sent:
+                    # The transport held nothing, and the kernel took part: all
+                    # but the rest has left (as the transport would say if asked).
+                    data = data[sent:]
+                    self._flushed_count = self._written - len(data)
+            elif self._tls_sends_now:
+                # Our TLS layer on a socket: encrypted now, and the records
+                # to the kernel at once where it takes them, as above.
+                transport.write_now(data, self)
+                if not self._unsent():
+                    self._since = self._clock.seconds()
+                    self._drained()
+                elif self._clean:
+                    self._became_dirty()
                 return
-            if sent:
-                # The transport held nothing, and the kernel took part: all
-                # but the rest has left (as the transport would say if asked).
-                data = data[sent:]
-                self._flushed_count = self._written - len(data)
         transport.write(data)
         if self._clean:
             self._became_dirty()
@@ -594,11 +607,22 @@ class Writer:
         has drained is asked of the transport when it matters (L{_refresh}):
         an echo that never waits costs no call per drain, and the transport
         no producer (adding one costs each of Twisted's transports 0.8 KiB).
+
+        Over our own TLS layer on a socket transport, L{_send} (a reply, a
+        large write) has it encrypt at once and hand the records to the
+        kernel in one send (C{write_now}), as on a plain socket.
         """
-        if self._tls is None and type(self._sink) in SOCKET_TRANSPORTS:
+        tls = self._tls
+        if tls is None and type(self._sink) in SOCKET_TRANSPORTS:
             return  # (each of them says what it holds)
-        if self._tls is not None or self._unsent() is None:
+        if tls is not None or self._unsent() is None:
             self.watch_drains(always=True)
+            if (
+                tls is self._transport
+                and type(self._sink) in SOCKET_TRANSPORTS
+                and hasattr(tls, "write_now")
+            ):
+                self._tls_sends_now = True
 
     def watch_drains(self, always: bool = False) -> None:
         """
