@@ -151,6 +151,7 @@ async def test_a_long_lived_interrupt_keeps_nothing_of_finished_attempts() -> No
         for _ in range(50):
             _, _, writer = await within(tt.connect(where, interrupt=shutdown))
             await within(writer.close())
+            await within(tt.with_connection(where, lambda s, r, w: None, interrupt=shutdown))
         assert shutdown.added == 1
         assert not twisted_tcp._connect._interrupts._waiting[shutdown]
     silent = socket.socket()  # listens, never accepts: the attempt waits in its handshake

@@ -106,7 +106,9 @@ async def test_unix_handler_address_is_what_getpeer_says(tmp_path: Any) -> None:
 
 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
-@pytest.mark.parametrize("how", ["cancel", "interrupt", "with_connection_cancel"])
+@pytest.mark.parametrize(
+    "how", ["cancel", "interrupt", "with_connection_cancel", "with_connection_interrupt"]
+)
 @pytest_twisted.ensureDeferred
 async def test_stop_an_attempt_in_the_turn_it_started(kind: str, how: str, tmp_path: Any) -> None:
     where_listen = listening(kind, tmp_path)
@@ -127,6 +129,14 @@ async def test_stop_an_attempt_in_the_turn_it_started(kind: str, how: str, tmp_p
             interrupt.callback(None)
             with pytest.raises(ConnectInterruptedError):
                 await within(d)
+        elif how == "with_connection_interrupt":
+            interrupt = Deferred()
+            d = tt.with_connection(
+                where, lambda s, r, w: r.read_line(), timeout=5, interrupt=interrupt
+            )
+            interrupt.callback(None)
+            with pytest.raises(ConnectInterruptedError):
+                await within(d)
         else:
             d = tt.with_connection(where, lambda s, r, w: r.read_line(), timeout=5)
             d.cancel()
@@ -144,6 +154,8 @@ async def test_connect_with_an_interrupt_already_fired(kind: str, tmp_path: Any)
         where = connecting(kind, server)
         with pytest.raises(ConnectInterruptedError):
             await within(tt.connect(where, timeout=5, interrupt=succeed(None)))
+        with pytest.raises(ConnectInterruptedError):
+            await within(tt.with_connection(where, lambda s, r, w: None, interrupt=succeed(None)))
 
 
 # -- the close that the peer's end of stream leads to -------------------------------

@@ -122,6 +122,14 @@ def _attempt(
     connection (with a reader and a writer if C{options} is given), or a
     failure that names the address.
     """
+    _check_attempt(where, interrupt)
+    result = _Attempt(where, settings.timeout, options, interrupt, default_reactor(reactor)).result
+    assert result is not None
+    return result
+
+
+def _check_attempt(where: object, interrupt: object) -> None:
+    """@raise TypeError: if C{where} or C{interrupt} is not what an attempt takes."""
     if not isinstance(where, WhereToConnect):
         raise TypeError(
             "where must be made by to_host_and_port(), to_file() or to_endpoint(), "
@@ -132,7 +140,6 @@ def _attempt(
             f"interrupt must be a Deferred or None, not {type(interrupt).__name__}: "
             f"{interrupt!r:.80}"
         )
-    return _Attempt(where, settings.timeout, options, interrupt, default_reactor(reactor)).result
 
 
 class _Attempt:
@@ -147,9 +154,24 @@ class _Attempt:
     An object with slots rather than closures: an attempt costs the garbage
     collector a handful of objects, not two dozen cells and functions, and
     holds nothing once it is over.
+
+    Its outcome goes to C{result}, a Deferred whose cancelling stops the
+    attempt; or, given C{report}, to C{report(outcome)} (the connection, or
+    a Failure), with no Deferred: L{with_connection}'s, which stops it with
+    L{cancel}.
     """
 
-    __slots__ = ("_deadline", "_pending", "_securing", "_timeout", "_where", "_why", "result")
+    __slots__ = (
+        "_deadline",
+        "_over",
+        "_pending",
+        "_report",
+        "_securing",
+        "_timeout",
+        "_where",
+        "_why",
+        "result",
+    )
 
     def __init__(
         self,
@@ -158,12 +180,17 @@ class _Attempt:
         options: Settings | None,
         interrupt: Deferred[Any] | None,
         reactor: Any,
+        report: Callable[[Any], None] | None = None,
     ) -> None:
         self._where = where
         self._timeout = timeout
         self._why: str | None = None  # why it was stopped, if it was
         self._securing: Connection | None = None  # connected, its TLS handshake under way
-        self.result: Deferred[Connection] = Deferred(self._cancelled)
+        self._over = False  # its outcome was given
+        self._report = report
+        self.result: Deferred[Connection] | None = (
+            Deferred(self._cancelled) if report is None else None
+        )
         factory = _ConnectionFactory(reactor, options)
         # What cancels the attempt: the factory itself, connecting directly
         # (it reports to _finish), or the endpoint's Deferred.
@@ -172,7 +199,7 @@ class _Attempt:
             factory.connector = where.connect_directly(reactor, factory)
         except Exception:  # (an IPv6 scope the system does not know, say)
             self._pending = self._deadline = None
-            self.result.errback(self._failure(Failure()))
+            self._give(self._failure(Failure()))
             return
         if factory.connector is not None:
             self._pending = factory
@@ -186,14 +213,21 @@ class _Attempt:
         )
         if isinstance(self._pending, Deferred):
             self._pending.addBoth(self._finish)
-        if interrupt is not None and not self.result.called:
+        if interrupt is not None and not self._over:
             if interrupt.called:
                 self._stop("interrupt")
+                return
+            _interrupts.add(interrupt, self._interrupted)
+            if report is None:
+                self.result.addBoth(self._not_interruptible, interrupt)  # type: ignore[union-attr]
             else:
-                _interrupts.add(interrupt, self._interrupted)
-                self.result.addBoth(self._not_interruptible, interrupt)
+                self._report = _NotInterruptible(report, interrupt, self._interrupted)
 
     def _cancelled(self, _: object) -> None:
+        self._stop("cancel")
+
+    def cancel(self) -> None:
+        """Stop the attempt: its outcome is a CancelledError, unless it has one already."""
         self._stop("cancel")
 
     def _interrupted(self) -> None:
@@ -203,8 +237,21 @@ class _Attempt:
         _interrupts.discard(interrupt, self._interrupted)
         return outcome
 
+    def _give(self, outcome: Any) -> None:
+        """Give the outcome, once: to C{report}, or to C{result}."""
+        self._over = True
+        report = self._report
+        if report is not None:
+            self._report = None
+            report(outcome)
+        elif self.result is not None:
+            if isinstance(outcome, Failure):
+                self.result.errback(outcome)
+            else:
+                self.result.callback(outcome)
+
     def _stop(self, reason: str) -> None:
-        if self._why is not None or self.result.called:
+        if self._why is not None or self._over:
             return
         self._why = reason
         securing = self._securing
@@ -217,7 +264,7 @@ class _Attempt:
                     self._finish(Failure(error.UserError()))
         else:
             securing.transport.abortConnection()
-            self.result.errback(self._failure(Failure(error.ConnectionAborted())))
+            self._give(self._failure(Failure(error.ConnectionAborted())))
 
     def _failure(self, outcome: Failure) -> Failure:
         where, why = self._where, self._why
@@ -234,8 +281,8 @@ class _Attempt:
         return _name_address(outcome, where)
 
     def _finish(self, outcome: Any) -> None:
-        result = self.result
-        if isinstance(outcome, Connection) and self._securing is None and not result.called:
+        over = self._over or (self.result is not None and self.result.called)
+        if isinstance(outcome, Connection) and self._securing is None and not over:
             handshake = outcome.secured()
             if handshake is not None:
                 self._securing = outcome
@@ -248,17 +295,31 @@ class _Attempt:
         deadline, self._deadline = self._deadline, None
         if deadline is not None:
             deadline.cancel()
-        if result.called:  # cancelled by the user after connecting; do not leak
+        if over:  # cancelled by the user after connecting; do not leak
             if isinstance(outcome, Connection):
                 outcome.transport.abortConnection()
             return
-        if isinstance(outcome, Failure):
-            result.errback(self._failure(outcome))
-        else:
-            result.callback(outcome)
+        self._give(self._failure(outcome) if isinstance(outcome, Failure) else outcome)
 
     def _secured(self, _: object) -> None:
         self._finish(self._securing)
+
+
+class _NotInterruptible:
+    """An attempt's C{report}, which first takes the attempt out of its interrupt's."""
+
+    __slots__ = ("_interrupt", "_report", "_stop")
+
+    def __init__(
+        self, report: Callable[[Any], None], interrupt: Deferred[Any], stop: Callable[[], None]
+    ) -> None:
+        self._report = report
+        self._interrupt = interrupt
+        self._stop = stop
+
+    def __call__(self, outcome: Any) -> None:
+        _interrupts.discard(self._interrupt, self._stop)
+        self._report(outcome)
 
 
 class _Interrupts:
@@ -421,8 +482,13 @@ def with_connection(
         buffer_age_limit=buffer_age_limit,
         max_line_length=max_line_length,
     )
-
-    return _WithConnection(where, f, _attempt(where, settings, settings, interrupt, reactor)).done
+    _check_attempt(where, interrupt)
+    run = _WithConnection(where, f)
+    # (Told of the outcome directly: no Deferred between the attempt and f.)
+    run._attempt = _Attempt(
+        where, settings.timeout, settings, interrupt, default_reactor(reactor), run._attempted
+    )
+    return run.done
 
 
 class _WithConnection(Driver):
@@ -447,19 +513,24 @@ class _WithConnection(Driver):
         "done",
     )
 
-    def __init__(
-        self, where: WhereToConnect, f: Callable[..., Any], attempt: Deferred[Connection]
-    ) -> None:
+    def __init__(self, where: WhereToConnect, f: Callable[..., Any]) -> None:
         self._where = where
         self._f = f
-        self._attempt: Deferred[Connection] | None = attempt
+        self._attempt: _Attempt | None = None  # (set by with_connection), until it is over
         self._connection: Connection | None = None
         self._returned: Deferred[Any] | None = None  # the Deferred f returned, if it did
         self._waiting = None
         self._ended = False  # f has ended (or was cancelled)
         self._outcome: Any = None  # ... with this result, or Failure
         self.done: Deferred[Any] = Deferred(self._cancel)
-        attempt.addCallbacks(self._call_f, self.done.errback)
+
+    def _attempted(self, outcome: Any) -> None:
+        """The attempt's outcome: the connection, on which f runs, or a Failure."""
+        if isinstance(outcome, Failure):
+            self._attempt = None
+            self.done.errback(outcome)
+        else:
+            self._call_f(outcome)
 
     def _cancel(self, done: Deferred[Any]) -> None:
         connection = self._connection
