@@ -27,9 +27,14 @@ second later.
 Over TLS the writer registers at once, with the socket transport under the
 TLS layer (Twisted's TLS layer would turn a non-streaming producer into one
 resumed on every turn of the reactor), and the buffer has drained when that
-transport's has and the TLS layer holds no plaintext of ours either.  The end
-of the stream over TLS is a TLS close_notify, and closing sends one, then
-closes the socket once it has left, without waiting for the peer's.
+transport's has and the TLS layer holds no plaintext of ours either.  Over
+twisted_tcp's own TLS layer (C{tls=}), what is sent at once on a plain
+socket is encrypted at once, and its records go to the kernel in one send
+where that transport holds nothing unsent (C{write_now}); Twisted's layer
+would gather it for its next turn, then wait for the socket to be seen
+writable.  The end of the stream over TLS is a TLS close_notify, and closing
+sends one, then closes the socket once it has left, without waiting for the
+peer's.
 
 The writer's states (open, half-closed, closing, closed, failed) and every
 transition between them are in L{_NEXT}.
@@ -239,10 +244,11 @@ class Writer:
         """
         Append C{data} to the connection's outgoing bytes.  Outside the
         handling of a received chunk (whose writes leave together as it
-        ends), on a plain TCP or Unix socket whose transport holds nothing
-        written before and has no producer of somebody else's, C{data} of
-        16 KiB to 64 KiB goes to the kernel at once, as far as it takes it;
-        other writes leave in Twisted's next send, small ones together.
+        ends), on a plain TCP or Unix socket, or over the TLS layer of
+        C{tls=}, whose transport holds nothing written before and has no
+        producer of somebody else's, C{data} of 16 KiB to 64 KiB goes to the
+        kernel at once (encrypted first), as far as it takes it; other
+        writes leave in Twisted's next send, small ones together.
 
         @raise WriterClosedError: after L{close}, L{write_eof} or L{abort}.
         @raise TypeError: if C{data} is not bytes.
