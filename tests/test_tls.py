@@ -484,21 +484,23 @@ async def test_tls_peer_that_never_reads_hits_the_buffer_age_limit(pki: Pki) -> 
 @pytest.mark.parametrize(
     ("server", "version"), [(tls_1_2_where, "TLSv1.2"), (twisted_tls_where, "TLSv1.3")]
 )
+@pytest.mark.parametrize("size", [20, 20000])
 @pytest_twisted.ensureDeferred
 async def test_tls_reply_after_the_clients_close_notify_is_not_called_flushed(
-    pki: Pki, server: Callable[[Pki], tt.WhereToListen], version: str
+    pki: Pki, server: Callable[[Pki], tt.WhereToListen], version: str, size: int
 ) -> None:
     """
     Where the connection ends on the peer's close_notify — TLS 1.2, which
     requires it, and Twisted's own TLS layer under any version — the
     server's reply after the client's write_eof() is dropped, not called
-    flushed, and the client reads the end of the stream.
+    flushed, and the client reads the end of the stream: a small reply, and
+    one of 16 KiB or more (which a TLS layer still open takes at once).
     """
     outcome: list[Any] = []
 
     async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
         lines = [line async for line in reader.lines()]
-        writer.write_line(b"reply to %d lines" % len(lines))
+        writer.write(b"reply to %d lines" % len(lines) + b"." * size + b"\n")
         outcome.append(await flush_outcome(writer))
 
     async with serving(handler, server(pki)) as listening:

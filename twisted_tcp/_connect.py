@@ -163,13 +163,13 @@ class _Attempt:
 
     __slots__ = (
         "_deadline",
-        "_over",
         "_pending",
         "_report",
         "_securing",
         "_timeout",
         "_where",
         "_why",
+        "over",
         "result",
     )
 
@@ -186,7 +186,8 @@ class _Attempt:
         self._timeout = timeout
         self._why: str | None = None  # why it was stopped, if it was
         self._securing: Connection | None = None  # connected, its TLS handshake under way
-        self._over = False  # its outcome was given
+        self.over = False
+        """Whether its outcome was given."""
         self._report = report
         self.result: Deferred[Connection] | None = (
             Deferred(self._cancelled) if report is None else None
@@ -213,7 +214,7 @@ class _Attempt:
         )
         if isinstance(self._pending, Deferred):
             self._pending.addBoth(self._finish)
-        if interrupt is not None and not self._over:
+        if interrupt is not None and not self.over:
             if interrupt.called:
                 self._stop("interrupt")
                 return
@@ -239,7 +240,7 @@ class _Attempt:
 
     def _give(self, outcome: Any) -> None:
         """Give the outcome, once: to C{report}, or to C{result}."""
-        self._over = True
+        self.over = True
         report = self._report
         if report is not None:
             self._report = None
@@ -251,7 +252,7 @@ class _Attempt:
                 self.result.callback(outcome)
 
     def _stop(self, reason: str) -> None:
-        if self._why is not None or self._over:
+        if self._why is not None or self.over:
             return
         self._why = reason
         securing = self._securing
@@ -281,7 +282,7 @@ class _Attempt:
         return _name_address(outcome, where)
 
     def _finish(self, outcome: Any) -> None:
-        over = self._over or (self.result is not None and self.result.called)
+        over = self.over or (self.result is not None and self.result.called)
         if isinstance(outcome, Connection) and self._securing is None and not over:
             handshake = outcome.secured()
             if handshake is not None:
@@ -485,9 +486,11 @@ def with_connection(
     _check_attempt(where, interrupt)
     run = _WithConnection(where, f)
     # (Told of the outcome directly: no Deferred between the attempt and f.)
-    run._attempt = _Attempt(
+    attempt = _Attempt(
         where, settings.timeout, settings, interrupt, default_reactor(reactor), run._attempted
     )
+    if not attempt.over:  # (an outcome given at once: an interrupt that had fired)
+        run._attempt = attempt
     return run.done
 
 

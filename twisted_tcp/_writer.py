@@ -591,9 +591,15 @@ class Writer:
                     # but the rest has left (as the transport would say if asked).
                     data = data[sent:]
                     self._flushed_count = self._written - len(data)
-            elif self._tls_sends_now:
+            elif (
+                self._tls_sends_now
+                and not transport.disconnecting
+                and not tls_session_ended(transport)
+            ):
                 # Our TLS layer on a socket: encrypted now, and the records
-                # to the kernel at once where it takes them, as above.
+                # to the kernel at once where it takes them, as above.  (Not
+                # once the TLS layer closes: it drops what it is given, which
+                # must not be taken for sent.)
                 transport.write_now(data, self)
                 if not self._unsent():
                     self._since = self._clock.seconds()
