@@ -405,6 +405,63 @@ async def test_tls_replies_leave_without_twisted_buffering_them(pki: Pki) -> Non
 
 
 @pytest_twisted.ensureDeferred
+async def test_tls_a_write_that_an_openssl_error_drops_is_not_called_flushed(pki: Pki) -> None:
+    """
+    OpenSSL fails a write sent at once (the TLS session ends there): the
+    bytes are not counted as sent, and flushed() fails.
+    """
+    from OpenSSL.SSL import Error
+
+    class Failing:
+        def __init__(self, connection: Any) -> None:
+            self._connection = connection
+
+        def send(self, data: bytes) -> int:
+            raise Error([("SSL routines", "", "a test's failure")])
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._connection, name)
+
+    async with serving(echo, tls_server_where(pki)) as server:
+        sock, reader, writer = await within(tt.connect(to(server, pki)))
+        writer.write_line(b"first")  # (the handshake's last records gone both ways)
+        assert await within(reader.read_line()) == b"first"
+        _, tls = split_transport(sock.transport)
+        tls._tlsConnection = Failing(tls._tlsConnection)
+        writer.write(b"x" * 20000)
+        assert writer.bytes_to_write == 20000
+        assert await within(flush_outcome(writer)) != "flushed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_bytes_to_write_after_the_kernel_took_part_of_a_write(pki: Pki) -> None:
+    """
+    Writes of 60,000 bytes sent at once to a peer that does not read: once
+    the kernel takes only part of one, bytes_to_write counts what waits (in
+    encrypted bytes, a little more than the plaintext), not the whole write.
+    """
+    stop: Deferred[None] = Deferred()
+
+    async def handler(address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        await stop  # reads nothing
+
+    async with serving(handler, tls_server_where(pki), reader_buffer_size=1024) as server:
+        sock, _, writer = await within(tt.connect(to(server, pki)))
+        try:
+            sink, _ = split_transport(sock.transport)
+            for _ in range(2000):
+                writer.write(b"x" * 60000)
+                held = len(sink.dataBuffer) + sink._tempDataLen
+                if held:
+                    break
+            assert held, "the kernel took 120 MB"
+            assert writer.bytes_to_write <= held < 60000
+        finally:
+            stop.callback(None)
+            writer.abort()
+
+
+@pytest_twisted.ensureDeferred
 async def test_tls_large_replies_to_a_peer_that_reads_late_keep_their_order(pki: Pki) -> None:
     """
     Replies the kernel cannot take at once: the rest waits in the transport,

@@ -369,21 +369,33 @@ def half_closeable_tls() -> type:
             """
             self._aggregator.flush()
             records: list[bytes] = []
-            self._records = records
+            outer, self._records = self._records, records
             try:
                 TLSMemoryBIOProtocol.write(self, data)
             finally:
-                self._records = None
-            if records:
-                data = records[0] if len(records) == 1 else b"".join(records)
-                below: Any = self.transport
-                if type(below) in SOCKET_TRANSPORTS:
-                    sent = send_now(below, data, producer)
-                    if sent == len(data):
-                        return
-                    if sent:
-                        data = data[sent:]
-                below.write(data)
+                # (Records made are sent whatever happened: OpenSSL counts
+                # them as sent, and a later record after a missing one would
+                # break the stream.)
+                self._records = outer
+                if records:
+                    self._send_records(
+                        records[0] if len(records) == 1 else b"".join(records), producer
+                    )
+
+        def _send_records(self, data: bytes, producer: object) -> None:
+            """Send C{data}, records, as L{write_now} says."""
+            gathering = self._records
+            if gathering is not None:  # (a write_now within a write_now: in order)
+                gathering.append(data)
+                return
+            below: Any = self.transport
+            if type(below) in SOCKET_TRANSPORTS:
+                sent = send_now(below, data, producer)
+                if sent == len(data):
+                    return
+                if sent:
+                    data = data[sent:]
+            below.write(data)
 
         def _flushSendBIO(self) -> None:
             # What OpenSSL made, to the transport below as Twisted's layer

@@ -601,10 +601,18 @@ class Writer:
                 # once the TLS layer closes: it drops what it is given, which
                 # must not be taken for sent.)
                 transport.write_now(data, self)
-                if not self._unsent():
+                unsent = self._unsent()
+                if tls_session_ended(transport):
+                    pass  # an error ended the session, which dropped them: not sent
+                elif not unsent:
                     self._since = self._clock.seconds()
                     self._drained()
-                elif self._clean:
+                    return
+                elif unsent is not None:
+                    # What the kernel took has left (counted in encrypted
+                    # bytes held, a little more than the plaintext).
+                    self._flushed_count = max(self._flushed_count, self._written - unsent)
+                if self._clean:
                     self._became_dirty()
                 return
         transport.write(data)
