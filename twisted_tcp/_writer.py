@@ -591,27 +591,23 @@ class Writer:
                     # but the rest has left (as the transport would say if asked).
                     data = data[sent:]
                     self._flushed_count = self._written - len(data)
-            elif (
-                self._tls_sends_now
-                and not transport.disconnecting
-                and not tls_session_ended(transport)
-            ):
+            elif self._tls_sends_now and not transport.disconnecting:
                 # Our TLS layer on a socket: encrypted now, and the records
                 # to the kernel at once where it takes them, as above.  (Not
-                # once the TLS layer closes: it drops what it is given, which
-                # must not be taken for sent.)
+                # once the TLS layer closes, nor counted as sent once its
+                # session has ended, an error perhaps: it drops what it is
+                # given.)
                 transport.write_now(data, self)
-                unsent = self._unsent()
-                if tls_session_ended(transport):
-                    pass  # an error ended the session, which dropped them: not sent
-                elif not unsent:
-                    self._since = self._clock.seconds()
-                    self._drained()
-                    return
-                elif unsent is not None:
-                    # What the kernel took has left (counted in encrypted
-                    # bytes held, a little more than the plaintext).
-                    self._flushed_count = max(self._flushed_count, self._written - unsent)
+                if not tls_session_ended(transport):
+                    unsent = self._unsent()
+                    if unsent == 0:
+                        self._since = self._clock.seconds()
+                        self._drained()
+                        return
+                    if unsent is not None:
+                        # What the kernel took has left (counted in encrypted
+                        # bytes held, a little more than the plaintext).
+                        self._flushed_count = max(self._flushed_count, self._written - unsent)
                 if self._clean:
                     self._became_dirty()
                 return
