@@ -163,6 +163,7 @@ class _Attempt:
 
     __slots__ = (
         "_deadline",
+        "_interrupt",
         "_pending",
         "_report",
         "_securing",
@@ -189,6 +190,7 @@ class _Attempt:
         self.over = False
         """Whether its outcome was given."""
         self._report = report
+        self._interrupt: Deferred[Any] | None = None  # what interrupts it, until it is over
         self.result: Deferred[Connection] | None = (
             Deferred(self._cancelled) if report is None else None
         )
@@ -219,10 +221,7 @@ class _Attempt:
                 self._stop("interrupt")
                 return
             _interrupts.add(interrupt, self._interrupted)
-            if report is None:
-                self.result.addBoth(self._not_interruptible, interrupt)  # type: ignore[union-attr]
-            else:
-                self._report = _NotInterruptible(report, interrupt, self._interrupted)
+            self._interrupt = interrupt
 
     def _cancelled(self, _: object) -> None:
         self._stop("cancel")
@@ -234,13 +233,17 @@ class _Attempt:
     def _interrupted(self) -> None:
         self._stop("interrupt")
 
-    def _not_interruptible(self, outcome: object, interrupt: Deferred[Any]) -> object:
-        _interrupts.discard(interrupt, self._interrupted)
-        return outcome
+    def _forget_interrupt(self) -> None:
+        """The attempt is over: its interrupt keeps nothing of it."""
+        interrupt = self._interrupt
+        if interrupt is not None:
+            self._interrupt = None
+            _interrupts.discard(interrupt, self._interrupted)
 
     def _give(self, outcome: Any) -> None:
         """Give the outcome, once: to C{report}, or to C{result}."""
         self.over = True
+        self._forget_interrupt()
         report = self._report
         if report is not None:
             self._report = None
@@ -297,6 +300,7 @@ class _Attempt:
         if deadline is not None:
             deadline.cancel()
         if over:  # cancelled by the user after connecting; do not leak
+            self._forget_interrupt()
             if isinstance(outcome, Connection):
                 outcome.transport.abortConnection()
             return
@@ -304,23 +308,6 @@ class _Attempt:
 
     def _secured(self, _: object) -> None:
         self._finish(self._securing)
-
-
-class _NotInterruptible:
-    """An attempt's C{report}, which first takes the attempt out of its interrupt's."""
-
-    __slots__ = ("_interrupt", "_report", "_stop")
-
-    def __init__(
-        self, report: Callable[[Any], None], interrupt: Deferred[Any], stop: Callable[[], None]
-    ) -> None:
-        self._report = report
-        self._interrupt = interrupt
-        self._stop = stop
-
-    def __call__(self, outcome: Any) -> None:
-        _interrupts.discard(self._interrupt, self._stop)
-        self._report(outcome)
 
 
 class _Interrupts:
