@@ -117,6 +117,20 @@ class Served:
         self.eofs += 1
 
 
+class Mute(Served):
+    """
+    A server handler that counts its connections, reads all and answers
+    nothing. (Echoing, as L{Served} does, could answer a TLS ClientHello
+    whose random bytes hold newlines, and so fail the client's handshake.)
+    """
+
+    async def __call__(self, address: Any, reader: tt.Reader, writer: tt.Writer) -> None:
+        self.accepted += 1
+        while await reader.read():
+            pass
+        self.eofs += 1
+
+
 def refused_port() -> socket.socket:
     """A socket bound on 127.0.0.1 and not listening: connecting to its port is refused."""
     probe = socket.socket()
@@ -325,7 +339,7 @@ WAIT_LONG = 60.0
 @pytest_twisted.ensureDeferred
 async def test_close_during_a_tls_handshake_that_hangs() -> None:
     pytest.importorskip("OpenSSL")
-    served = Served()  # plain TCP: the client's handshake never completes
+    served = Mute()  # plain TCP: the client's handshake never completes
     async with serving(served) as server:
         where = tt.to_host_and_port(LOCAL, server.listening_on, tls=True)
         async with persistent(where, timeout=WAIT_LONG, **FAST) as (pc, events):
