@@ -122,14 +122,25 @@ def _attempt(
     connection (with a reader and a writer if C{options} is given), or a
     failure that names the address.
     """
-    _check_attempt(where, interrupt)
-    result = _Attempt(where, settings.timeout, options, interrupt, default_reactor(reactor)).result
+    result = _start_attempt(where, settings, options, interrupt, reactor).result
     assert result is not None
     return result
 
 
-def _check_attempt(where: object, interrupt: object) -> None:
-    """@raise TypeError: if C{where} or C{interrupt} is not what an attempt takes."""
+def _start_attempt(
+    where: WhereToConnect,
+    settings: Settings,
+    options: Settings | None,
+    interrupt: Deferred[Any] | None,
+    reactor: Any,
+    report: Callable[[Any], None] | None = None,
+) -> _Attempt:
+    """
+    Start one attempt to connect to C{where}, as L{_attempt} says; its
+    outcome goes to C{report} if given (see L{_Attempt}).
+
+    @raise TypeError: if C{where} or C{interrupt} is not what an attempt takes.
+    """
     if not isinstance(where, WhereToConnect):
         raise TypeError(
             "where must be made by to_host_and_port(), to_file() or to_endpoint(), "
@@ -140,6 +151,7 @@ def _check_attempt(where: object, interrupt: object) -> None:
             f"interrupt must be a Deferred or None, not {type(interrupt).__name__}: "
             f"{interrupt!r:.80}"
         )
+    return _Attempt(where, settings.timeout, options, interrupt, default_reactor(reactor), report)
 
 
 class _Attempt:
@@ -470,12 +482,9 @@ def with_connection(
         buffer_age_limit=buffer_age_limit,
         max_line_length=max_line_length,
     )
-    _check_attempt(where, interrupt)
     run = _WithConnection(where, f)
     # (Told of the outcome directly: no Deferred between the attempt and f.)
-    attempt = _Attempt(
-        where, settings.timeout, settings, interrupt, default_reactor(reactor), run._attempted
-    )
+    attempt = _start_attempt(where, settings, settings, interrupt, reactor, run._attempted)
     if not attempt.over:  # (an outcome given at once: an interrupt that had fired)
         run._attempt = attempt
     return run.done
